@@ -1,0 +1,167 @@
+"""One DuckDB connection per process, a cursor per thread, migrations and error mapping."""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from importlib import resources
+from pathlib import Path
+from typing import Final, TypeVar
+
+import duckdb
+
+from store.errors import IndexLocked, SchemaTooNew, StoreError, WriteConflict
+
+T = TypeVar("T")
+
+# (version, file in this package). A new schema version appends a migration file whose
+# statements turn version N-1 into N; schema.sql stays the idempotent base.
+MIGRATIONS: Final[list[tuple[int, str]]] = [(1, "schema.sql")]
+SCHEMA_VERSION: Final[int] = MIGRATIONS[-1][0]
+
+_LOCK_PID = re.compile(r"PID (\d+)")
+
+
+def _sql_file(name: str) -> str:
+    return resources.files("store").joinpath(name).read_text(encoding="utf-8")
+
+
+@contextmanager
+def map_errors(path: Path | str = "") -> Iterator[None]:
+    """Turn raw duckdb errors into the store's error classes."""
+    try:
+        yield
+    except duckdb.IOException as e:
+        msg = str(e)
+        if "lock" in msg.lower():
+            m = _LOCK_PID.search(msg)
+            who = f"process {m.group(1)}" if m else "another process"
+            raise IndexLocked(
+                f"index {path} is in use by {who}; wait for it to finish "
+                f"or use `archiveflow sql`/`status`, which read through it"
+            ) from e
+        raise StoreError(f"index {path}: {msg.splitlines()[0]}") from e
+    except duckdb.TransactionException as e:
+        if "conflict" in str(e).lower():
+            raise WriteConflict(str(e).splitlines()[0]) from e
+        raise
+
+
+class Store:
+    """The index of one data folder.
+
+    One duckdb connection per process (DuckDB allows one read-write opener per file);
+    each thread gets its own cursor from it, as DuckDB requires.
+    """
+
+    def __init__(
+        self,
+        path: Path | str,
+        *,
+        read_only: bool = False,
+        wait_for_lock: float = 0.0,
+        on_wait: Callable[[str], None] | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.read_only = read_only
+        self._local = threading.local()
+        self._con = self._connect(wait_for_lock, on_wait)
+        self._con.execute("SET TimeZone = 'UTC'")
+        if not read_only:
+            self._migrate()
+
+    def _connect(
+        self, wait_for_lock: float, on_wait: Callable[[str], None] | None
+    ) -> duckdb.DuckDBPyConnection:
+        deadline = time.monotonic() + wait_for_lock
+        told = False
+        while True:
+            try:
+                with map_errors(self.path):
+                    return duckdb.connect(str(self.path), read_only=self.read_only)
+            except IndexLocked as e:
+                if time.monotonic() >= deadline:
+                    raise
+                if on_wait and not told:
+                    on_wait(f"{e}; waiting up to {wait_for_lock:.0f}s for it")
+                    told = True
+                time.sleep(0.5)
+
+    def _migrate(self) -> None:
+        con = self._con
+        con.execute(
+            "CREATE TABLE IF NOT EXISTS schema_version "
+            "(version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+        )
+        row = con.execute("SELECT max(version) FROM schema_version").fetchone()
+        current = (row[0] if row else None) or 0
+        if current > SCHEMA_VERSION:
+            raise SchemaTooNew(
+                f"index {self.path} has schema version {current}, this archiveflow knows "
+                f"up to {SCHEMA_VERSION}; upgrade archiveflow"
+            )
+        for version, name in MIGRATIONS:
+            if version <= current:
+                continue
+            con.execute("BEGIN")
+            con.execute(_sql_file(name))
+            con.execute("INSERT INTO schema_version (version) VALUES (?)", [version])
+            con.execute("COMMIT")
+        # Views are derived, so they are replaced on every open rather than versioned.
+        views = resources.files("store").joinpath("views.sql")
+        if views.is_file():
+            con.execute(views.read_text(encoding="utf-8"))
+
+    def cursor(self) -> duckdb.DuckDBPyConnection:
+        """This thread's cursor (created on first use)."""
+        cur = getattr(self._local, "cur", None)
+        if cur is None:
+            cur = self._con.cursor()
+            cur.execute("SET TimeZone = 'UTC'")
+            self._local.cur = cur
+        return cur
+
+    @contextmanager
+    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """BEGIN … COMMIT on this thread's cursor; ROLLBACK on any error."""
+        cur = self.cursor()
+        with map_errors(self.path):
+            cur.execute("BEGIN")
+            try:
+                yield cur
+                cur.execute("COMMIT")
+            except BaseException:
+                try:
+                    cur.execute("ROLLBACK")
+                except duckdb.Error:
+                    pass
+                raise
+
+    def execute(self, sql: str, params: list | dict | None = None) -> duckdb.DuckDBPyConnection:
+        """Run one statement on this thread's cursor, errors mapped."""
+        with map_errors(self.path):
+            return self.cursor().execute(sql, params) if params is not None else (
+                self.cursor().execute(sql)
+            )
+
+    def close(self) -> None:
+        """Close the connection (every thread's cursor with it)."""
+        try:
+            self._con.close()
+        except duckdb.Error:
+            pass
+
+
+def retry_conflicts(fn: Callable[[], T], attempts: int = 8, delay: float = 0.005) -> T:
+    """Call fn, retrying on WriteConflict with a short backoff."""
+    for i in range(attempts):
+        try:
+            return fn()
+        except WriteConflict:
+            if i == attempts - 1:
+                raise
+            time.sleep(delay * (2**i))
+    raise AssertionError("unreachable")

@@ -1,0 +1,1 @@
+"""archiveflow tasks."""
