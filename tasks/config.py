@@ -1,0 +1,200 @@
+"""Config layering for hooks: plugin defaults < user config < env vars < crawl < snapshot.
+
+Each plugin's `config.json` declares its keys, in our flat shape
+`{"KEY": {"type": "bool", "default": true, "description": "..."}}` or ArchiveBox's
+JSON-schema shape `{"properties": {"KEY": {...}}, "required_binaries": [...]}` (whose
+`x-aliases` and `x-fallback` are honoured). Hooks receive every value as a string; bools are
+`True`/`False`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+from tasks.discover import Hook, env_key, is_false
+
+# Keys every hook may rely on even when no plugin declares them.
+GLOBAL_DEFAULTS: Final[dict[str, Any]] = {"TIMEOUT": 60}
+_BOOL_TYPES: Final[frozenset[str]] = frozenset({"bool", "boolean"})
+_TRUE_VALUES: Final[frozenset[str]] = frozenset({"true", "1", "yes", "on"})
+_PLACEHOLDER_RE: Final = re.compile(r"\{([A-Z0-9_]+)\}")
+
+
+class ConfigFileError(ValueError):
+    """A config.json that is not valid JSON or not the expected shape."""
+
+
+@dataclass(frozen=True)
+class ConfigKey:
+    """One declared config key of a plugin."""
+
+    key: str
+    type: str = "str"
+    default: Any = None
+    description: str = ""
+    aliases: tuple[str, ...] = ()
+    fallback: str | None = None  # ArchiveBox `x-fallback`: use this key when unset
+
+
+@dataclass
+class PluginConfig:
+    """What a plugin's config.json declares."""
+
+    keys: dict[str, ConfigKey] = field(default_factory=dict)
+    required_binaries: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ConfigFileError(f"{path}: not valid JSON: {e}") from e
+
+
+def load_plugin_config(plugin_dir: Path) -> PluginConfig:
+    """Parse `<plugin_dir>/config.json` (flat or JSON-schema shape); empty when absent."""
+    path = plugin_dir / "config.json"
+    data = _read_json(path)
+    if data is None:
+        return PluginConfig()
+    if not isinstance(data, dict):
+        raise ConfigFileError(f"{path}: expected a JSON object")
+    out = PluginConfig()
+    props = data.get("properties") if isinstance(data.get("properties"), dict) else None
+    items = props if props is not None else data
+    for key, spec in items.items():
+        if not isinstance(spec, dict) or not key.isupper():
+            continue  # `$schema`, `title`, `required_plugins`, ... in the schema shape
+        out.keys[key] = ConfigKey(
+            key=key,
+            type=str(spec.get("type", "str")),
+            default=spec.get("default"),
+            description=str(spec.get("description", "")),
+            aliases=tuple(spec.get("x-aliases") or ()),
+            fallback=spec.get("x-fallback"),
+        )
+    bins = data.get("required_binaries")
+    if isinstance(bins, list):
+        out.required_binaries = [b for b in bins if isinstance(b, dict) and b.get("name")]
+    return out
+
+
+def load_user_config(data_dir: Path) -> dict[str, Any]:
+    """The user's flat `<data>/config.json` (`{"KEY": value}`); empty when absent."""
+    path = data_dir / "config.json"
+    data = _read_json(path)
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigFileError(f"{path}: expected a JSON object of KEY: value")
+    return data
+
+
+def to_str(value: Any, type_: str = "str") -> str:
+    """A config value as a hook sees it: bools `True`/`False`, lists/dicts as JSON."""
+    if type_ in _BOOL_TYPES and isinstance(value, str):
+        low = value.strip().lower()
+        if is_false(low):
+            return "False"
+        if low in _TRUE_VALUES:
+            return "True"
+    if isinstance(value, bool):
+        return "True" if value else "False"
+    if value is None:
+        return ""
+    if isinstance(value, dict | list | tuple):
+        return json.dumps(value, separators=(",", ":"))
+    return str(value)
+
+
+def resolve_config(
+    plugins_dirs: Iterable[Path],
+    user_config: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+    crawl_config: Mapping[str, Any] | None = None,
+    snapshot_config: Mapping[str, Any] | None = None,
+) -> dict[str, str]:
+    """Layer the config a hook sees; later layers win: defaults, user, env, crawl, snapshot.
+
+    The result holds every key a plugin declares plus every key the user, crawl or snapshot
+    set. Environment variables override those keys only (the caller's environment reaches
+    hooks anyway); an alias (`SAVE_GIT`) sets its key (`GIT_ENABLED`).
+    """
+    declared: dict[str, ConfigKey] = {
+        k: ConfigKey(k, default=v) for k, v in GLOBAL_DEFAULTS.items()
+    }
+    for plugin_dir in plugins_dirs:
+        declared.update(load_plugin_config(plugin_dir).keys)
+    alias_of = {alias: ck.key for ck in declared.values() for alias in ck.aliases}
+
+    explicit: dict[str, Any] = {}
+    for layer in (user_config, None, crawl_config, snapshot_config):
+        if layer is None:  # the env layer: only known keys (or aliases of them)
+            known = set(declared) | set(explicit) | set(alias_of)
+            for name in known:
+                if env is not None and name in env:
+                    explicit[alias_of.get(name, name)] = env[name]
+            continue
+        for name, value in layer.items():
+            explicit[alias_of.get(name, name)] = value
+
+    resolved: dict[str, str] = {}
+    for key, ck in declared.items():
+        if key in explicit:
+            continue
+        if ck.fallback and ck.fallback in explicit:
+            fb = declared.get(ck.fallback)
+            resolved[key] = to_str(explicit[ck.fallback], fb.type if fb else ck.type)
+        else:
+            resolved[key] = to_str(ck.default, ck.type)
+    for key, value in explicit.items():
+        resolved[key] = to_str(value, declared[key].type if key in declared else "str")
+    return resolved
+
+
+def hook_timeout(hook: Hook, config: Mapping[str, str], default: float = 60.0) -> float:
+    """Seconds a hook may run: `<PLUGIN>_TIMEOUT`, else `TIMEOUT`, else `default`."""
+    for key in (f"{env_key(hook.plugin)}_TIMEOUT", "TIMEOUT"):
+        raw = config.get(key)
+        if raw:
+            try:
+                return float(raw)
+            except ValueError:
+                continue
+    return default
+
+
+def required_binaries(plugin_dir: Path, config: Mapping[str, str]) -> list[dict[str, Any]]:
+    """Binary declarations of a plugin: `binaries.jsonl` lines plus config.json's
+    `required_binaries` (ArchiveBox), as `{"type": "Binary", "name", "bin_providers", ...}`.
+
+    `{KEY}` placeholders in names are filled from config; a path keeps its base name.
+    """
+    out: list[dict[str, Any]] = []
+    path = plugin_dir / "binaries.jsonl"
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                obj = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(obj, dict) and obj.get("name"):
+                out.append({**obj, "type": "Binary"})
+    for spec in load_plugin_config(plugin_dir).required_binaries:
+        name = _PLACEHOLDER_RE.sub(lambda m: config.get(m.group(1), m.group(0)), str(spec["name"]))
+        rec: dict[str, Any] = {"type": "Binary", "name": os.path.basename(name) or name}
+        providers = spec.get("bin_providers") or spec.get("binproviders")
+        if providers:
+            rec["bin_providers"] = providers
+        if spec.get("overrides"):
+            rec["overrides"] = spec["overrides"]
+        out.append(rec)
+    return out

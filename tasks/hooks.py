@@ -1,0 +1,338 @@
+"""The hook runtime: find hooks, run them as subprocesses, learn their results from files.
+
+Plain Python: no Prefect, no DuckDB. The Prefect layer wraps these functions.
+
+The hook contract (the runner side of /work/shared/HOOKS.md):
+
+- A hook is `plugins/<plugin>/on_<Event>__<NN>_<desc>[.bg].<ext>`; `discover_hooks` finds
+  them on the search path, sorted by (NN, file name). `.bg.` (also `.finite.bg.`,
+  `.daemon.bg.`) = background: started, pid recorded, not waited for. `.daemon.bg.` runs until
+  killed; stopping it at cleanup is expected, not a failure.
+- `run_hook` runs it with argv `--key=value` (underscores in keys become dashes), in its own
+  process group, cwd `<output_dir>/<plugin>/`, env = the caller's env (config, DATA_DIR,
+  SNAP_DIR, ...) plus `EXTRA_CONTEXT` (JSON). An executable file runs by its shebang, except
+  `#!/usr/bin/env python[3[.X]]`, which runs with `sys.executable` (on these machines
+  `python3` on PATH is a pyenv wrapper costing ~127 ms per start); a non-executable file runs
+  by extension (`.py` python, `.js` node, `.sh` bash).
+- In the plugin folder, keyed by the hook's file stem, it leaves `<stem>.sh` (the command
+  line, runnable by hand; config env vars are left out since they may hold secrets),
+  `<stem>.stdout.log`, `<stem>.stderr.log` (files, never pipes: output never passes through
+  our memory; a log above 10 MB is cut to head + tail), `<stem>.pid` while it runs (pid,
+  pgid, create time: PID reuse is detected) and `<stem>.exit.json` when it ended.
+- A foreground hook that outlives its timeout gets SIGTERM to its group, `grace` seconds,
+  then SIGKILL; one whose stdout or stderr passes 100 MB is killed ("output too large").
+  After any exit, what is left of its group, its descendants and any process that inherited
+  its run id (`ARCHIVEFLOW_RUN_ID`, which survives `setsid`) is killed: no orphans.
+- `update_from_output` is the one way a result is learned, for foreground and background
+  hooks alike: the last ArchiveResult printed, else inferred (exit 10 skipped, other non-zero
+  failed with the stderr tail, exit 0 with new files succeeded, else noresults); a timeout or
+  kill for cause is always failed. Other records and invalid lines are returned, not lost.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shlex
+import signal
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final
+
+import psutil
+
+from store.ids import new_id
+from tasks.config import hook_timeout, resolve_config
+from tasks.discover import Hook, discover_hooks, plugin_dirs, plugin_search_path
+from tasks.output import (
+    LOG_CAP,
+    ExitInfo,
+    HookOutcome,
+    HookPaths,
+    OutputFile,
+    build_outcome,
+    cap_log,
+    snapshot_files,
+)
+from tasks.process import (
+    RUN_ID_ENV,
+    HookLaunchError,
+    PidInfo,
+    build_command,
+    kill_process,
+    kill_tree,
+    process_is_alive,
+    read_pid_file,
+    register,
+    registered,
+    snapshot_descendants,
+    spawn,
+    unregister,
+    wait_background,
+    wait_exit,
+    write_pid_file,
+)
+
+__all__ = [
+    "Hook",
+    "HookLaunchError",
+    "HookOutcome",
+    "HookPaths",
+    "HookRun",
+    "OutputFile",
+    "discover_hooks",
+    "finalize_background",
+    "hook_timeout",
+    "kill_process",
+    "plugin_dirs",
+    "plugin_search_path",
+    "process_is_alive",
+    "recover_run",
+    "resolve_config",
+    "run_hook",
+    "snapshot_files",
+    "update_from_output",
+    "wait_background",
+]
+
+OUTPUT_HARD_CAP: Final[int] = 100 * 1024 * 1024  # a running hook past this is killed
+# Env vars written into `<stem>.sh` so it reruns by hand; the rest of the config is not
+# (it may hold secrets).
+_SH_ENV: Final[tuple[str, ...]] = (
+    "DATA_DIR",
+    "CRAWL_DIR",
+    "SNAP_DIR",
+    "LIB_DIR",
+    "MACHINE_ID",
+    "EXTRA_CONTEXT",
+)
+
+
+@dataclass
+class HookRun:
+    """One run of a hook: how it was started and, once it ended, how it ended."""
+
+    hook: Hook
+    paths: HookPaths
+    pid: int
+    pgid: int
+    cmd: list[str]
+    run_id: str
+    started_at: datetime
+    ended_at: datetime | None = None
+    exit_code: int | None = None  # negative: killed by that signal; None: running/unknown
+    timed_out: bool = False
+    kill_reason: str | None = None
+    stopped: bool = False  # daemon stopped at cleanup, as planned
+    leftovers_killed: bool = False  # it exited but left processes behind, which were killed
+    descendants: dict[int, float] = field(default_factory=dict)
+
+    @property
+    def stdout_log(self) -> Path:
+        return self.paths.stdout_log
+
+    @property
+    def stderr_log(self) -> Path:
+        return self.paths.stderr_log
+
+    @property
+    def pid_file(self) -> Path:
+        return self.paths.pid_file
+
+    @property
+    def cmd_file(self) -> Path:
+        return self.paths.cmd_file
+
+    def exit_info(self) -> ExitInfo:
+        """How the run ended, as stored in `<stem>.exit.json`."""
+        return ExitInfo(
+            exit_code=self.exit_code,
+            started_at=self.started_at,
+            ended_at=self.ended_at,
+            timed_out=self.timed_out,
+            kill_reason=self.kill_reason,
+            stopped=self.stopped,
+        )
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _write_cmd_file(path: Path, cwd: Path, cmd: list[str], env: Mapping[str, str]) -> None:
+    env_part = " ".join(f"{k}={shlex.quote(env[k])}" for k in _SH_ENV if k in env)
+    line = f"cd {shlex.quote(str(cwd))} && {env_part + ' ' if env_part else ''}{shlex.join(cmd)}"
+    path.write_text(f"#!/bin/sh\n{line}\n", encoding="utf-8")
+
+
+def _over_cap(paths: HookPaths, cap: int) -> str | None:
+    for log in (paths.stdout_log, paths.stderr_log):
+        with contextlib.suppress(FileNotFoundError):
+            if os.stat(log).st_size > cap:
+                return f"output too large: {log.name} passed {cap} bytes"
+    return None
+
+
+def _finish(run: HookRun, log_cap: int) -> HookRun:
+    run.ended_at = run.ended_at or _now()
+    with contextlib.suppress(FileNotFoundError):
+        run.paths.pid_file.unlink()
+    cap_log(run.paths.stdout_log, log_cap)
+    cap_log(run.paths.stderr_log, log_cap)
+    run.exit_info().write(run.paths.exit_file)
+    return run
+
+
+def run_hook(
+    hook: Hook,
+    *,
+    args: Mapping[str, str],
+    output_dir: Path,
+    env: Mapping[str, str],
+    timeout: float,
+    grace: float = 2.0,
+    extra_context: Mapping[str, Any] | None = None,
+    log_cap: int = LOG_CAP,
+    output_cap: int = OUTPUT_HARD_CAP,
+) -> HookRun:
+    """Run one hook; wait for a foreground hook, return at once for a background one.
+
+    Raises HookLaunchError if the hook cannot be started at all.
+    """
+    paths = HookPaths(output_dir / hook.plugin, hook.name)
+    paths.plugin_dir.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileNotFoundError):
+        paths.exit_file.unlink()  # from an earlier run of the same hook
+    cmd = build_command(hook.path) + [
+        f"--{key.replace('_', '-')}={value}" for key, value in args.items()
+    ]
+    context = {"plugin": hook.plugin, "hook_name": hook.name, **(extra_context or {})}
+    run_id = new_id()
+    child_env = {**env, "EXTRA_CONTEXT": json.dumps(context), RUN_ID_ENV: run_id}
+    _write_cmd_file(paths.cmd_file, paths.plugin_dir, cmd, child_env)
+
+    started_at, started = _now(), time.time()
+    popen = spawn(
+        cmd, cwd=paths.plugin_dir, env=child_env, stdout=paths.stdout_log, stderr=paths.stderr_log
+    )
+    try:
+        create_time = psutil.Process(popen.pid).create_time()
+    except psutil.Error:  # unreaped, so only if /proc is unreadable
+        create_time = started
+    info = PidInfo(popen.pid, popen.pid, create_time, cmd, run_id, started)
+    write_pid_file(paths.pid_file, info)
+    run = HookRun(
+        hook, paths, popen.pid, popen.pid, cmd, run_id, started_at, descendants=info.descendants
+    )
+    if hook.is_background:
+        register(paths.pid_file, popen)
+        return run
+
+    deadline = time.monotonic() + timeout
+    interval = 0.01
+    while not wait_exit(popen, min(interval, max(0.0, deadline - time.monotonic()))):
+        if snapshot_descendants(popen.pid, info.descendants):
+            write_pid_file(paths.pid_file, info)  # so another process could kill them too
+        reason = _over_cap(paths, output_cap)
+        if reason is None and time.monotonic() >= deadline:
+            run.timed_out, reason = True, f"timed out after {timeout:g}s"
+        if reason is not None:
+            run.kill_reason = reason
+            kill_tree(info, signal.SIGTERM, grace, popen)
+            break
+        interval = min(interval * 2, 0.05)
+    run.ended_at = _now()
+    # Whatever it left behind (same group, descendants, setsid'd grandchildren) goes too.
+    run.leftovers_killed = kill_tree(info, signal.SIGTERM, grace, popen, group_is_ours=True)
+    run.exit_code = popen.returncode
+    return _finish(run, log_cap)
+
+
+def finalize_background(
+    run: HookRun, *, grace: float = 2.0, reason: str | None = None, log_cap: int = LOG_CAP
+) -> HookRun:
+    """End a background run: stop it if still alive, collect its exit code, clean up.
+
+    A daemon hook (`.daemon.bg.`) still alive is stopped as planned; a finite one still
+    alive failed (`reason`, default "still running at cleanup"). A run started by an earlier
+    process has no known exit code and counts as killed.
+    """
+    popen = registered(run.pid_file)
+    info = read_pid_file(run.pid_file) or PidInfo(
+        run.pid,
+        run.pgid,
+        run.started_at.timestamp(),
+        run.cmd,
+        run.run_id,
+        run.started_at.timestamp(),
+        dict(run.descendants),
+    )
+    if process_is_alive(run.pid_file):
+        if run.hook.is_daemon and reason is None:
+            run.stopped = True
+        else:
+            run.kill_reason = reason or "still running at cleanup"
+        kill_tree(info, signal.SIGTERM, grace, popen)
+        if run.stopped and popen is not None and popen.returncode == -signal.SIGKILL:
+            run.kill_reason = f"did not stop within {grace:g}s of SIGTERM"
+    else:
+        run.leftovers_killed = kill_tree(
+            info, signal.SIGTERM, grace, popen, group_is_ours=popen is not None
+        )
+    if popen is not None:
+        run.exit_code = popen.returncode
+        unregister(run.pid_file)
+    elif run.exit_code is None:
+        run.kill_reason = run.kill_reason or "exit code unknown: started by an earlier process"
+    return _finish(run, log_cap)
+
+
+def recover_run(hook: Hook, output_dir: Path) -> HookRun | None:
+    """A HookRun rebuilt from the pid file a hook left (e.g. before a restart), if any."""
+    paths = HookPaths(output_dir / hook.plugin, hook.name)
+    info = read_pid_file(paths.pid_file)
+    if info is None:
+        return None
+    return HookRun(
+        hook,
+        paths,
+        info.pid,
+        info.pgid,
+        info.cmd,
+        info.run_id,
+        datetime.fromtimestamp(info.started_at, UTC),
+        descendants=info.descendants,
+    )
+
+
+def update_from_output(
+    hook_run_or_paths: HookRun | HookPaths | Hook,
+    *,
+    output_dir: Path,
+    snapshot_dir: Path,
+    started_files_snapshot: dict[str, tuple[int, int]] | None = None,
+) -> HookOutcome:
+    """Learn a run's result from its folder: records, exit, files (see module docstring).
+
+    Give the HookRun when this process ran it; a HookPaths or Hook (found under
+    `output_dir`) reads `<stem>.exit.json` instead. `started_files_snapshot` (from
+    `snapshot_files()` before the run) limits the listing to new or changed files.
+    """
+    if isinstance(hook_run_or_paths, HookRun):
+        paths = hook_run_or_paths.paths
+        exit = (
+            hook_run_or_paths.exit_info()
+            if hook_run_or_paths.ended_at is not None
+            else ExitInfo.read(paths.exit_file) or hook_run_or_paths.exit_info()
+        )
+    else:
+        if isinstance(hook_run_or_paths, Hook):
+            paths = HookPaths(output_dir / hook_run_or_paths.plugin, hook_run_or_paths.name)
+        else:
+            paths = hook_run_or_paths
+        exit = ExitInfo.read(paths.exit_file) or ExitInfo()
+    return build_outcome(paths, exit, snapshot_dir, started_files_snapshot)

@@ -1,0 +1,350 @@
+"""Reading what a hook left: its logs (capped), its records, its files, its exit.
+
+Everything here works from the files alone (invariant 2): the stdout log, the stderr log and
+`<stem>.exit.json` (exit code, times, kill reason; written when the run is finalized).
+"""
+
+from __future__ import annotations
+
+import json
+import mimetypes
+import os
+import signal
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Final
+
+from store.records import (
+    MAX_TEXT_LEN,
+    ArchiveResultRecord,
+    FinalResultStatus,
+    Record,
+    RecordError,
+    parse_lines,
+)
+
+LOG_CAP: Final[int] = 10 * 1024 * 1024  # a finished log above this keeps head and tail
+STDERR_TAIL_LINES: Final[int] = 20
+STDERR_TAIL_BYTES: Final[int] = 2048
+# Files the runner writes next to a hook's output, never listed as output.
+OWN_SUFFIXES: Final[tuple[str, ...]] = (
+    ".stdout.log",
+    ".stderr.log",
+    ".sh",
+    ".pid",
+    ".pid.tmp",
+    ".exit.json",
+)
+
+
+@dataclass(frozen=True)
+class HookPaths:
+    """The files a hook run leaves in its plugin folder, keyed by the hook's file stem."""
+
+    plugin_dir: Path
+    stem: str
+
+    @property
+    def stdout_log(self) -> Path:
+        return self.plugin_dir / f"{self.stem}.stdout.log"
+
+    @property
+    def stderr_log(self) -> Path:
+        return self.plugin_dir / f"{self.stem}.stderr.log"
+
+    @property
+    def cmd_file(self) -> Path:
+        return self.plugin_dir / f"{self.stem}.sh"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.plugin_dir / f"{self.stem}.pid"
+
+    @property
+    def exit_file(self) -> Path:
+        return self.plugin_dir / f"{self.stem}.exit.json"
+
+
+@dataclass
+class ExitInfo:
+    """How a run ended. `exit_code` None = unknown; negative = killed by that signal."""
+
+    exit_code: int | None = None
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    timed_out: bool = False
+    kill_reason: str | None = None  # set when the run was killed for cause: it failed
+    stopped: bool = False  # a daemon hook stopped at cleanup, as planned
+
+    def write(self, path: Path) -> None:
+        """Save as JSON (the record that lets the index be rebuilt from the folder)."""
+        data: dict[str, Any] = dict(self.__dict__)
+        for key in ("started_at", "ended_at"):
+            data[key] = data[key].isoformat() if data[key] else None
+        path.write_text(json.dumps(data), encoding="utf-8")
+
+    @classmethod
+    def read(cls, path: Path) -> ExitInfo | None:
+        """Load a saved ExitInfo, or None when missing or unreadable."""
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            for key in ("started_at", "ended_at"):
+                data[key] = datetime.fromisoformat(data[key]) if data.get(key) else None
+            return cls(**data)
+        except (OSError, ValueError, TypeError):
+            return None
+
+    @property
+    def duration(self) -> float | None:
+        if self.started_at and self.ended_at:
+            return (self.ended_at - self.started_at).total_seconds()
+        return None
+
+
+@dataclass(frozen=True)
+class OutputFile:
+    """One output file: path relative to the snapshot folder, size in bytes, mimetype."""
+
+    path: str
+    size: int
+    mimetype: str | None
+
+
+@dataclass
+class HookOutcome:
+    """The result of one hook run, as learned from its files."""
+
+    status: FinalResultStatus
+    output_str: str = ""
+    output_json: dict[str, Any] | list[Any] | None = None
+    error: str | None = None
+    exit_code: int | None = None
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    output_files: list[OutputFile] = field(default_factory=list)
+    output_size: int = 0
+    other_records: list[Record] = field(default_factory=list)
+    record_errors: list[RecordError] = field(default_factory=list)
+
+
+def cap_log(path: Path, cap: int = LOG_CAP) -> bool:
+    """Shrink a log above `cap` bytes to its head and tail around a marker line, in place.
+
+    Cuts fall on line boundaries so no half JSON line is left. True if it was shrunk.
+    """
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return False
+    if size <= cap:
+        return False
+    half = cap // 2
+    with open(path, "r+b") as f:
+        head = f.read(half)
+        nl = head.rfind(b"\n")
+        head_len = nl + 1 if nl >= 0 else len(head)
+        f.seek(size - half)
+        tail = f.read(half)
+        nl = tail.find(b"\n")
+        tail = tail[nl + 1 :] if 0 <= nl < len(tail) - 1 else tail
+        dropped = size - head_len - len(tail)
+        marker = f"[archiveflow: log truncated, {dropped} bytes left out]\n".encode()
+        f.seek(head_len)
+        f.write(marker)
+        f.write(tail)
+        f.truncate()
+    return True
+
+
+def read_bounded(path: Path, cap: int = LOG_CAP) -> bytes:
+    """A log's bytes, or its head and tail when it is larger than `cap` (file untouched)."""
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size <= cap:
+                return f.read()
+            head = f.read(cap // 2)
+            f.seek(size - cap // 2)
+            return head + b"\n" + f.read()
+    except FileNotFoundError:
+        return b""
+
+
+def stderr_tail(path: Path) -> str:
+    """The last ~20 lines (at most ~2 KB) of a stderr log, decoded leniently."""
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            f.seek(max(0, size - STDERR_TAIL_BYTES))
+            data = f.read()
+    except FileNotFoundError:
+        return ""
+    lines = data.decode("utf-8", errors="replace").splitlines()[-STDERR_TAIL_LINES:]
+    return "\n".join(lines).strip()
+
+
+def _is_own_file(rel: str) -> bool:
+    name = os.path.basename(rel)
+    return os.sep not in rel and name.startswith("on_") and name.endswith(OWN_SUFFIXES)
+
+
+def _inside(path: str, root: str) -> bool:
+    return path == root or path.startswith(root + os.sep)
+
+
+def snapshot_files(plugin_dir: Path) -> dict[str, tuple[int, int]]:
+    """Files under a plugin folder before a run: relative path → (size, mtime_ns)."""
+    out: dict[str, tuple[int, int]] = {}
+    for dirpath, _dirs, files in os.walk(plugin_dir):
+        for name in files:
+            full = os.path.join(dirpath, name)
+            try:
+                st = os.lstat(full)
+            except OSError:
+                continue
+            out[os.path.relpath(full, plugin_dir)] = (st.st_size, st.st_mtime_ns)
+    return out
+
+
+def scan_output_files(
+    plugin_dir: Path,
+    snapshot_dir: Path,
+    before: dict[str, tuple[int, int]] | None = None,
+) -> tuple[list[OutputFile], list[str]]:
+    """List a hook's output files (new or changed since `before`), never following links.
+
+    A symlink that resolves outside the snapshot folder is removed and reported in the
+    returned notes. Paths are relative to the snapshot folder.
+    """
+    root = os.path.realpath(snapshot_dir)
+    files: list[OutputFile] = []
+    notes: list[str] = []
+    if os.path.islink(plugin_dir):
+        return files, [f"plugin folder {plugin_dir} is a symlink: not scanned"]
+    for dirpath, dirs, names in os.walk(plugin_dir):
+        for name in [*names, *dirs]:
+            full = os.path.join(dirpath, name)
+            rel = os.path.relpath(full, plugin_dir)
+            if os.path.islink(full):
+                target = os.path.realpath(full)
+                if not _inside(target, root):
+                    os.unlink(full)  # removes the link only, never its target
+                    notes.append(f"removed symlink {rel} -> {target}: outside the snapshot folder")
+                    continue
+                if name in dirs:
+                    continue  # os.walk does not descend into it either
+            elif name in dirs or _is_own_file(rel):
+                continue
+            try:
+                st = os.stat(full)  # inside the snapshot folder: safe to follow
+                lst = os.lstat(full)
+            except OSError:
+                continue
+            if before is not None and before.get(rel) == (lst.st_size, lst.st_mtime_ns):
+                continue
+            files.append(
+                OutputFile(
+                    path=os.path.relpath(full, snapshot_dir),
+                    size=st.st_size,
+                    mimetype=mimetypes.guess_type(name)[0],
+                )
+            )
+    files.sort(key=lambda f: f.path)
+    return files, notes
+
+
+def _refuse_outside(value: str, base: Path, root: str, what: str, notes: list[str]) -> bool:
+    """True (and a note) when path `value`, taken relative to `base`, escapes `root`."""
+    target = os.path.realpath(os.path.join(base, value))
+    if _inside(target, root):
+        return False
+    notes.append(f"refused {what} {value!r}: resolves outside the snapshot folder")
+    return True
+
+
+def _exit_phrase(exit: ExitInfo) -> str:
+    rc, dur = exit.exit_code, exit.duration
+    after = f" after {dur:.1f}s" if dur is not None else ""
+    if rc is None:
+        return "exit code unknown"
+    if rc < 0:
+        try:
+            name = signal.Signals(-rc).name
+        except ValueError:
+            name = str(-rc)
+        return f"killed by signal {name}{after}"
+    return f"exited {rc}{after}"
+
+
+def build_outcome(
+    paths: HookPaths,
+    exit: ExitInfo,
+    snapshot_dir: Path,
+    before: dict[str, tuple[int, int]] | None = None,
+) -> HookOutcome:
+    """Decide a run's result from its stdout records, its exit and its files (HOOKS.md)."""
+    text = read_bounded(paths.stdout_log).decode("utf-8", errors="replace")
+    records, record_errors = parse_lines(text)
+    results = [r for r in records if isinstance(r, ArchiveResultRecord)]
+    others: list[Record] = [r for r in records if not isinstance(r, ArchiveResultRecord)]
+    printed = results[-1] if results else None
+    files, notes = scan_output_files(paths.plugin_dir, snapshot_dir, before)
+    root = os.path.realpath(snapshot_dir)
+
+    output_str = printed.output_str if printed else ""
+    if output_str and not any(c.isspace() for c in output_str):
+        if _refuse_outside(output_str, snapshot_dir, root, "output_str", notes):
+            output_str = ""
+    listed = {f.path for f in files}
+    for claimed in (printed.output_files or []) if printed else []:
+        if _refuse_outside(claimed, paths.plugin_dir, root, "output file", notes):
+            continue
+        full = os.path.normpath(os.path.join(paths.plugin_dir, claimed))
+        rel = os.path.relpath(full, snapshot_dir)
+        if rel not in listed and os.path.isfile(full):
+            listed.add(rel)
+            size = os.path.getsize(full)
+            files.append(OutputFile(rel, size, mimetypes.guess_type(full)[0]))
+
+    status: FinalResultStatus
+    errors: list[str] = []
+    rc = exit.exit_code
+    clean_stop = exit.stopped and rc in (0, -signal.SIGTERM, 128 + signal.SIGTERM)
+    if exit.kill_reason or exit.timed_out:
+        status = "failed"
+        errors.append(exit.kill_reason or "timed out")
+    elif rc == 0 or clean_stop or (rc is None and printed is not None):
+        if printed is not None:
+            status = printed.status
+        else:
+            status = "succeeded" if files else "noresults"
+    elif rc == 10:
+        status = "skipped"
+    else:
+        status = "failed"
+        errors.append(_exit_phrase(exit) if rc is not None else "no result printed, exit unknown")
+    if printed is not None and printed.error:
+        errors.insert(0, printed.error)
+    if status == "failed":
+        tail = stderr_tail(paths.stderr_log)
+        if tail:
+            errors.append(tail)
+    if status == "succeeded" and not output_str and files:
+        one = len(files) == 1
+        output_str = files[0].path if one else os.path.relpath(paths.plugin_dir, snapshot_dir)
+    errors.extend(notes)
+    error = "\n".join(errors)[:MAX_TEXT_LEN] or None
+    return HookOutcome(
+        status=status,
+        output_str=output_str,
+        output_json=printed.output_json if printed else None,
+        error=error,
+        exit_code=rc,
+        started_at=exit.started_at,
+        ended_at=exit.ended_at,
+        output_files=files,
+        output_size=sum(f.size for f in files),
+        other_records=others,
+        record_errors=record_errors,
+    )

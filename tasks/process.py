@@ -1,0 +1,385 @@
+"""Hook processes: interpreter choice, pid files that survive PID reuse, killing whole trees.
+
+A hook runs in its own process group (its pid is the pgid). Three nets catch what it leaves
+behind: the process group (`killpg`), the descendants seen while it ran (read cheaply from
+`/proc/<pid>/task/*/children`), and the run id it inherits in `ARCHIVEFLOW_RUN_ID`, which a
+grandchild that called `setsid` still carries in `/proc/<pid>/environ`. Every pid taken from
+a file is checked against its recorded create time before it is signalled.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Final
+
+import psutil
+
+RUN_ID_ENV: Final[str] = "ARCHIVEFLOW_RUN_ID"
+EXT_INTERPRETERS: Final[dict[str, str]] = {
+    "py": sys.executable,
+    "js": "node",
+    "mjs": "node",
+    "cjs": "node",
+    "sh": "bash",
+    "bash": "bash",
+}
+# Shebangs naming "whatever python is on PATH" run with our interpreter instead: on these
+# machines `python3` on PATH is a pyenv wrapper that costs ~127 ms per start.
+_ENV_PYTHONS: Final[frozenset[str]] = frozenset({"python", "python3"})
+_CREATE_TIME_TOLERANCE: Final[float] = 0.02
+_REGISTRY: dict[str, subprocess.Popen[bytes]] = {}
+
+
+class HookLaunchError(RuntimeError):
+    """A hook file that cannot be started (unknown extension, missing interpreter)."""
+
+
+@dataclass
+class PidInfo:
+    """What a pid file records about a running hook."""
+
+    pid: int
+    pgid: int
+    create_time: float
+    cmd: list[str]
+    run_id: str
+    started_at: float
+    descendants: dict[int, float] = field(default_factory=dict)  # pid → create_time
+
+
+def _is_env_python(word: str) -> bool:
+    if word in _ENV_PYTHONS:
+        return True
+    return word.startswith("python3.") and word[len("python3.") :].isdigit()
+
+
+def build_command(path: Path) -> list[str]:
+    """The argv prefix that runs a hook file (its args are appended by the caller).
+
+    Executable with a shebang: the shebang, except `#!/usr/bin/env python[3[.X]]`, which runs
+    with `sys.executable`. Not executable: by extension (`.py` python, `.js` node, `.sh` bash).
+    """
+    if os.access(path, os.X_OK):
+        with open(path, "rb") as f:
+            head = f.read(256)
+        if not head.startswith(b"#!"):
+            return [str(path)]
+        words = head[2:].split(b"\n", 1)[0].decode("utf-8", "replace").split()
+        if len(words) >= 2 and os.path.basename(words[0]) == "env":
+            rest = words[1:]
+            if rest and rest[0] == "-S":
+                rest = rest[1:]
+            if rest and _is_env_python(rest[0]):
+                return [sys.executable, *rest[1:], str(path)]
+        return [str(path)]
+    ext = path.name.rsplit(".", 1)[-1]
+    interpreter = EXT_INTERPRETERS.get(ext)
+    if interpreter is None:
+        raise HookLaunchError(f"hook {path} is not executable and has unknown extension .{ext}")
+    return [interpreter, str(path)]
+
+
+def spawn(
+    cmd: Sequence[str], *, cwd: Path, env: dict[str, str], stdout: Path, stderr: Path
+) -> subprocess.Popen[bytes]:
+    """Start `cmd` in a new session with its output going straight to files."""
+    with open(stdout, "wb") as out, open(stderr, "wb") as err:
+        try:
+            return subprocess.Popen(
+                list(cmd),
+                cwd=cwd,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                start_new_session=True,
+            )
+        except OSError as e:
+            raise HookLaunchError(f"cannot start {cmd[0]}: {e}") from e
+
+
+def write_pid_file(path: Path, info: PidInfo) -> None:
+    """Write the pid file atomically (a reader never sees half a file)."""
+    data = asdict(info)
+    data["descendants"] = [[p, t] for p, t in info.descendants.items()]
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def read_pid_file(path: Path) -> PidInfo | None:
+    """The pid file's contents, or None if it is missing or unreadable."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return PidInfo(
+            pid=int(data["pid"]),
+            pgid=int(data["pgid"]),
+            create_time=float(data["create_time"]),
+            cmd=[str(c) for c in data.get("cmd", [])],
+            run_id=str(data.get("run_id", "")),
+            started_at=float(data.get("started_at", 0.0)),
+            descendants={int(p): float(t) for p, t in data.get("descendants", [])},
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _verified(pid: int, create_time: float) -> psutil.Process | None:
+    """The live process `pid` if it is the one recorded (same create time), else None."""
+    try:
+        proc = psutil.Process(pid)
+        if abs(proc.create_time() - create_time) > _CREATE_TIME_TOLERANCE:
+            return None  # the pid now belongs to another process
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return None
+        return proc
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return None
+
+
+def child_pids(pid: int) -> list[int]:
+    """Direct children of `pid` (all threads), from /proc; empty if it is gone."""
+    out: list[int] = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children", "rb") as f:
+                out.extend(int(x) for x in f.read().split())
+        except OSError:
+            continue
+    return out
+
+
+def snapshot_descendants(pid: int, into: dict[int, float]) -> bool:
+    """Add every live descendant of `pid` (pid → create time) to `into`; True if any is new."""
+    grew = False
+    stack = child_pids(pid)
+    while stack:
+        child = stack.pop()
+        if child not in into:
+            try:
+                into[child] = psutil.Process(child).create_time()
+                grew = True
+            except psutil.Error:
+                continue
+        stack.extend(child_pids(child))
+    return grew
+
+
+def find_marked(run_id: str, since_pid: int = 0) -> list[psutil.Process]:
+    """Processes whose environment carries `ARCHIVEFLOW_RUN_ID=<run_id>`.
+
+    Only pids from `since_pid` on are read unless pids wrapped around since then: anything a
+    hook started was allocated after the hook itself.
+    """
+    if not run_id:
+        return []
+    needle = f"{RUN_ID_ENV}={run_id}".encode()
+    try:
+        with open("/proc/sys/kernel/ns_last_pid", "rb") as f:
+            last = int(f.read())
+    except (OSError, ValueError):
+        last = 0
+    floor = since_pid if 0 < since_pid <= last else 0
+    found: list[psutil.Process] = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) < floor:
+            continue
+        try:
+            with open(f"/proc/{name}/environ", "rb") as f:
+                env = f.read()
+        except OSError:
+            continue
+        if needle + b"\0" in env or env.endswith(needle):
+            with contextlib.suppress(psutil.Error):
+                found.append(psutil.Process(int(name)))
+    return found
+
+
+def wait_exit(proc: subprocess.Popen[bytes], timeout: float) -> bool:
+    """Wait up to `timeout` s for `proc` to exit, waking at once when it does; True if it did."""
+    if proc.poll() is not None:
+        return True
+    try:
+        fd = os.pidfd_open(proc.pid)
+    except (AttributeError, OSError):
+        try:
+            proc.wait(timeout=timeout)
+            return True
+        except subprocess.TimeoutExpired:
+            return False
+    try:
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        if poller.poll(max(0, int(timeout * 1000))):
+            proc.wait()
+            return True
+        return proc.poll() is not None
+    finally:
+        os.close(fd)
+
+
+def kill_tree(
+    info: PidInfo,
+    sig: int = signal.SIGTERM,
+    grace: float = 2.0,
+    popen: subprocess.Popen[bytes] | None = None,
+    group_is_ours: bool = False,
+) -> bool:
+    """Signal a hook, its process group and its descendants; SIGKILL what outlives `grace`.
+
+    `group_is_ours` says the caller knows the pgid was not reused (it just reaped the
+    leader); otherwise the group is signalled only through a verified member.
+    Returns True if any process of the hook was alive.
+    """
+    leader = _verified(info.pid, info.create_time)
+    if leader is not None:
+        snapshot_descendants(info.pid, info.descendants)
+    procs: dict[int, psutil.Process] = {}
+    for pid, ctime in info.descendants.items():
+        p = _verified(pid, ctime)
+        if p is not None:
+            procs[pid] = p
+    for p in find_marked(info.run_id, since_pid=info.pid):
+        procs.setdefault(p.pid, p)
+    procs.pop(info.pid, None)
+    if leader is None and popen is not None and popen.poll() is None:
+        leader = psutil.Process(info.pid)  # our own child: known even while a zombie
+    group_ok = (
+        group_is_ours or leader is not None or any(_pgid(p) == info.pgid for p in procs.values())
+    )
+    if leader is None and not procs and not (group_ok and _group_exists(info.pgid)):
+        return False
+
+    def send(s: int) -> None:
+        if group_ok:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(info.pgid, s)
+        for p in [*procs.values(), *([leader] if leader else [])]:
+            with contextlib.suppress(psutil.Error):
+                p.send_signal(s)  # psutil refuses if the pid was reused meanwhile
+
+    send(sig)
+    deadline = time.monotonic() + (grace if sig != signal.SIGKILL else 0.0)
+    _wait_gone(info, popen, list(procs.values()), deadline, group_ok)
+    if _any_alive(info, popen, procs.values(), group_ok):
+        send(signal.SIGKILL)
+        _wait_gone(info, popen, list(procs.values()), time.monotonic() + 5.0, group_ok)
+    return True
+
+
+def _pgid(p: psutil.Process) -> int | None:
+    try:
+        return os.getpgid(p.pid)
+    except OSError:
+        return None
+
+
+def _group_exists(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except (ProcessLookupError, PermissionError):
+        return False
+
+
+def _any_alive(
+    info: PidInfo,
+    popen: subprocess.Popen[bytes] | None,
+    procs: Iterable[psutil.Process],
+    group_ok: bool,
+) -> bool:
+    if popen is not None and popen.poll() is None:
+        return True
+    if popen is None and _verified(info.pid, info.create_time) is not None:
+        return True
+    if group_ok and _group_exists(info.pgid):
+        return True
+    return any(_alive(p) for p in procs)
+
+
+def _alive(p: psutil.Process) -> bool:
+    try:
+        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def _wait_gone(
+    info: PidInfo,
+    popen: subprocess.Popen[bytes] | None,
+    procs: list[psutil.Process],
+    deadline: float,
+    group_ok: bool,
+) -> None:
+    # Reap our own child through Popen, never psutil: that keeps its exit code.
+    if popen is not None:
+        wait_exit(popen, max(0.0, deadline - time.monotonic()))
+    others = [p for p in procs if p.pid != info.pid]
+    while time.monotonic() < deadline:
+        if not any(_alive(p) for p in others) and not (group_ok and _group_exists(info.pgid)):
+            if popen is not None or _verified(info.pid, info.create_time) is None:
+                return
+        time.sleep(0.02)
+
+
+def register(pid_file: Path, popen: subprocess.Popen[bytes]) -> None:
+    """Remember a background hook's Popen so its exit code can be collected later."""
+    _REGISTRY[os.path.abspath(pid_file)] = popen
+
+
+def registered(pid_file: Path) -> subprocess.Popen[bytes] | None:
+    """The Popen of a background hook this process started, if any."""
+    return _REGISTRY.get(os.path.abspath(pid_file))
+
+
+def unregister(pid_file: Path) -> None:
+    """Forget a background hook's Popen (after it was reaped)."""
+    _REGISTRY.pop(os.path.abspath(pid_file), None)
+
+
+def process_is_alive(pid_file: Path) -> bool:
+    """True if the hook recorded in `pid_file` still runs (same pid AND same create time)."""
+    popen = registered(pid_file)
+    if popen is not None:
+        return popen.poll() is None  # also reaps it, so no zombie lingers
+    info = read_pid_file(pid_file)
+    return info is not None and _verified(info.pid, info.create_time) is not None
+
+
+def kill_process(pid_file: Path, sig: int = signal.SIGTERM, grace: float = 2.0) -> bool:
+    """Kill the hook of `pid_file` with its group and descendants; remove the pid file.
+
+    Sends `sig`, then SIGKILL after `grace` seconds. True if something was alive.
+    """
+    info = read_pid_file(pid_file)
+    if info is None:
+        return False
+    killed = kill_tree(info, sig, grace, popen=registered(pid_file))
+    with contextlib.suppress(FileNotFoundError):
+        pid_file.unlink()
+    return killed
+
+
+def wait_background(pid_files: Iterable[Path], timeout: float, poll: float = 0.05) -> list[Path]:
+    """Wait up to `timeout` s for the hooks of `pid_files` to exit; return those still alive."""
+    pending = list(pid_files)
+    deadline = time.monotonic() + timeout
+    while True:
+        pending = [p for p in pending if process_is_alive(p)]
+        if not pending or time.monotonic() >= deadline:
+            return pending
+        time.sleep(min(poll, max(0.0, deadline - time.monotonic())))
