@@ -1,0 +1,189 @@
+#!/usr/bin/env python3
+# wget: save the page and its requisites (CSS, images, scripts; no recursion) with GNU wget,
+# plus a WARC of every request.
+#
+# Inputs
+#   argv  --url=<url> --snapshot-id --crawl-id --depth (unknown options are ignored)
+#   env   WGET_ENABLED, WGET_TIMEOUT (seconds: wget --timeout and a cap on the whole run),
+#         WGET_BINARY (else `wget` on PATH), WGET_USER_AGENT, WGET_SAVE_WARC,
+#         WGET_EXTRA_ARGS (shell-quoted), CHECK_SSL_VALIDITY, SNAP_DIR
+# Outputs (cwd = <snapshot>/wget/)
+#   <host+port>/<path>.html and requisites, links converted for offline viewing
+#   warc/<unix time>.warc.gz
+#   wget.json: {url, final_url, main_html, http_status, exit_code, errors, warc} -- other hooks
+#     (title, favicon, htmltotext, parse_html_urls) read main_html and final_url from it
+#   stdout: one ArchiveResult; output_str = the main HTML's path relative to the snapshot.
+# A server error page (e.g. 404, wget exit 8) that was saved is still `succeeded` -- the page
+# was captured -- with http_status in output_json; no page saved (connection refused, DNS
+# failure, timeout) is `failed`.
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from urllib.parse import urlsplit
+
+DEFAULT_UA = ("Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
+              "Chrome/120.0 Safari/537.36 archiveflow/0.1 (+wget)")
+SAVED_RE = re.compile(r'URL:\s*(\S+)\s+\[[^\]]*\]\s+->\s+"([^"]+)"')
+ERROR_RE = re.compile(r"^(\S+):\s*\n\S+ \S+ ERROR (\d+): (.*)$", re.MULTILINE)
+HTML_EXT = (".html", ".htm", ".xhtml")
+
+
+def parse_args(argv: list[str]) -> dict[str, str]:
+    args: dict[str, str] = {}
+    for a in argv:
+        if a.startswith("--"):
+            key, eq, val = a[2:].partition("=")
+            args[key.replace("-", "_")] = val if eq else "true"
+    return args
+
+
+def emit(record: dict) -> None:
+    print(json.dumps(record, ensure_ascii=False), flush=True)
+
+
+def env_bool(name: str, default: bool) -> bool:
+    val = os.environ.get(name)
+    if val is None or val.strip() == "":
+        return default
+    return val.strip().lower() in ("1", "true", "yes", "on", "y")
+
+
+def env_int(name: str, default: int) -> int:
+    try:
+        return int(float(os.environ.get(name, "") or default))
+    except ValueError:
+        return default
+
+
+def fail(msg: str, **extra: object) -> int:
+    emit({"type": "ArchiveResult", "status": "failed", "output_str": msg[:300], "error": msg,
+          **({"output_json": extra} if extra else {})})
+    return 1
+
+
+def expected_path(url: str) -> str:
+    """Where wget --force-directories --restrict-file-names=windows -E saves a URL."""
+    parts = urlsplit(url)
+    host = parts.netloc.split("@")[-1].replace(":", "+")
+    path = parts.path or "/"
+    if path.endswith("/"):
+        path += "index.html"
+    if parts.query:
+        path += "@" + parts.query.replace("/", "%2F")
+    if not path.lower().endswith(HTML_EXT):
+        path += ".html"
+    return host + path
+
+
+def find_main_html(url: str, log: str, first_saved: re.Match | None) -> str | None:
+    if first_saved and os.path.isfile(first_saved.group(2)):
+        path = first_saved.group(2)
+        if path.lower().endswith(HTML_EXT):
+            return path
+    guess = expected_path(url)
+    if os.path.isfile(guess):
+        return guess
+    # Last resort: the shallowest HTML file wget wrote (not inside warc/).
+    found = []
+    for root, _dirs, files in os.walk("."):
+        if root.startswith("./warc"):
+            continue
+        for f in files:
+            if f.lower().endswith(HTML_EXT):
+                p = os.path.relpath(os.path.join(root, f))
+                found.append((p.count(os.sep), p))
+    return min(found)[1] if found else None
+
+
+def main() -> int:
+    args = parse_args(sys.argv[1:])
+    url = args.get("url", "")
+    if not env_bool("WGET_ENABLED", True):
+        emit({"type": "ArchiveResult", "status": "skipped", "output_str": "WGET_ENABLED=False"})
+        return 10
+    if not re.match(r"^(https?|ftp)://", url):
+        emit({"type": "ArchiveResult", "status": "skipped",
+              "output_str": f"not an http(s)/ftp URL: {url[:100]}"})
+        return 10
+    binary = os.environ.get("WGET_BINARY") or "wget"
+    if os.sep not in binary:
+        binary = shutil.which(binary) or ""
+    if not binary or not os.access(binary, os.X_OK):
+        return fail("wget not found: run archiveflow install")
+    timeout = env_int("WGET_TIMEOUT", env_int("TIMEOUT", 60))
+    warc_rel = None
+    cmd = [
+        binary, "--no-verbose", "--adjust-extension", "--convert-links", "--force-directories",
+        "--span-hosts", "--no-parent", "-e", "robots=off", "--page-requisites",
+        "--restrict-file-names=windows", "--content-on-error", "--tries=1",
+        f"--timeout={max(1, timeout)}",
+        f"--user-agent={os.environ.get('WGET_USER_AGENT') or DEFAULT_UA}",
+    ]
+    if env_bool("WGET_SAVE_WARC", True):
+        os.makedirs("warc", exist_ok=True)
+        warc_rel = f"warc/{int(time.time())}"
+        cmd.append(f"--warc-file={warc_rel}")
+    if not env_bool("CHECK_SSL_VALIDITY", True):
+        cmd.append("--no-check-certificate")
+    cmd += shlex.split(os.environ.get("WGET_EXTRA_ARGS", ""))
+    cmd.append(url)
+
+    # Same process group as this hook: the runner's group kill reaches wget too.
+    started = time.monotonic()
+    try:
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              timeout=timeout + 5)
+    except subprocess.TimeoutExpired:
+        return fail(f"wget timed out after {timeout + 5}s")
+    log = proc.stdout.decode("utf-8", errors="replace")
+    secs = time.monotonic() - started
+
+    errors = [{"url": u, "status": int(c), "reason": r.strip().rstrip(".")} for u, c, r in ERROR_RE.findall(log)]
+    # The page itself is wget's first transfer; requisites come after it.
+    first_saved = SAVED_RE.search(log)
+    first_error = ERROR_RE.search(log)
+    main_err = None
+    if first_error and (first_saved is None or first_error.start() < first_saved.start()):
+        main_err = errors[0]
+    final_url = main_err["url"] if main_err else (first_saved.group(1) if first_saved else url)
+    main_html = find_main_html(url, log, first_saved)
+    http_status = main_err["status"] if main_err else (200 if first_saved else None)
+    warc = f"{warc_rel}.warc.gz" if warc_rel and os.path.isfile(f"{warc_rel}.warc.gz") else None
+    info = {
+        "url": url, "final_url": final_url,
+        "main_html": f"wget/{main_html}" if main_html else None,
+        "http_status": http_status, "exit_code": proc.returncode,
+        "errors": errors, "warc": f"wget/{warc}" if warc else None,
+        "seconds": round(secs, 3),
+    }
+    with open("wget.json", "w", encoding="utf-8") as f:
+        json.dump(info, f, indent=2)
+
+    if main_html is None:
+        tail = [ln for ln in log.strip().splitlines() if ln.strip()][-3:]
+        reason = " ".join(tail) or f"wget exited {proc.returncode} and saved nothing"
+        if warc and proc.returncode != 0:
+            os.remove(warc)  # a WARC with no response in it is only noise
+            info["warc"] = None
+        return fail(f"wget exited {proc.returncode}: {reason}"[:1000], **info)
+    if main_err:
+        note = f"server answered {main_err['status']} {main_err['reason']}; error page saved"
+    elif proc.returncode != 0:
+        note = f"page saved; wget exited {proc.returncode} ({len(errors)} requisite errors)"
+    else:
+        note = "page saved"
+    info["note"] = note
+    emit({"type": "ArchiveResult", "status": "succeeded", "output_str": f"wget/{main_html}",
+          "output_json": info})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
