@@ -242,10 +242,13 @@ def kill_tree(
     """Signal a hook, its process group and its descendants; SIGKILL what outlives `grace`.
 
     `group_is_ours` says the caller knows the pgid was not reused (it just reaped the
-    leader); otherwise the group is signalled only through a verified member.
+    leader); otherwise the group is signalled only through a verified member. Each process
+    gets the signal once (a second SIGTERM would interrupt a hook's own SIGTERM handler).
     Returns True if any process of the hook was alive.
     """
     leader = _verified(info.pid, info.create_time)
+    if popen is not None and popen.poll() is None:
+        leader = psutil.Process(info.pid)  # our own unreaped child: it is the one recorded
     if leader is not None:
         snapshot_descendants(info.pid, info.descendants)
     procs: dict[int, psutil.Process] = {}
@@ -256,28 +259,29 @@ def kill_tree(
     for p in find_marked(info.run_id, since_pid=info.pid):
         procs.setdefault(p.pid, p)
     procs.pop(info.pid, None)
-    if leader is None and popen is not None and popen.poll() is None:
-        leader = psutil.Process(info.pid)  # our own child: known even while a zombie
-    group_ok = (
-        group_is_ours or leader is not None or any(_pgid(p) == info.pgid for p in procs.values())
-    )
+    in_group = {pid for pid, p in procs.items() if _pgid(p) == info.pgid}
+    group_ok = group_is_ours or leader is not None or bool(in_group)
     if leader is None and not procs and not (group_ok and _group_exists(info.pgid)):
         return False
+    outside = [p for pid, p in procs.items() if not (group_ok and pid in in_group)]
+    known = [*procs.values(), *([leader] if leader is not None else [])]
 
     def send(s: int) -> None:
         if group_ok:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(info.pgid, s)
-        for p in [*procs.values(), *([leader] if leader else [])]:
+        elif leader is not None:
+            outside.append(leader)
+        for p in outside:
             with contextlib.suppress(psutil.Error):
                 p.send_signal(s)  # psutil refuses if the pid was reused meanwhile
 
     send(sig)
     deadline = time.monotonic() + (grace if sig != signal.SIGKILL else 0.0)
-    _wait_gone(info, popen, list(procs.values()), deadline, group_ok)
-    if _any_alive(info, popen, procs.values(), group_ok):
+    if not _wait_gone(info, popen, known, deadline) or (group_ok and _group_exists(info.pgid)):
+        # SIGKILL to a group of zombies only is harmless; waiting on them would not be.
         send(signal.SIGKILL)
-        _wait_gone(info, popen, list(procs.values()), time.monotonic() + 5.0, group_ok)
+        _wait_gone(info, popen, known, time.monotonic() + 5.0)
     return True
 
 
@@ -296,21 +300,6 @@ def _group_exists(pgid: int) -> bool:
         return False
 
 
-def _any_alive(
-    info: PidInfo,
-    popen: subprocess.Popen[bytes] | None,
-    procs: Iterable[psutil.Process],
-    group_ok: bool,
-) -> bool:
-    if popen is not None and popen.poll() is None:
-        return True
-    if popen is None and _verified(info.pid, info.create_time) is not None:
-        return True
-    if group_ok and _group_exists(info.pgid):
-        return True
-    return any(_alive(p) for p in procs)
-
-
 def _alive(p: psutil.Process) -> bool:
     try:
         return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
@@ -323,17 +312,17 @@ def _wait_gone(
     popen: subprocess.Popen[bytes] | None,
     procs: list[psutil.Process],
     deadline: float,
-    group_ok: bool,
-) -> None:
+) -> bool:
+    """Wait until every known process is gone (zombies count as gone); True if they are."""
     # Reap our own child through Popen, never psutil: that keeps its exit code.
-    if popen is not None:
-        wait_exit(popen, max(0.0, deadline - time.monotonic()))
-    others = [p for p in procs if p.pid != info.pid]
-    while time.monotonic() < deadline:
-        if not any(_alive(p) for p in others) and not (group_ok and _group_exists(info.pgid)):
-            if popen is not None or _verified(info.pid, info.create_time) is None:
-                return
-        time.sleep(0.02)
+    if popen is not None and not wait_exit(popen, max(0.0, deadline - time.monotonic())):
+        return False
+    others = [p for p in procs if p.pid != info.pid or popen is None]
+    while any(_alive(p) for p in others):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.01)
+    return True
 
 
 def register(pid_file: Path, popen: subprocess.Popen[bytes]) -> None:

@@ -1,0 +1,303 @@
+"""run_hook + update_from_output against real hook processes (tests/fixtures/plugins)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+from conftest import ProcGuard, fixture_hook
+
+from store.records import BinaryRecord, SnapshotRecord, TagRecord
+from tasks.discover import Hook, parse_hook_name
+from tasks.hooks import (
+    HookPaths,
+    HookRun,
+    finalize_background,
+    process_is_alive,
+    run_hook,
+    snapshot_files,
+    update_from_output,
+    wait_background,
+)
+from tasks.output import LOG_CAP
+from tasks.process import HookLaunchError, build_command
+
+
+def _run(
+    hook: Hook | str,
+    snap_dir: Path,
+    guard: ProcGuard,
+    timeout: float = 30.0,
+    grace: float = 1.0,
+) -> HookRun:
+    if isinstance(hook, str):
+        hook = fixture_hook(hook)
+    run = run_hook(
+        hook,
+        args={"url": "https://example.com", "snapshot_id": "s1"},
+        output_dir=snap_dir,
+        env=guard.env(SNAP_DIR=str(snap_dir)),
+        timeout=timeout,
+        grace=grace,
+        extra_context={"snapshot_id": "s1", "crawl_id": "c1", "snapshot_depth": 0},
+    )
+    guard.track(run.pid, run.pgid)
+    return run
+
+
+def _outcome(run: HookRun, snap_dir: Path):
+    return update_from_output(run, output_dir=snap_dir, snapshot_dir=snap_dir)
+
+
+def _make_hook(tmp_path: Path, name: str, body: str, plugin: str = "tmp") -> Hook:
+    folder = tmp_path / "plugins" / plugin
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    path.write_text(body)
+    path.chmod(0o755)
+    hook = parse_hook_name(path)
+    assert hook is not None
+    return hook
+
+
+def test_succeeding_hook_with_files(snap_dir: Path, proc_guard: ProcGuard) -> None:
+    run = _run("ok_files", snap_dir, proc_guard)
+    out = _outcome(run, snap_dir)
+
+    assert run.exit_code == 0 and not run.timed_out and run.kill_reason is None
+    assert out.status == "succeeded"
+    assert out.output_str == "ok_files/index.html"
+    assert [(f.path, f.mimetype) for f in out.output_files] == [
+        ("ok_files/data/a.txt", "text/plain"),
+        ("ok_files/index.html", "text/html"),
+    ]
+    assert out.output_size == 5 + len("<html><body>https://example.com</body></html>")
+    assert [type(r) for r in out.other_records] == [TagRecord, SnapshotRecord]
+    assert out.record_errors == []
+    seen = out.output_json
+    assert isinstance(seen, dict)
+    assert seen["argv"] == ["--url=https://example.com", "--snapshot-id=s1"]
+    assert seen["exe"] == sys.executable  # `#!/usr/bin/env python3` ran without the wrapper
+    assert seen["cwd"] == str(snap_dir / "ok_files")
+    assert seen["context"]["plugin"] == "ok_files"
+    assert seen["context"]["hook_name"] == "on_Snapshot__10_ok_files"
+    assert seen["context"]["snapshot_id"] == "s1"
+    assert not run.pid_file.exists()
+    assert run.paths.exit_file.exists()
+    assert out.started_at is not None and out.ended_at is not None
+
+    # The .sh line reruns the hook by hand.
+    sh = run.cmd_file.read_text()
+    assert "cd " in sh and "'--url=https://example.com'" in sh or "--url=https://example.com" in sh
+    rerun = subprocess.run(["sh", str(run.cmd_file)], capture_output=True, text=True, timeout=30)
+    assert rerun.returncode == 0 and '"succeeded"' in rerun.stdout
+
+    # The result can be learned again from the folder alone (no HookRun).
+    again = update_from_output(run.hook, output_dir=snap_dir, snapshot_dir=snap_dir)
+    assert again.status == "succeeded" and again.exit_code == 0
+
+
+def test_garbage_and_invalid_utf8_between_records(snap_dir: Path, proc_guard: ProcGuard) -> None:
+    out = _outcome(_run("garbage", snap_dir, proc_guard), snap_dir)
+    assert out.status == "succeeded"
+    assert out.output_str == "garbage/x"
+    assert [r.name for r in out.other_records if isinstance(r, TagRecord)] == ["one", "café"]
+
+
+def test_exit_3_fails_with_stderr(snap_dir: Path, proc_guard: ProcGuard) -> None:
+    run = _run("exit3", snap_dir, proc_guard)
+    out = _outcome(run, snap_dir)
+    assert out.status == "failed" and out.exit_code == 3
+    assert out.error is not None
+    assert "exited 3 after" in out.error
+    assert "boom: could not reach example.invalid" in out.error
+    rebuilt = update_from_output(HookPaths(snap_dir / "exit3", run.hook.name),
+                                 output_dir=snap_dir, snapshot_dir=snap_dir)
+    assert rebuilt.status == "failed" and rebuilt.exit_code == 3
+
+
+def test_exit_10_is_skipped(snap_dir: Path, proc_guard: ProcGuard) -> None:
+    out = _outcome(_run("exit10", snap_dir, proc_guard), snap_dir)
+    assert out.status == "skipped" and out.exit_code == 10 and out.error is None
+
+
+def test_timeout_kills_group_including_child_ignoring_sigterm(
+    snap_dir: Path, proc_guard: ProcGuard
+) -> None:
+    t0 = time.monotonic()
+    run = _run("slow", snap_dir, proc_guard, timeout=1.5, grace=0.5)
+    elapsed = time.monotonic() - t0
+    child = proc_guard.track_pid_file(snap_dir / "slow" / "child.pid")
+    out = _outcome(run, snap_dir)
+
+    assert (snap_dir / "slow" / "child.ready").exists()  # it did ignore SIGTERM in time
+    assert run.timed_out
+    assert 1.5 <= elapsed < 5
+    assert out.status == "failed"  # even though it printed "succeeded" first
+    assert out.error is not None and out.error.startswith("timed out after 1.5s")
+    assert out.exit_code is not None and out.exit_code < 0
+    assert not psutil.pid_exists(child) or psutil.Process(child).status() == "zombie"
+
+
+def test_setsid_grandchild_is_killed_after_exit(snap_dir: Path, proc_guard: ProcGuard) -> None:
+    run = _run("daemonize", snap_dir, proc_guard)
+    grandchild = proc_guard.track_pid_file(snap_dir / "daemonize" / "grandchild.pid")
+    assert run.exit_code == 0
+    assert run.leftovers_killed
+    assert not psutil.pid_exists(grandchild) or psutil.Process(grandchild).status() == "zombie"
+    out = _outcome(run, snap_dir)
+    assert out.status == "succeeded"  # exit 0 + a new file (grandchild.pid)
+
+
+def _wait_for(predicate, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.02)
+
+
+def test_daemon_background_hook_reports_on_sigterm(snap_dir: Path, proc_guard: ProcGuard) -> None:
+    t0 = time.monotonic()
+    run = _run("daemon", snap_dir, proc_guard)
+    assert time.monotonic() - t0 < 1.0  # started, not waited for
+    assert run.hook.is_background and run.hook.is_daemon
+    info = json.loads(run.pid_file.read_text())
+    assert info["pid"] == run.pid and info["pgid"] == run.pid and info["create_time"] > 0
+    assert process_is_alive(run.pid_file)
+    _wait_for(lambda: b"ready" in run.stdout_log.read_bytes())
+    assert wait_background([run.pid_file], timeout=0.2) == [run.pid_file]
+
+    done = finalize_background(run, grace=5.0)
+    assert done.stopped and done.exit_code == 0 and done.kill_reason is None
+    assert not run.pid_file.exists()
+    out = _outcome(done, snap_dir)
+    assert out.status == "succeeded"
+    assert out.output_str == "daemon/service.txt"
+    assert [f.path for f in out.output_files] == ["daemon/service.txt"]
+
+
+def test_finite_background_hook_still_running_at_cleanup_fails(
+    snap_dir: Path, proc_guard: ProcGuard
+) -> None:
+    hook = dataclasses.replace(fixture_hook("daemon"), is_daemon=False)
+    run = _run(hook, snap_dir, proc_guard)
+    _wait_for(lambda: b"ready" in run.stdout_log.read_bytes())
+    done = finalize_background(run, grace=5.0)
+    out = _outcome(done, snap_dir)
+    assert out.status == "failed"  # it printed succeeded on SIGTERM, but was killed
+    assert out.error is not None and "still running at cleanup" in out.error
+
+
+def test_200mb_of_stdout_is_capped(snap_dir: Path, proc_guard: ProcGuard) -> None:
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    run = _run("flood", snap_dir, proc_guard)
+    out = _outcome(run, snap_dir)
+    rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+    size = run.stdout_log.stat().st_size
+    assert size <= LOG_CAP + 200
+    with open(run.stdout_log, "rb") as f:
+        f.seek(LOG_CAP // 2 - 4096)
+        assert b"[archiveflow: log truncated" in f.read(8192)
+    if run.kill_reason is not None:
+        assert out.status == "failed" and "output too large" in (out.error or "")
+    else:
+        assert out.status == "succeeded"
+    assert (rss_after - rss_before) * 1024 < 40 * 1024 * 1024  # ru_maxrss is in KiB
+
+
+def test_symlink_and_paths_outside_snapshot_are_refused(
+    snap_dir: Path, proc_guard: ProcGuard
+) -> None:
+    out = _outcome(_run("escape", snap_dir, proc_guard), snap_dir)
+    assert not os.path.lexists(snap_dir / "escape" / "passwd_link")
+    assert Path("/etc/passwd").exists()
+    paths = [f.path for f in out.output_files]
+    assert paths == ["escape/inside_link", "escape/real.txt"]
+    assert "passwd" not in out.output_str
+    assert out.error is not None
+    assert "removed symlink passwd_link -> /etc/passwd" in out.error
+    assert "refused output file '../../../../etc/passwd'" in out.error
+    assert "refused output_str" in out.error
+
+
+def test_unknown_types_and_wrong_field_types(snap_dir: Path, proc_guard: ProcGuard) -> None:
+    out = _outcome(_run("badrecords", snap_dir, proc_guard), snap_dir)
+    assert out.status == "noresults" and out.output_str == "nothing to save"
+    assert [type(r) for r in out.other_records] == [BinaryRecord]
+    reasons = [e.error for e in out.record_errors]
+    assert len(reasons) == 5
+    assert any("unknown record type 'Bogus'" in r for r in reasons)
+    assert any(r.startswith("Snapshot record invalid") and "depth" in r for r in reasons)
+
+
+def test_non_executable_sh_runs_with_bash(snap_dir: Path, proc_guard: ProcGuard) -> None:
+    out = _outcome(_run("shellext", snap_dir, proc_guard), snap_dir)
+    assert out.status == "succeeded"
+    assert [f.path for f in out.output_files] == ["shellext/made.txt"]
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "error_part"),
+    [
+        ("exit 0\n", "noresults", None),
+        ("echo hi > f.txt\n", "succeeded", None),
+        ('echo \'{"type":"ArchiveResult","status":"failed","error":"nope"}\'\n', "failed", "nope"),
+        ('echo \'{"type":"ArchiveResult","status":"succeeded"}\'; exit 1\n', "failed", "exited 1"),
+        ('echo \'{"type":"ArchiveResult","status":"succeeded"}\'; exit 10\n', "skipped", None),
+        ("kill -9 $$\n", "failed", "killed by signal SIGKILL"),
+    ],
+)
+def test_inferred_status(
+    tmp_path: Path, snap_dir: Path, proc_guard: ProcGuard, body: str, status: str,
+    error_part: str | None,
+) -> None:
+    hook = _make_hook(tmp_path, "on_Snapshot__01_case.sh", "#!/bin/sh\n" + body)
+    out = _outcome(_run(hook, snap_dir, proc_guard), snap_dir)
+    assert out.status == status
+    if error_part:
+        assert out.error is not None and error_part in out.error
+
+
+def test_started_files_snapshot_limits_listing(
+    tmp_path: Path, snap_dir: Path, proc_guard: ProcGuard
+) -> None:
+    hook = _make_hook(tmp_path, "on_Snapshot__01_more.sh", "#!/bin/sh\necho new > new.txt\n")
+    (snap_dir / "tmp").mkdir()
+    (snap_dir / "tmp" / "old.txt").write_text("old")
+    before = snapshot_files(snap_dir / "tmp")
+    run = _run(hook, snap_dir, proc_guard)
+    out = update_from_output(
+        run, output_dir=snap_dir, snapshot_dir=snap_dir, started_files_snapshot=before
+    )
+    assert [f.path for f in out.output_files] == ["tmp/new.txt"]
+
+
+def test_build_command_interpreters(tmp_path: Path) -> None:
+    def write(name: str, text: str, mode: int = 0o755) -> Path:
+        p = tmp_path / name
+        p.write_text(text)
+        p.chmod(mode)
+        return p
+
+    for shebang in ("#!/usr/bin/env python3", "#!/usr/bin/env python", "#!/usr/bin/env python3.11"):
+        p = write("a.py", shebang + "\n")
+        assert build_command(p) == [sys.executable, str(p)]
+    p = write("b.sh", "#!/bin/sh\n")
+    assert build_command(p) == [str(p)]
+    p = write("c.js", "#!/usr/bin/env node\n")
+    assert build_command(p) == [str(p)]
+    p = write("d.js", "console.log(1)\n", 0o644)
+    assert build_command(p) == ["node", str(p)]
+    p = write("e.py", "print(1)\n", 0o644)
+    assert build_command(p) == [sys.executable, str(p)]
+    with pytest.raises(HookLaunchError):
+        build_command(write("f.rb", "puts 1\n", 0o644))
