@@ -91,6 +91,11 @@ def load_html(url: str, timeout: int) -> tuple[str | None, str, str]:
             return decode(f.read()), info.get("final_url") or url, info["main_html"]
     except (OSError, ValueError, KeyError, TypeError):
         pass
+    # Imported only here: ssl + urllib cost ~30 ms of start-up that the wget path never needs.
+    import ssl
+    import urllib.error
+    import urllib.request
+
     ua = os.environ.get("USER_AGENT") or DEFAULT_UA
     req = urllib.request.Request(url, headers={"User-Agent": ua})
     ctx = None if env_bool("CHECK_SSL_VALIDITY", True) else ssl._create_unverified_context()
@@ -193,7 +198,8 @@ def main() -> int:
         p.feed(html)
         p.close()
         page_base = urljoin(base, p.base) if p.base else base
-        candidates += [urljoin(page_base, href) for _prio, href in sorted(p.icons, key=lambda x: x[0])]
+        by_priority = sorted(p.icons, key=lambda icon: icon[0])
+        candidates += [urljoin(page_base, href) for _prio, href in by_priority]
     root = urlsplit(base)
     candidates.append(f"{root.scheme}://{root.netloc}/favicon.ico")
     tried = []

@@ -18,10 +18,7 @@ from __future__ import annotations
 import json
 import os
 import re
-import ssl
 import sys
-import urllib.error
-import urllib.request
 from html.parser import HTMLParser
 from urllib.parse import urldefrag, urljoin, urlsplit
 
@@ -87,6 +84,11 @@ def load_html(url: str, timeout: int) -> tuple[str | None, str, str]:
             return decode(f.read()), info.get("final_url") or url, info["main_html"]
     except (OSError, ValueError, KeyError, TypeError):
         pass
+    # Imported only here: ssl + urllib cost ~30 ms of start-up that the wget path never needs.
+    import ssl
+    import urllib.error
+    import urllib.request
+
     ua = os.environ.get("USER_AGENT") or DEFAULT_UA
     req = urllib.request.Request(url, headers={"User-Agent": ua})
     ctx = None if env_bool("CHECK_SSL_VALIDITY", True) else ssl._create_unverified_context()

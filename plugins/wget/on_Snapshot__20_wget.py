@@ -145,7 +145,8 @@ def main() -> int:
     log = proc.stdout.decode("utf-8", errors="replace")
     secs = time.monotonic() - started
 
-    errors = [{"url": u, "status": int(c), "reason": r.strip().rstrip(".")} for u, c, r in ERROR_RE.findall(log)]
+    errors = [{"url": u, "status": int(c), "reason": r.strip().rstrip(".")}
+              for u, c, r in ERROR_RE.findall(log)]
     # The page itself is wget's first transfer; requisites come after it.
     first_saved = SAVED_RE.search(log)
     first_error = ERROR_RE.search(log)
