@@ -9,65 +9,10 @@ import signal
 from collections.abc import Iterator
 from pathlib import Path
 
-import psutil
 import pytest
+from hook_helpers import ProcGuard
 
 from store.ids import new_id
-from tasks.discover import Hook, parse_hook_name
-
-FIXTURE_PLUGINS = Path(__file__).resolve().parents[1] / "fixtures" / "plugins"
-TOKEN_ENV = "ARCHIVEFLOW_TEST_TOKEN"
-
-
-class ProcGuard:
-    """Tracks the processes a test started (by pid, by process group, and by an env token
-    every hook inherits) and reports the ones still alive."""
-
-    def __init__(self) -> None:
-        self.token = new_id()
-        self.pids: set[int] = set()
-        self.pgids: set[int] = set()
-
-    def env(self, **extra: str) -> dict[str, str]:
-        """An environment for hooks that carries this test's token."""
-        return {**os.environ, TOKEN_ENV: self.token, **extra}
-
-    def track(self, pid: int, pgid: int | None = None) -> None:
-        self.pids.add(pid)
-        if pgid is not None:
-            self.pgids.add(pgid)
-
-    def track_pid_file(self, path: Path) -> int:
-        pid = int(path.read_text().strip())
-        self.track(pid)
-        return pid
-
-    def _has_token(self, pid: int) -> bool:
-        try:
-            with open(f"/proc/{pid}/environ", "rb") as f:
-                return f"{TOKEN_ENV}={self.token}".encode() in f.read()
-        except OSError:
-            return False
-
-    def leftovers(self) -> list[int]:
-        alive: set[int] = set()
-        for name in os.listdir("/proc"):
-            if name.isdigit() and self._has_token(int(name)):
-                alive.add(int(name))
-        for pid in self.pids:
-            with contextlib.suppress(psutil.Error):
-                p = psutil.Process(pid)
-                if p.status() != psutil.STATUS_ZOMBIE and self._has_token(pid):
-                    alive.add(pid)
-        for pgid in self.pgids:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pgid, 0)
-                for p in psutil.process_iter():
-                    with contextlib.suppress(psutil.Error, OSError):
-                        if os.getpgid(p.pid) == pgid and p.status() != psutil.STATUS_ZOMBIE:
-                            alive.add(p.pid)
-        alive.discard(os.getpid())
-        return sorted(alive)
 
 
 @pytest.fixture(autouse=True)
@@ -80,14 +25,6 @@ def proc_guard() -> Iterator[ProcGuard]:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     assert not left, f"processes left alive: {left}"
-
-
-def fixture_hook(plugin: str) -> Hook:
-    """The one hook of a fixture plugin under tests/fixtures/plugins/."""
-    folder = FIXTURE_PLUGINS / plugin
-    hooks = [h for p in sorted(folder.iterdir()) if (h := parse_hook_name(p)) is not None]
-    assert len(hooks) == 1, hooks
-    return hooks[0]
 
 
 @pytest.fixture

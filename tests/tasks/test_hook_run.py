@@ -13,7 +13,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import ProcGuard, fixture_hook
+from hook_helpers import ProcGuard, fixture_hook
 
 from store.records import BinaryRecord, SnapshotRecord, TagRecord
 from tasks.discover import Hook, parse_hook_name
@@ -119,8 +119,9 @@ def test_exit_3_fails_with_stderr(snap_dir: Path, proc_guard: ProcGuard) -> None
     assert out.error is not None
     assert "exited 3 after" in out.error
     assert "boom: could not reach example.invalid" in out.error
-    rebuilt = update_from_output(HookPaths(snap_dir / "exit3", run.hook.name),
-                                 output_dir=snap_dir, snapshot_dir=snap_dir)
+    rebuilt = update_from_output(
+        HookPaths(snap_dir / "exit3", run.hook.name), output_dir=snap_dir, snapshot_dir=snap_dir
+    )
     assert rebuilt.status == "failed" and rebuilt.exit_code == 3
 
 
@@ -257,7 +258,11 @@ def test_non_executable_sh_runs_with_bash(snap_dir: Path, proc_guard: ProcGuard)
     ],
 )
 def test_inferred_status(
-    tmp_path: Path, snap_dir: Path, proc_guard: ProcGuard, body: str, status: str,
+    tmp_path: Path,
+    snap_dir: Path,
+    proc_guard: ProcGuard,
+    body: str,
+    status: str,
     error_part: str | None,
 ) -> None:
     hook = _make_hook(tmp_path, "on_Snapshot__01_case.sh", "#!/bin/sh\n" + body)
