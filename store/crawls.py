@@ -1,0 +1,84 @@
+"""Crawl rows: create, claim, seal, requeue, progress."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import duckdb
+
+from store.ids import new_id
+from store.transitions import move
+
+
+def create_crawl(
+    cur: duckdb.DuckDBPyConnection,
+    *,
+    seeds: str,
+    max_depth: int = 0,
+    tags: str = "",
+    plugins: str | None = None,
+    url_allow: str | None = None,
+    url_deny: str | None = None,
+    max_urls: int | None = None,
+    parser: str | None = None,
+    label: str | None = None,
+    username: str = "default",
+    schedule: str | None = None,
+    config: Mapping[str, Any] | None = None,
+    machine_id: str | None = None,
+) -> dict[str, Any]:
+    """Insert one queued Crawl and return its row."""
+    crawl_id = new_id()
+    day = datetime.now(UTC).strftime("%Y%m%d")
+    res = cur.execute(
+        """
+        INSERT INTO crawl (id, output_dir, username, label, seeds, parser, max_depth, max_urls,
+                           tags, plugins, url_allow, url_deny, config, schedule, machine_id)
+        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+        RETURNING *
+        """,
+        [crawl_id, f"users/{username}/crawls/{day}/{crawl_id}", username, label, seeds, parser,
+         max_depth, max_urls, tags, plugins, url_allow, url_deny, json.dumps(dict(config or {})),
+         schedule, machine_id],
+    )
+    return _row(res)
+
+
+def get_crawl(cur: duckdb.DuckDBPyConnection, crawl_id: str) -> dict[str, Any] | None:
+    """The crawl row, or None."""
+    res = cur.execute("SELECT * FROM crawl WHERE id = ?", [crawl_id])
+    row = res.fetchone()
+    if row is None:
+        return None
+    return dict(zip([d[0] for d in res.description or []], row, strict=True))
+
+
+def claim_crawl(cur: duckdb.DuckDBPyConnection, crawl_id: str, lease: float) -> dict[str, Any]:
+    """queued (or started with an expired lease) → started; raises IllegalTransition."""
+    return move(cur, "crawl", "claim", crawl_id, lease=lease)[0]
+
+
+def seal_crawl(cur: duckdb.DuckDBPyConnection, crawl_id: str) -> dict[str, Any]:
+    """started → sealed."""
+    return move(cur, "crawl", "seal", crawl_id)[0]
+
+
+def set_flow_run(cur: duckdb.DuckDBPyConnection, crawl_id: str, flow_run_id: str) -> None:
+    """Remember which Prefect flow run works on this crawl (not a state change)."""
+    cur.execute("UPDATE crawl SET flow_run_id = ? WHERE id = ?", [flow_run_id, crawl_id])
+
+
+def unfinished_crawls(cur: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
+    """Crawls not yet sealed, oldest first (what `resume` picks up)."""
+    res = cur.execute("SELECT * FROM crawl WHERE status <> 'sealed' ORDER BY created_at")
+    cols = [d[0] for d in res.description or []]
+    return [dict(zip(cols, r, strict=True)) for r in res.fetchall()]
+
+
+def _row(res: duckdb.DuckDBPyConnection) -> dict[str, Any]:
+    row = res.fetchone()
+    assert row is not None
+    return dict(zip([d[0] for d in res.description or []], row, strict=True))

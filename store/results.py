@@ -1,0 +1,116 @@
+"""ArchiveResult rows: create pending ones in bulk, claim, finish in bulk, record outputs."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any, Final
+
+import duckdb
+import polars as pl
+
+from store.errors import IllegalTransition
+from store.load import TS, frame, insert_frame
+from store.records import FINAL_RESULT_STATUSES
+from store.transitions import MOVES, move
+
+# A started result may finish in any final status that some declared move leads to.
+_FINISH_TARGETS: Final[frozenset[str]] = frozenset(
+    m.target for m in MOVES["archiveresult"].values() if "started" in m.sources
+) & frozenset(FINAL_RESULT_STATUSES)
+
+_FINISH_SCHEMA: Final[dict[str, pl.DataType]] = {
+    "id": pl.Utf8(), "status": pl.Utf8(), "output_str": pl.Utf8(), "output_json": pl.Utf8(),
+    "error": pl.Utf8(), "start_ts": TS, "end_ts": TS, "exit_code": pl.Int32(),
+    "output_size": pl.Int64(), "output_count": pl.Int32(),
+}
+
+
+def create_pending(cur: duckdb.DuckDBPyConnection, rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Insert queued ArchiveResults (snapshot_id, plugin, hook_name, output_dir, is_background);
+    existing (snapshot_id, hook_name) pairs are kept as they are. Returns new ids."""
+    return insert_frame(cur, "archiveresult", frame("archiveresult", rows))
+
+
+def claim_result(cur: duckdb.DuckDBPyConnection, result_id: str, lease: float) -> dict[str, Any]:
+    """queued → started (strict), counting the attempt."""
+    row = move(cur, "archiveresult", "claim", result_id, lease=lease)[0]
+    cur.execute("UPDATE archiveresult SET attempts = attempts + 1 WHERE id = ?", [result_id])
+    return row
+
+
+def pending_results(cur: duckdb.DuckDBPyConnection, snapshot_id: str) -> list[dict[str, Any]]:
+    """Results of a snapshot not final yet, in hook order."""
+    res = cur.execute(
+        "SELECT * FROM archiveresult WHERE snapshot_id = ? AND status IN ('queued', 'started') "
+        "ORDER BY created_at, hook_name",
+        [snapshot_id],
+    )
+    cols = [d[0] for d in res.description or []]
+    return [dict(zip(cols, r, strict=True)) for r in res.fetchall()]
+
+
+def finish_results(cur: duckdb.DuckDBPyConnection, outcomes: Sequence[Mapping[str, Any]]
+                   ) -> list[str]:
+    """started → final status for many results in one UPDATE … FROM a frame.
+
+    Each outcome has id and status (succeeded/failed/skipped/noresults) plus any of
+    output_str, output_json, error, start_ts, end_ts, exit_code, output_size, output_count.
+    Rows not `started` are left alone (and not returned).
+    """
+    if not outcomes:
+        return []
+    bad = {o["status"] for o in outcomes} - _FINISH_TARGETS
+    if bad:
+        raise IllegalTransition(f"archiveresult cannot finish as {sorted(bad)}")
+    rows = [
+        {**{k: o.get(k) for k in _FINISH_SCHEMA},
+         "output_json": None if o.get("output_json") is None else json.dumps(o["output_json"])}
+        for o in outcomes
+    ]
+    df = pl.DataFrame(rows, schema=_FINISH_SCHEMA, orient="row").unique("id", keep="last")
+    cur.register("_af_finish", df.to_arrow())
+    try:
+        res = cur.execute(
+            """
+            UPDATE archiveresult AS a SET
+                status = f.status, retry_at = NULL, modified_at = now(),
+                output_str = f.output_str, output_json = f.output_json, error = f.error,
+                start_ts = coalesce(f.start_ts, a.start_ts), end_ts = coalesce(f.end_ts, now()),
+                exit_code = f.exit_code, output_size = f.output_size,
+                output_count = f.output_count
+            FROM _af_finish AS f
+            WHERE a.id = f.id AND a.status = 'started'
+            RETURNING a.id
+            """
+        )
+        return [r[0] for r in res.fetchall()]
+    finally:
+        cur.unregister("_af_finish")
+
+
+def add_output_files(cur: duckdb.DuckDBPyConnection, rows: Sequence[Mapping[str, Any]]) -> int:
+    """Record (archiveresult_id, path, size, mimetype) rows; replaces a result's earlier list."""
+    df = frame("output_file", rows)
+    if df.is_empty():
+        return 0
+    ids = df["archiveresult_id"].unique().to_list()
+    cur.execute(
+        "DELETE FROM output_file WHERE archiveresult_id IN (SELECT unnest(?::VARCHAR[]))", [ids]
+    )
+    return len(insert_frame(cur, "output_file", df, on_conflict="error"))
+
+
+def add_record_errors(cur: duckdb.DuckDBPyConnection, rows: Sequence[Mapping[str, Any]]) -> int:
+    """Log invalid hook records (owner_id, hook_name, line, error)."""
+    return len(insert_frame(cur, "record_error", frame("record_error", rows), on_conflict="error"))
+
+
+def result_counts(cur: duckdb.DuckDBPyConnection, crawl_id: str) -> dict[str, int]:
+    """ArchiveResults of a crawl by status."""
+    rows = cur.execute(
+        "SELECT a.status, count(*) FROM archiveresult a JOIN snapshot s ON s.id = a.snapshot_id "
+        "WHERE s.crawl_id = ? GROUP BY a.status",
+        [crawl_id],
+    ).fetchall()
+    return {s: int(n) for s, n in rows}
