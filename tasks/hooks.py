@@ -36,6 +36,7 @@ import json
 import os
 import shlex
 import signal
+import subprocess
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -187,6 +188,31 @@ def _finish(run: HookRun, log_cap: int) -> HookRun:
     return run
 
 
+def _supervise(
+    run: HookRun,
+    popen: subprocess.Popen[bytes],
+    info: PidInfo,
+    *,
+    timeout: float,
+    grace: float,
+    output_cap: int,
+) -> None:
+    """Wait for a foreground hook; kill it on timeout or runaway output."""
+    deadline = time.monotonic() + timeout
+    interval = 0.01
+    while not wait_exit(popen, min(interval, max(0.0, deadline - time.monotonic()))):
+        if snapshot_descendants(popen.pid, info.descendants):
+            write_pid_file(run.paths.pid_file, info)  # so another process can kill them too
+        reason = _over_cap(run.paths, output_cap)
+        if reason is None and time.monotonic() >= deadline:
+            run.timed_out, reason = True, f"timed out after {timeout:g}s"
+        if reason is not None:
+            run.kill_reason = reason
+            kill_tree(info, signal.SIGTERM, grace, popen)
+            return
+        interval = min(interval * 2, 0.05)
+
+
 def run_hook(
     hook: Hook,
     *,
@@ -232,19 +258,12 @@ def run_hook(
         register(paths.pid_file, popen)
         return run
 
-    deadline = time.monotonic() + timeout
-    interval = 0.01
-    while not wait_exit(popen, min(interval, max(0.0, deadline - time.monotonic()))):
-        if snapshot_descendants(popen.pid, info.descendants):
-            write_pid_file(paths.pid_file, info)  # so another process could kill them too
-        reason = _over_cap(paths, output_cap)
-        if reason is None and time.monotonic() >= deadline:
-            run.timed_out, reason = True, f"timed out after {timeout:g}s"
-        if reason is not None:
-            run.kill_reason = reason
-            kill_tree(info, signal.SIGTERM, grace, popen)
-            break
-        interval = min(interval * 2, 0.05)
+    try:
+        _supervise(run, popen, info, timeout=timeout, grace=grace, output_cap=output_cap)
+    except BaseException:
+        # Interrupted (Ctrl-C, task cancellation): never leave the hook running behind us.
+        kill_tree(info, signal.SIGTERM, grace, popen)
+        raise
     run.ended_at = _now()
     # Whatever it left behind (same group, descendants, setsid'd grandchildren) goes too.
     run.leftovers_killed = kill_tree(info, signal.SIGTERM, grace, popen, group_is_ours=True)

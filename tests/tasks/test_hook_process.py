@@ -10,6 +10,7 @@ from pathlib import Path
 import psutil
 from hook_helpers import ProcGuard, fixture_hook
 
+from tasks.discover import parse_hook_name
 from tasks.hooks import finalize_background, recover_run, run_hook, update_from_output
 from tasks.process import (
     PidInfo,
@@ -103,8 +104,6 @@ def test_wait_background_returns_when_done(
     hook_path = folder / "on_Snapshot__10_short.bg.sh"
     hook_path.write_text("#!/bin/sh\nsleep 0.3\necho done > out.txt\n")
     hook_path.chmod(0o755)
-    from tasks.discover import parse_hook_name
-
     hook = parse_hook_name(hook_path)
     assert hook is not None and hook.is_background and not hook.is_daemon
     run = run_hook(hook, args={}, output_dir=snap_dir, env=proc_guard.env(), timeout=10)
