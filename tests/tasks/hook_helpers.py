@@ -11,6 +11,7 @@ import psutil
 
 from store.ids import new_id
 from tasks.discover import Hook, parse_hook_name
+from tasks.hooks import HookOutcome, HookRun, run_hook, update_from_output
 
 FIXTURE_PLUGINS = Path(__file__).resolve().parents[1] / "fixtures" / "plugins"
 TOKEN_ENV = "ARCHIVEFLOW_TEST_TOKEN"
@@ -73,3 +74,43 @@ def fixture_hook(plugin: str) -> Hook:
     hooks = [h for p in sorted(folder.iterdir()) if (h := parse_hook_name(p)) is not None]
     assert len(hooks) == 1, hooks
     return hooks[0]
+
+
+def run_fixture(
+    hook: Hook | str,
+    snap_dir: Path,
+    guard: ProcGuard,
+    timeout: float = 30.0,
+    grace: float = 1.0,
+) -> HookRun:
+    """Run a hook (a fixture plugin's name, or a Hook) on a snapshot folder, tracked."""
+    if isinstance(hook, str):
+        hook = fixture_hook(hook)
+    run = run_hook(
+        hook,
+        args={"url": "https://example.com", "snapshot_id": "s1"},
+        output_dir=snap_dir,
+        env=guard.env(SNAP_DIR=str(snap_dir)),
+        timeout=timeout,
+        grace=grace,
+        extra_context={"snapshot_id": "s1", "crawl_id": "c1", "snapshot_depth": 0},
+    )
+    guard.track(run.pid, run.pgid)
+    return run
+
+
+def outcome(run: HookRun, snap_dir: Path) -> HookOutcome:
+    """update_from_output of a run whose output folder is the snapshot folder."""
+    return update_from_output(run, output_dir=snap_dir, snapshot_dir=snap_dir)
+
+
+def make_hook(tmp_path: Path, name: str, body: str, plugin: str = "tmp") -> Hook:
+    """Write an executable hook file under tmp_path/plugins/<plugin>/ and parse it."""
+    folder = tmp_path / "plugins" / plugin
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    path.write_text(body)
+    path.chmod(0o755)
+    hook = parse_hook_name(path)
+    assert hook is not None
+    return hook

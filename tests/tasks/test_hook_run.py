@@ -14,16 +14,13 @@ from pathlib import Path
 
 import psutil
 import pytest
-from hook_helpers import ProcGuard, fixture_hook
+from hook_helpers import ProcGuard, fixture_hook, make_hook, outcome, run_fixture
 
 from store.records import BinaryRecord, SnapshotRecord, TagRecord
-from tasks.discover import Hook, parse_hook_name
 from tasks.hooks import (
     HookPaths,
-    HookRun,
     finalize_background,
     process_is_alive,
-    run_hook,
     snapshot_files,
     update_from_output,
     wait_background,
@@ -32,46 +29,9 @@ from tasks.output import LOG_CAP
 from tasks.process import HookLaunchError, build_command
 
 
-def _run(
-    hook: Hook | str,
-    snap_dir: Path,
-    guard: ProcGuard,
-    timeout: float = 30.0,
-    grace: float = 1.0,
-) -> HookRun:
-    if isinstance(hook, str):
-        hook = fixture_hook(hook)
-    run = run_hook(
-        hook,
-        args={"url": "https://example.com", "snapshot_id": "s1"},
-        output_dir=snap_dir,
-        env=guard.env(SNAP_DIR=str(snap_dir)),
-        timeout=timeout,
-        grace=grace,
-        extra_context={"snapshot_id": "s1", "crawl_id": "c1", "snapshot_depth": 0},
-    )
-    guard.track(run.pid, run.pgid)
-    return run
-
-
-def _outcome(run: HookRun, snap_dir: Path):
-    return update_from_output(run, output_dir=snap_dir, snapshot_dir=snap_dir)
-
-
-def _make_hook(tmp_path: Path, name: str, body: str, plugin: str = "tmp") -> Hook:
-    folder = tmp_path / "plugins" / plugin
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / name
-    path.write_text(body)
-    path.chmod(0o755)
-    hook = parse_hook_name(path)
-    assert hook is not None
-    return hook
-
-
 def test_succeeding_hook_with_files(snap_dir: Path, proc_guard: ProcGuard) -> None:
-    run = _run("ok_files", snap_dir, proc_guard)
-    out = _outcome(run, snap_dir)
+    run = run_fixture("ok_files", snap_dir, proc_guard)
+    out = outcome(run, snap_dir)
 
     assert run.exit_code == 0 and not run.timed_out and run.kill_reason is None
     assert out.status == "succeeded"
@@ -107,15 +67,15 @@ def test_succeeding_hook_with_files(snap_dir: Path, proc_guard: ProcGuard) -> No
 
 
 def test_garbage_and_invalid_utf8_between_records(snap_dir: Path, proc_guard: ProcGuard) -> None:
-    out = _outcome(_run("garbage", snap_dir, proc_guard), snap_dir)
+    out = outcome(run_fixture("garbage", snap_dir, proc_guard), snap_dir)
     assert out.status == "succeeded"
     assert out.output_str == "garbage/x"
     assert [r.name for r in out.other_records if isinstance(r, TagRecord)] == ["one", "café"]
 
 
 def test_exit_3_fails_with_stderr(snap_dir: Path, proc_guard: ProcGuard) -> None:
-    run = _run("exit3", snap_dir, proc_guard)
-    out = _outcome(run, snap_dir)
+    run = run_fixture("exit3", snap_dir, proc_guard)
+    out = outcome(run, snap_dir)
     assert out.status == "failed" and out.exit_code == 3
     assert out.error is not None
     assert "exited 3 after" in out.error
@@ -127,7 +87,7 @@ def test_exit_3_fails_with_stderr(snap_dir: Path, proc_guard: ProcGuard) -> None
 
 
 def test_exit_10_is_skipped(snap_dir: Path, proc_guard: ProcGuard) -> None:
-    out = _outcome(_run("exit10", snap_dir, proc_guard), snap_dir)
+    out = outcome(run_fixture("exit10", snap_dir, proc_guard), snap_dir)
     assert out.status == "skipped" and out.exit_code == 10 and out.error is None
 
 
@@ -135,10 +95,10 @@ def test_timeout_kills_group_including_child_ignoring_sigterm(
     snap_dir: Path, proc_guard: ProcGuard
 ) -> None:
     t0 = time.monotonic()
-    run = _run("slow", snap_dir, proc_guard, timeout=1.5, grace=0.5)
+    run = run_fixture("slow", snap_dir, proc_guard, timeout=1.5, grace=0.5)
     elapsed = time.monotonic() - t0
     child = proc_guard.track_pid_file(snap_dir / "slow" / "child.pid")
-    out = _outcome(run, snap_dir)
+    out = outcome(run, snap_dir)
 
     assert (snap_dir / "slow" / "child.ready").exists()  # it did ignore SIGTERM in time
     assert run.timed_out
@@ -150,12 +110,12 @@ def test_timeout_kills_group_including_child_ignoring_sigterm(
 
 
 def test_setsid_grandchild_is_killed_after_exit(snap_dir: Path, proc_guard: ProcGuard) -> None:
-    run = _run("daemonize", snap_dir, proc_guard)
+    run = run_fixture("daemonize", snap_dir, proc_guard)
     grandchild = proc_guard.track_pid_file(snap_dir / "daemonize" / "grandchild.pid")
     assert run.exit_code == 0
     assert run.leftovers_killed
     assert not psutil.pid_exists(grandchild) or psutil.Process(grandchild).status() == "zombie"
-    out = _outcome(run, snap_dir)
+    out = outcome(run, snap_dir)
     assert out.status == "succeeded"  # exit 0 + a new file (grandchild.pid)
 
 
@@ -168,7 +128,7 @@ def _wait_for(predicate, timeout: float = 10.0) -> None:
 
 def test_daemon_background_hook_reports_on_sigterm(snap_dir: Path, proc_guard: ProcGuard) -> None:
     t0 = time.monotonic()
-    run = _run("daemon", snap_dir, proc_guard)
+    run = run_fixture("daemon", snap_dir, proc_guard)
     assert time.monotonic() - t0 < 1.0  # started, not waited for
     assert run.hook.is_background and run.hook.is_daemon
     info = json.loads(run.pid_file.read_text())
@@ -180,7 +140,7 @@ def test_daemon_background_hook_reports_on_sigterm(snap_dir: Path, proc_guard: P
     done = finalize_background(run, grace=5.0)
     assert done.stopped and done.exit_code == 0 and done.kill_reason is None
     assert not run.pid_file.exists()
-    out = _outcome(done, snap_dir)
+    out = outcome(done, snap_dir)
     assert out.status == "succeeded"
     assert out.output_str == "daemon/service.txt"
     assert [f.path for f in out.output_files] == ["daemon/service.txt"]
@@ -190,10 +150,10 @@ def test_finite_background_hook_still_running_at_cleanup_fails(
     snap_dir: Path, proc_guard: ProcGuard
 ) -> None:
     hook = dataclasses.replace(fixture_hook("daemon"), is_daemon=False)
-    run = _run(hook, snap_dir, proc_guard)
+    run = run_fixture(hook, snap_dir, proc_guard)
     _wait_for(lambda: b"ready" in run.stdout_log.read_bytes())
     done = finalize_background(run, grace=5.0)
-    out = _outcome(done, snap_dir)
+    out = outcome(done, snap_dir)
     assert out.status == "failed"  # it printed succeeded on SIGTERM, but was killed
     assert out.error is not None and "still running at cleanup" in out.error
 
@@ -217,8 +177,8 @@ def test_200mb_of_stdout_is_capped(snap_dir: Path, proc_guard: ProcGuard) -> Non
     sampler = _RssSampler()
     sampler.start()
     try:
-        run = _run("flood", snap_dir, proc_guard)
-        out = _outcome(run, snap_dir)
+        run = run_fixture("flood", snap_dir, proc_guard)
+        out = outcome(run, snap_dir)
     finally:
         sampler.stop.set()
         sampler.join()
@@ -248,7 +208,7 @@ def test_interrupted_run_leaves_no_process(snap_dir: Path, proc_guard: ProcGuard
     signal.setitimer(signal.ITIMER_REAL, 0.8)
     try:
         with pytest.raises(_Interrupted):
-            _run("slow", snap_dir, proc_guard, timeout=60, grace=0.5)
+            run_fixture("slow", snap_dir, proc_guard, timeout=60, grace=0.5)
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, old)
@@ -261,7 +221,7 @@ def test_interrupted_run_leaves_no_process(snap_dir: Path, proc_guard: ProcGuard
 def test_symlink_and_paths_outside_snapshot_are_refused(
     snap_dir: Path, proc_guard: ProcGuard
 ) -> None:
-    out = _outcome(_run("escape", snap_dir, proc_guard), snap_dir)
+    out = outcome(run_fixture("escape", snap_dir, proc_guard), snap_dir)
     assert not os.path.lexists(snap_dir / "escape" / "passwd_link")
     assert Path("/etc/passwd").exists()
     paths = [f.path for f in out.output_files]
@@ -274,7 +234,7 @@ def test_symlink_and_paths_outside_snapshot_are_refused(
 
 
 def test_unknown_types_and_wrong_field_types(snap_dir: Path, proc_guard: ProcGuard) -> None:
-    out = _outcome(_run("badrecords", snap_dir, proc_guard), snap_dir)
+    out = outcome(run_fixture("badrecords", snap_dir, proc_guard), snap_dir)
     assert out.status == "noresults" and out.output_str == "nothing to save"
     assert [type(r) for r in out.other_records] == [BinaryRecord]
     reasons = [e.error for e in out.record_errors]
@@ -284,7 +244,7 @@ def test_unknown_types_and_wrong_field_types(snap_dir: Path, proc_guard: ProcGua
 
 
 def test_non_executable_sh_runs_with_bash(snap_dir: Path, proc_guard: ProcGuard) -> None:
-    out = _outcome(_run("shellext", snap_dir, proc_guard), snap_dir)
+    out = outcome(run_fixture("shellext", snap_dir, proc_guard), snap_dir)
     assert out.status == "succeeded"
     assert [f.path for f in out.output_files] == ["shellext/made.txt"]
 
@@ -308,8 +268,8 @@ def test_inferred_status(
     status: str,
     error_part: str | None,
 ) -> None:
-    hook = _make_hook(tmp_path, "on_Snapshot__01_case.sh", "#!/bin/sh\n" + body)
-    out = _outcome(_run(hook, snap_dir, proc_guard), snap_dir)
+    hook = make_hook(tmp_path, "on_Snapshot__01_case.sh", "#!/bin/sh\n" + body)
+    out = outcome(run_fixture(hook, snap_dir, proc_guard), snap_dir)
     assert out.status == status
     if error_part:
         assert out.error is not None and error_part in out.error
@@ -318,11 +278,11 @@ def test_inferred_status(
 def test_started_files_snapshot_limits_listing(
     tmp_path: Path, snap_dir: Path, proc_guard: ProcGuard
 ) -> None:
-    hook = _make_hook(tmp_path, "on_Snapshot__01_more.sh", "#!/bin/sh\necho new > new.txt\n")
+    hook = make_hook(tmp_path, "on_Snapshot__01_more.sh", "#!/bin/sh\necho new > new.txt\n")
     (snap_dir / "tmp").mkdir()
     (snap_dir / "tmp" / "old.txt").write_text("old")
     before = snapshot_files(snap_dir / "tmp")
-    run = _run(hook, snap_dir, proc_guard)
+    run = run_fixture(hook, snap_dir, proc_guard)
     out = update_from_output(
         run, output_dir=snap_dir, snapshot_dir=snap_dir, started_files_snapshot=before
     )
