@@ -1,0 +1,45 @@
+# archiveflow: `make archive URL=…` sets up and archives; `make test` sets up and runs the tests.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+URL    ?=
+DEBS   := wget chromium
+
+.PHONY: setup system-deps archive test lint bench clean
+
+# System packages the plugins and tests need (wget for the wget plugin, chromium for
+# screenshots and the HTML index check). Installed only when missing; needs root or sudo.
+system-deps:
+	@missing=""; for d in $(DEBS); do command -v $$d >/dev/null 2>&1 || missing="$$missing $$d"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=""; elif command -v sudo >/dev/null; then SUDO=sudo; else \
+	    echo "missing system packages:$$missing; install them (apt-get install$$missing)"; exit 1; fi; \
+	  echo "installing$$missing"; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+$(BIN)/.installed: pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "archiveflow needs Python >= 3.11"'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade "pip>=25.1"
+	$(BIN)/pip install -q -e . --group dev --config-settings editable_mode=compat
+	@touch $@
+
+setup: system-deps $(BIN)/.installed
+
+archive: setup
+	@test -n "$(URL)" || { echo "usage: make archive URL=https://example.com"; exit 2; }
+	$(BIN)/archiveflow add "$(URL)"
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+test: setup lint
+	$(BIN)/pytest
+
+bench: setup
+	$(BIN)/python bench/run.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

@@ -1,0 +1,112 @@
+"""The table of legal moves, walked against a real DuckDB file."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from store import transitions
+from store.db import Store
+from store.errors import IllegalTransition, RowNotFound
+from store.transitions import MOVES, STATUSES
+
+
+def _insert(store: Store, table: str, status: str, row_id: str) -> None:
+    cur = store.cursor()
+    if table == "crawl":
+        cur.execute("INSERT INTO crawl (id, output_dir, seeds, status) VALUES (?, 'x', 'y', ?)",
+                    [row_id, status])
+    elif table == "snapshot":
+        cur.execute("INSERT INTO snapshot (id, crawl_id, url, output_dir, status) "
+                    "VALUES (?, 'c', ?, 'x', ?)", [row_id, f"https://e/{row_id}", status])
+    elif table == "archiveresult":
+        cur.execute("INSERT INTO archiveresult (id, snapshot_id, plugin, hook_name, output_dir, "
+                    "status) VALUES (?, 's', 'p', ?, 'x', ?)", [row_id, row_id, status])
+    else:
+        cur.execute("INSERT INTO machine_binary (id, machine_id, name, output_dir, status) "
+                    "VALUES (?, 'm', ?, 'x', ?)", [row_id, row_id, status])
+
+
+CASES = [
+    (table, name, status)
+    for table, moves in MOVES.items()
+    for name in moves
+    for status in STATUSES[table]
+]
+
+
+@pytest.mark.parametrize(("table", "name", "status"), CASES)
+def test_every_move_from_every_status(store: Store, table: str, name: str, status: str) -> None:
+    row_id = f"{table}-{name}-{status}"
+    _insert(store, table, status, row_id)
+    mv = MOVES[table][name]
+    if status in mv.sources:
+        rows = transitions.move(store.cursor(), table, name, row_id, lease=60)
+        assert rows[0]["status"] == mv.target
+        got = store.cursor().execute(f"SELECT status, retry_at FROM {table} WHERE id = ?",
+                                     [row_id]).fetchone()
+        assert got is not None and got[0] == mv.target
+        assert (got[1] is not None) == mv.leases
+    else:
+        with pytest.raises(IllegalTransition, match=f"{table} {row_id} is {status}"):
+            transitions.move(store.cursor(), table, name, row_id)
+
+
+def test_target_statuses_are_legal_statuses() -> None:
+    for table, moves in MOVES.items():
+        for mv in moves.values():
+            assert mv.target in STATUSES[table]
+            assert set(mv.sources) <= set(STATUSES[table])
+
+
+def test_unknown_move_and_missing_row(store: Store) -> None:
+    with pytest.raises(IllegalTransition, match="no move 'explode'"):
+        transitions.move(store.cursor(), "snapshot", "explode", "x")
+    with pytest.raises(RowNotFound):
+        transitions.move(store.cursor(), "snapshot", "seal", "nope")
+
+
+def test_batch_moves_only_rows_that_can(store: Store) -> None:
+    for i, status in enumerate(["started", "queued", "started"]):
+        _insert(store, "snapshot", status, f"s{i}")
+    moved = transitions.move(store.cursor(), "snapshot", "seal", ["s0", "s1", "s2"])
+    assert sorted(r["id"] for r in moved) == ["s0", "s2"]
+
+
+def test_expired_lease_is_reclaimed(store: Store) -> None:
+    _insert(store, "snapshot", "queued", "a")
+    cur = store.cursor()
+    won = transitions.claim_next(cur, "snapshot", "crawl_id = ?", ["c"], limit=5, lease=60)
+    assert [r["id"] for r in won] == ["a"]
+    # lease still held: nothing to claim
+    assert transitions.claim_next(cur, "snapshot", "crawl_id = ?", ["c"], limit=5, lease=60) == []
+    cur.execute("UPDATE snapshot SET retry_at = now() - INTERVAL 1 SECOND WHERE id = 'a'")
+    again = transitions.claim_next(cur, "snapshot", "crawl_id = ?", ["c"], limit=5, lease=60)
+    assert [r["id"] for r in again] == ["a"]
+
+
+def test_two_threads_never_both_win(tmp_path: Path) -> None:
+    store = Store(tmp_path / "index.duckdb")
+    for i in range(200):
+        _insert(store, "snapshot", "queued", f"s{i:03d}")
+    won: dict[str, list[str]] = {"a": [], "b": []}
+    barrier = threading.Barrier(2)
+
+    def worker(name: str) -> None:
+        cur = store.cursor()
+        barrier.wait()
+        for _ in range(60):
+            rows = transitions.claim_next(cur, "snapshot", "crawl_id = ?", ["c"], limit=7,
+                                          lease=60)
+            won[name].extend(r["id"] for r in rows)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in won]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not set(won["a"]) & set(won["b"])
+    assert len(won["a"]) + len(won["b"]) == 200
+    store.close()
