@@ -245,23 +245,20 @@ def run_hook(
     popen = spawn(
         cmd, cwd=paths.plugin_dir, env=child_env, stdout=paths.stdout_log, stderr=paths.stderr_log
     )
+    info = PidInfo(popen.pid, popen.pid, started, cmd, run_id, started)
     try:
-        create_time = psutil.Process(popen.pid).create_time()
-    except psutil.Error:  # unreaped, so only if /proc is unreadable
-        create_time = started
-    info = PidInfo(popen.pid, popen.pid, create_time, cmd, run_id, started)
-    write_pid_file(paths.pid_file, info)
-    run = HookRun(
-        hook, paths, popen.pid, popen.pid, cmd, run_id, started_at, descendants=info.descendants
-    )
-    if hook.is_background:
-        register(paths.pid_file, popen)
-        return run
-
-    try:
+        with contextlib.suppress(psutil.Error):  # unreaped, so only if /proc is unreadable
+            info.create_time = psutil.Process(popen.pid).create_time()
+        write_pid_file(paths.pid_file, info)
+        run = HookRun(
+            hook, paths, popen.pid, popen.pid, cmd, run_id, started_at, descendants=info.descendants
+        )
+        if hook.is_background:
+            register(paths.pid_file, popen)
+            return run
         _supervise(run, popen, info, timeout=timeout, grace=grace, output_cap=output_cap)
     except BaseException:
-        # Interrupted (Ctrl-C, task cancellation): never leave the hook running behind us.
+        # Interrupted (Ctrl-C, task cancellation) or failed: never leave the hook behind us.
         kill_tree(info, signal.SIGTERM, grace, popen)
         raise
     run.ended_at = _now()
