@@ -5,6 +5,7 @@
 
 - A redirect map answers 302 with a Location (``/redirect`` → ``/page3.html``,
   ``/redirect-chain`` → ``/redirect``).
+- ``/slow?s=N`` answers after N seconds (for timeouts).
 - A missing path answers 404 with a small HTML page that has a title (like real servers).
 - Files under a mounted prefix are served from another folder; their ``*.xml``, ``*.html``
   and ``*.jsonl`` files are templates in which ``{{BASE}}`` becomes the server's base URL, so
@@ -16,12 +17,13 @@ from __future__ import annotations
 import mimetypes
 import posixpath
 import threading
+import time
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
 from typing import Final
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 DEFAULT_REDIRECTS: Final[dict[str, str]] = {
     "/redirect": "/page3.html",
@@ -53,8 +55,15 @@ class _Handler(BaseHTTPRequestHandler):
         self._answer(send_body=True)
 
     def _answer(self, send_body: bool) -> None:
-        path = unquote(urlsplit(self.path).path)
+        parts = urlsplit(self.path)
+        path = unquote(parts.path)
         self.server.requests.append(path)
+        if path == "/slow":
+            # /slow?s=N: answer after N seconds (at most 10), to exercise hook timeouts.
+            qs = parse_qs(parts.query)
+            time.sleep(min(float(qs.get("s", ["2"])[0]), 10.0))
+            self._send(HTTPStatus.OK, b"<title>Slow</title>", "text/html", send_body)
+            return
         target = self.server.redirects.get(path)
         if target is not None:
             self._send(HTTPStatus.FOUND, b"", "text/html", send_body, {"Location": target})
@@ -170,7 +179,6 @@ class SiteServer:
 
 if __name__ == "__main__":
     import sys
-    import time
 
     here = Path(__file__).parent
     srv = SiteServer(sys.argv[1] if len(sys.argv) > 1 else here / "fixtures" / "site",

@@ -82,24 +82,17 @@ def expected_path(url: str) -> str:
     return host + path
 
 
-def find_main_html(url: str, log: str, first_saved: re.Match | None) -> str | None:
-    if first_saved and os.path.isfile(first_saved.group(2)):
-        path = first_saved.group(2)
-        if path.lower().endswith(HTML_EXT):
+def find_main_html(url: str, first_saved: re.Match | None, since: float) -> str | None:
+    """The page's HTML file as wget saved it in this run (a retry reuses the folder, so a file
+    older than this run is a leftover, not the page)."""
+    if first_saved and first_saved.group(2).lower().endswith(HTML_EXT):
+        candidates = [first_saved.group(2), expected_path(url)]
+    else:
+        candidates = [expected_path(url)]
+    for path in candidates:
+        if os.path.isfile(path) and os.path.getmtime(path) >= since:
             return path
-    guess = expected_path(url)
-    if os.path.isfile(guess):
-        return guess
-    # Last resort: the shallowest HTML file wget wrote (not inside warc/).
-    found = []
-    for root, _dirs, files in os.walk("."):
-        if root.startswith("./warc"):
-            continue
-        for f in files:
-            if f.lower().endswith(HTML_EXT):
-                p = os.path.relpath(os.path.join(root, f))
-                found.append((p.count(os.sep), p))
-    return min(found)[1] if found else None
+    return None
 
 
 def main() -> int:
@@ -137,6 +130,7 @@ def main() -> int:
 
     # Same process group as this hook: the runner's group kill reaches wget too.
     started = time.monotonic()
+    since = time.time() - 1  # mtime granularity
     try:
         proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               timeout=timeout + 5)
@@ -154,7 +148,7 @@ def main() -> int:
     if first_error and (first_saved is None or first_error.start() < first_saved.start()):
         main_err = errors[0]
     final_url = main_err["url"] if main_err else (first_saved.group(1) if first_saved else url)
-    main_html = find_main_html(url, log, first_saved)
+    main_html = find_main_html(url, first_saved, since)
     http_status = main_err["status"] if main_err else (200 if first_saved else None)
     warc = f"{warc_rel}.warc.gz" if warc_rel and os.path.isfile(f"{warc_rel}.warc.gz") else None
     info = {

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -272,3 +273,13 @@ def test_foreground_hooks_in_order_share_wget_html(hook: Hook, site_url: str) ->
         assert runs[p].result.output_json["source"] == runs["wget"].result.output_str
     # Relative to the page after the redirect, not to /redirect.
     assert [s.url for s in runs["parse_html_urls"].snapshots] == [f"{site_url}/index.html"]
+
+
+# --- timeouts -----------------------------------------------------------------------------
+@pytest.mark.parametrize("plugin", ["headers", "wget"])
+def test_timeout_is_respected(hook: Hook, site_url: str, plugin: str) -> None:
+    started = time.monotonic()
+    run = hook(plugin, f"{site_url}/slow?s=4", **{f"{plugin.upper()}_TIMEOUT": 1})
+    assert time.monotonic() - started < 3.5
+    assert run.rc == 1 and run.result.status == "failed"
+    assert "timed out" in (run.result.error or "").lower()
