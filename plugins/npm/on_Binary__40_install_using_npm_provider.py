@@ -10,7 +10,8 @@ Output: one `{"type":"Binary",...,"binprovider":"npm"}` line on stdout, exit 0, 
     abspath `$LIB_DIR/npm/node_modules/.bin/<name>`; an already-installed binary is reported
     as is. Not listed in --bin-providers, disabled, or no npm/node on PATH: a line on stderr,
     nothing on stdout, exit 0. Install failure: the reason on stderr, exit 1.
-Writes only under $LIB_DIR/npm/ (and npm's own cache). Stdlib only, so it runs by hand:
+Writes only under $LIB_DIR/npm/ (npm's cache too: $LIB_DIR/npm/cache, unless set).
+Stdlib only, so it runs by hand:
     LIB_DIR=/tmp/lib ./on_Binary__40_install_using_npm_provider.py --name=semver --bin-providers=npm
 """
 
@@ -268,7 +269,12 @@ def main(argv: list[str]) -> int:
             ]
             say(f"installing {' '.join(packages)} into {prefix}")
             try:
-                rc, out = run(cmd, timeout)
+                # npm's cache (and its logs) stay in the data folder too, unless the user
+                # chose one.
+                env = dict(os.environ)
+                if not {"npm_config_cache", "NPM_CONFIG_CACHE"} & env.keys():
+                    env["npm_config_cache"] = os.path.join(prefix, "cache")
+                rc, out = run(cmd, timeout, env=env)
             except subprocess.TimeoutExpired:
                 return fail(f"npm install {' '.join(packages)} timed out after {timeout:.0f}s")
             if rc != 0:

@@ -15,7 +15,8 @@ Output: one `{"type":"Binary",...,"binprovider":"pip"}` line on stdout, exit 0, 
     abspath `$LIB_DIR/pip/venv/bin/<name>`; an already-installed binary is reported as is.
     Not listed in --bin-providers, disabled, or no way to make a venv: a line on stderr,
     nothing on stdout, exit 0. Install failure: the reason on stderr, exit 1.
-Writes only under $LIB_DIR/pip/. Stdlib only, so it runs by hand:
+Writes only under $LIB_DIR/pip/ (pip's cache too: $LIB_DIR/pip/cache, unless set).
+Stdlib only, so it runs by hand:
     LIB_DIR=/tmp/lib ./on_Binary__30_install_using_pip_provider.py --name=cowsay --bin-providers=pip
 """
 
@@ -296,7 +297,9 @@ def main(argv: list[str]) -> int:
                     return 0
                 cmd = [*pip, "install", "--no-input", "--disable-pip-version-check", *packages]
                 say(f"installing {' '.join(packages)} into {venv}")
-                rc, out = run(cmd, timeout, env=clean_env())
+                # pip's cache stays in the data folder too, unless the user chose one.
+                env = {"PIP_CACHE_DIR": os.path.join(os.path.dirname(venv), "cache"), **clean_env()}
+                rc, out = run(cmd, timeout, env=env)
             except subprocess.TimeoutExpired:
                 return fail(f"pip install {' '.join(packages)} timed out after {timeout:.0f}s")
             if rc != 0:

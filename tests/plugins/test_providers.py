@@ -210,6 +210,9 @@ def test_pip_installs_into_an_isolated_venv_under_lib(pip_install: tuple[Path, H
         [str(venv / "bin" / "python"), "-c", "import duckdb"], capture_output=True, text=True
     )
     assert probe.returncode != 0
+    # Everything it wrote (venv, pip's cache, its lock) is under lib/pip; none in its cwd.
+    assert {p.name for p in (lib / "pip").iterdir()} <= {"venv", "cache", ".install.lock"}
+    assert not any((lib.parent / "out" / "pip").iterdir())
     print(f"pip first install: {run.secs:.1f}s")
 
 
@@ -246,6 +249,15 @@ def test_npm_installs_semver_under_lib(tmp_path: Path) -> None:
     assert rec["version"] == manifest["version"]  # the semver CLI has no --version
     out = subprocess.run([rec["abspath"], "-r", ">=1", "1.2.3"], capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.strip() == "1.2.3"
+    written = {p.name for p in (lib / "npm").iterdir()}
+    assert written <= {
+        "node_modules",
+        "package.json",
+        "package-lock.json",
+        "cache",
+        ".install.lock",
+    }
+    assert not any((lib.parent / "out" / "npm").iterdir())
     print(f"npm first install: {run.secs:.1f}s")
 
 
