@@ -1,0 +1,169 @@
+"""process_hook_records: hand every non-ArchiveResult record a hook printed to the store.
+
+Records are grouped by type and written with one bulk statement per table. Snapshot records
+are filtered with the parent's context first: URL checks, depth ≤ the crawl's max_depth,
+allow/deny patterns, the crawl's URL cap, one Snapshot per URL per crawl.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import duckdb
+import polars as pl
+
+from store import crawls as crawl_store
+from store import load, machines
+from store import snapshots as snapshot_store
+from store.db import Store
+from store.load import TS
+from store.records import (
+    BinaryRecord,
+    CrawlRecord,
+    MachineRecord,
+    Record,
+    SnapshotRecord,
+    TagRecord,
+)
+from tasks.urls import check_url
+
+
+@dataclass(frozen=True)
+class Context:
+    """Who printed the records: the crawl, and the snapshot when the hook ran on one."""
+
+    crawl: dict[str, Any]
+    snapshot: dict[str, Any] | None = None
+    machine_id: str | None = None
+    allow_private: bool = False
+    allow_file: bool = False
+
+
+@dataclass
+class IngestReport:
+    """Counts by record type that were stored, and what was refused with reasons."""
+
+    counts: Counter[str] = field(default_factory=Counter)
+    refused: list[tuple[str, str]] = field(default_factory=list)  # (url, reason)
+    created: list[tuple[str, str]] = field(default_factory=list)  # (snapshot id, url)
+
+
+def _compile(pattern: str | None) -> re.Pattern[str] | None:
+    return re.compile(pattern) if pattern else None
+
+
+def _filter_snapshots(
+    recs: Sequence[SnapshotRecord], ctx: Context, report: IngestReport
+) -> list[dict[str, Any]]:
+    crawl = ctx.crawl
+    parent = ctx.snapshot
+    default_depth = (parent["depth"] + 1) if parent else 0
+    allow = _compile(crawl.get("url_allow"))
+    deny = _compile(crawl.get("url_deny"))
+    out: list[dict[str, Any]] = []
+    for rec in recs:
+        depth = rec.depth if rec.depth is not None else default_depth
+        if depth > crawl["max_depth"]:
+            continue  # beyond the crawl's depth: not an error, just not followed
+        url, reason = check_url(rec.url, allow_private=ctx.allow_private, allow_file=ctx.allow_file)
+        if url is None:
+            report.refused.append((rec.url, reason or "refused"))
+            continue
+        if allow and not allow.search(url):
+            continue
+        if deny and deny.search(url):
+            continue
+        out.append(
+            {
+                "url": url,
+                "depth": depth,
+                "title": rec.title,
+                "bookmarked_at": rec.bookmarked_at,
+                "parent_id": parent["id"] if parent else None,
+                "tags": rec.tag_list(),
+            }
+        )
+    return out
+
+
+def process_hook_records(store: Store, records: Sequence[Record], ctx: Context) -> IngestReport:
+    """Store every Snapshot/Tag/Binary/Machine/Crawl record; returns counts by type."""
+    with store.transaction() as cur:
+        return ingest_records(cur, records, ctx)
+
+
+def ingest_records(cur: duckdb.DuckDBPyConnection, records: Sequence[Record], ctx: Context
+                   ) -> IngestReport:
+    """process_hook_records inside the caller's transaction."""
+    report = IngestReport()
+    by_type: dict[type, list[Any]] = {}
+    for r in records:
+        by_type.setdefault(type(r), []).append(r)
+    crawl = ctx.crawl
+    snaps = _filter_snapshots(by_type.get(SnapshotRecord, []), ctx, report)
+    if snaps and crawl.get("max_urls") is not None:
+        have = cur.execute(
+            "SELECT count(*) FROM snapshot WHERE crawl_id = ?", [crawl["id"]]
+        ).fetchone()
+        room = max(0, int(crawl["max_urls"]) - int(have[0] if have else 0))
+        snaps = snaps[:room]
+    if snaps:
+        df = pl.DataFrame(
+            [
+                {k: s[k] for k in ("url", "depth", "title", "bookmarked_at", "parent_id")}
+                for s in snaps
+            ],
+            schema={
+                "url": pl.Utf8,
+                "depth": pl.Int32,
+                "title": pl.Utf8,
+                "bookmarked_at": TS,
+                "parent_id": pl.Utf8,
+            },
+            orient="row",
+        )
+        created = load.insert_snapshots(
+            cur, df, crawl_id=crawl["id"], username=crawl.get("username") or "default"
+        )
+        report.created.extend(created)
+        report.counts["Snapshot"] += len(created)
+        crawl_tags = [t for t in (crawl.get("tags") or "").split(",") if t.strip()]
+        tags_by_url = {s["url"]: s["tags"] for s in snaps}
+        pairs = [
+            (sid, t.strip())
+            for sid, url in created
+            for t in [*crawl_tags, *tags_by_url.get(url, [])]
+        ]
+        snapshot_store.add_tags(cur, pairs)
+    tag_recs: list[TagRecord] = by_type.get(TagRecord, [])
+    if tag_recs and ctx.snapshot:
+        report.counts["Tag"] += snapshot_store.add_tags(
+            cur, [(ctx.snapshot["id"], t.name) for t in tag_recs]
+        )
+    machine_recs: list[MachineRecord] = by_type.get(MachineRecord, [])
+    if machine_recs and ctx.machine_id:
+        patch: dict[str, Any] = {}
+        for m in machine_recs:
+            patch.update(m.config)
+        machines.patch_machine_config(cur, ctx.machine_id, patch)
+        report.counts["Machine"] += len(machine_recs)
+    crawl_recs: list[CrawlRecord] = by_type.get(CrawlRecord, [])
+    for c in crawl_recs:
+        if c.label:
+            cur.execute("UPDATE crawl SET label = ? WHERE id = ?", [c.label, crawl["id"]])
+        if c.config:
+            current = crawl_store.get_crawl(cur, crawl["id"]) or {}
+            merged = {**json.loads(current.get("config") or "{}"), **c.config}
+            cur.execute(
+                "UPDATE crawl SET config = ? WHERE id = ?", [json.dumps(merged), crawl["id"]]
+            )
+        report.counts["Crawl"] += 1
+    # Binary records from snapshot hooks are informational; provider hooks' Binary
+    # records are stored by the install flow, which knows which row they answer.
+    report.counts["Binary"] += len(by_type.get(BinaryRecord, []))
+    return report

@@ -1,0 +1,167 @@
+"""One writer thread that turns finished snapshots into a few set-based statements.
+
+Snapshot workers hand over a SnapshotDone (every ArchiveResult outcome of one snapshot) and
+wait for it to be durable. The recorder takes whatever has queued up (up to MAX_BATCH) and
+writes it in ONE transaction: finish the results, list their files, log invalid records,
+record the hook processes, store discovered records, seal the snapshots. Per-row writes cost
+1–2 ms in DuckDB; this keeps the cost per snapshot to a share of one batch.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import polars as pl
+
+from store import results as result_store
+from store.db import Store, retry_conflicts
+from store.load import frame, insert_frame
+from store.transitions import move
+from tasks.discover import Hook
+from tasks.hooks import HookOutcome, HookRun
+from tasks.ingest import Context, IngestReport, ingest_records
+
+MAX_BATCH: Final[int] = 256
+
+
+@dataclass
+class ResultDone:
+    """The outcome of one ArchiveResult, ready to record."""
+
+    ar_id: str
+    hook: Hook
+    outcome: HookOutcome
+    run: HookRun | None = None
+
+
+@dataclass
+class SnapshotDone:
+    """Everything one snapshot produced; `wait()` returns once it is in the index."""
+
+    ctx: Context
+    results: list[ResultDone]
+    seal: bool = True
+    report: IngestReport | None = None
+    error: BaseException | None = None
+    _done: threading.Event = field(default_factory=threading.Event)
+
+    def wait(self, timeout: float | None = None) -> IngestReport:
+        """Block until recorded; re-raise the recorder's error if the write failed."""
+        if not self._done.wait(timeout):
+            raise TimeoutError("recorder did not write the snapshot in time")
+        if self.error is not None:
+            raise self.error
+        assert self.report is not None
+        return self.report
+
+
+def _result_rows(items: list[SnapshotDone]) -> dict[str, list[dict[str, Any]]]:
+    finish: list[dict[str, Any]] = []
+    files: list[dict[str, Any]] = []
+    errors: list[dict[str, Any]] = []
+    procs: list[dict[str, Any]] = []
+    for item in items:
+        for r in item.results:
+            o = r.outcome
+            finish.append({
+                "id": r.ar_id, "status": o.status, "output_str": o.output_str,
+                "output_json": o.output_json, "error": o.error, "start_ts": o.started_at,
+                "end_ts": o.ended_at, "exit_code": o.exit_code, "output_size": o.output_size,
+                "output_count": len(o.output_files),
+            })
+            files.extend({"archiveresult_id": r.ar_id, "path": f.path, "size": f.size,
+                          "mimetype": f.mimetype} for f in o.output_files)
+            errors.extend({"owner_id": r.ar_id, "hook_name": r.hook.name, "line": e.line,
+                           "error": e.error} for e in o.record_errors)
+            if r.run is not None:
+                procs.append(process_row("archiveresult", r.ar_id, r.run, o))
+    return {"finish": finish, "files": files, "errors": errors, "procs": procs}
+
+
+def process_row(owner_type: str, owner_id: str, run: HookRun, outcome: HookOutcome | None
+                ) -> dict[str, Any]:
+    """A `process` table row for one hook run."""
+    return {
+        "id": run.run_id, "owner_type": owner_type, "owner_id": owner_id, "machine_id": None,
+        "hook_name": run.hook.name, "pid": run.pid, "cmd": " ".join(run.cmd),
+        "cwd": str(run.paths.plugin_dir), "started_at": run.started_at,
+        "ended_at": outcome.ended_at if outcome else run.ended_at,
+        "exit_code": outcome.exit_code if outcome else run.exit_code,
+    }
+
+
+def write_batch(store: Store, items: list[SnapshotDone]) -> list[IngestReport]:
+    """Record a batch of finished snapshots in one transaction (retried on conflicts)."""
+    rows = _result_rows(items)
+
+    def attempt() -> list[IngestReport]:
+        with store.transaction() as cur:
+            result_store.finish_results(cur, rows["finish"])
+            if rows["files"]:
+                result_store.add_output_files(cur, rows["files"])
+            if rows["errors"]:
+                result_store.add_record_errors(cur, rows["errors"])
+            if rows["procs"]:
+                insert_frame(cur, "process", frame("process", pl.DataFrame(
+                    rows["procs"], schema=frame("process", []).schema, orient="row")))
+            reports = []
+            for item in items:
+                records = [rec for r in item.results for rec in r.outcome.other_records]
+                reports.append(ingest_records(cur, records, item.ctx))
+            seal = [i.ctx.snapshot["id"] for i in items if i.seal and i.ctx.snapshot]
+            move(cur, "snapshot", "seal", seal)
+            return reports
+
+    return retry_conflicts(attempt)
+
+
+class Recorder:
+    """The batch writer thread of one process."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._q: queue.Queue[SnapshotDone | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._loop, name="archiveflow-recorder",
+                                        daemon=True)
+        self._thread.start()
+
+    def submit(self, item: SnapshotDone) -> SnapshotDone:
+        """Queue a finished snapshot for the next batch."""
+        self._q.put(item)
+        return item
+
+    def _loop(self) -> None:
+        while True:
+            first = self._q.get()
+            if first is None:
+                return
+            batch = [first]
+            stop = False
+            while len(batch) < MAX_BATCH:
+                try:
+                    nxt = self._q.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    stop = True
+                    break
+                batch.append(nxt)
+            try:
+                reports = write_batch(self.store, batch)
+                for item, rep in zip(batch, reports, strict=True):
+                    item.report = rep
+            except BaseException as e:  # noqa: BLE001 - handed to every waiter
+                for item in batch:
+                    item.error = e
+            for item in batch:
+                item._done.set()
+            if stop:
+                return
+
+    def close(self) -> None:
+        """Write what is queued, then stop the thread."""
+        self._q.put(None)
+        self._thread.join()

@@ -1,0 +1,141 @@
+"""The context every piece of pipeline work runs in: data folder, index, machine, config.
+
+Built once per process (`open_runtime`), shared by all threads: the Store gives each thread
+its own cursor; the rest is read-only after start, except the caches guarded by a lock.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+from store import binaries as binary_store
+from store import machines
+from store.db import Store
+from tasks.config import load_user_config, required_binaries, resolve_config
+from tasks.discover import Hook, discover_hooks, env_key, plugin_dirs, plugin_search_path
+from tasks.machine import MachineInfo, this_machine
+
+PROJECT_PLUGINS: Final[Path] = Path(__file__).resolve().parent.parent / "plugins"
+INDEX_NAME: Final[str] = "index.duckdb"
+
+
+@dataclass
+class Runtime:
+    """Everything pipeline work needs, for one data folder on this machine."""
+
+    data_dir: Path
+    store: Store
+    machine: MachineInfo
+    user_config: dict[str, Any]
+    base_env: dict[str, str]
+    search_path: list[Path]
+    binaries: dict[str, str] = field(default_factory=dict)  # name → abspath (resolved rows)
+    _config_cache: dict[str, dict[str, str]] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def lib_dir(self) -> Path:
+        """Where provider hooks install binaries."""
+        return self.data_dir / "lib"
+
+    def lib_bin_dirs(self) -> list[Path]:
+        """Folders with installed binaries, put first on every hook's PATH."""
+        lib = self.lib_dir
+        return [lib / "bin", lib / "pip" / "venv" / "bin", lib / "npm" / "node_modules" / ".bin"]
+
+    def plugin_dirs(self) -> dict[str, Path]:
+        """Plugin name → folder over the search path."""
+        return plugin_dirs(self.search_path)
+
+    def config(self, crawl_config: Mapping[str, Any] | None = None,
+               snapshot_config: Mapping[str, Any] | None = None) -> dict[str, str]:
+        """The layered config (plugin defaults < user < env < crawl < snapshot), cached."""
+        key = json.dumps([crawl_config or {}, snapshot_config or {}], sort_keys=True,
+                         default=str)
+        with self._lock:
+            hit = self._config_cache.get(key)
+            if hit is None:
+                hit = resolve_config(self.plugin_dirs().values(), self.user_config,
+                                     self.base_env, crawl_config, snapshot_config)
+                self._config_cache[key] = hit
+            return hit
+
+    def hooks(self, event: str, config: Mapping[str, str],
+              plugins: list[str] | None = None) -> list[Hook]:
+        """Enabled hooks of an event (optionally only some plugins)."""
+        return discover_hooks(event, self.search_path, config, plugins)
+
+    def refresh_binaries(self) -> None:
+        """Reload this machine's resolved binaries from the index."""
+        rows = binary_store.list_binaries(self.store.cursor(), self.machine.id)
+        self.binaries = {r["name"]: r["abspath"] for r in rows
+                         if r["status"] == "succeeded" and r["abspath"]}
+
+    def missing_binaries(self, plugin: str, config: Mapping[str, str]) -> list[str]:
+        """Binaries a plugin declares that this machine has neither installed nor on PATH."""
+        folder = self.plugin_dirs().get(plugin)
+        if folder is None:
+            return []
+        path = os.pathsep.join([*map(str, self.lib_bin_dirs()), self.base_env.get("PATH", "")])
+        missing = []
+        for decl in required_binaries(folder, config):
+            name = decl["name"]
+            have = self.binaries.get(name)
+            if have and os.access(have, os.X_OK):
+                continue
+            if config.get(f"{env_key(name)}_BINARY") or shutil.which(name, path=path):
+                continue
+            missing.append(name)
+        return missing
+
+    def hook_env(self, config: Mapping[str, str], **dirs: Path) -> dict[str, str]:
+        """Environment of a hook: ours, the config, folders, resolved binaries, PATH."""
+        env = {**self.base_env, **config}
+        env["DATA_DIR"] = str(self.data_dir)
+        env["LIB_DIR"] = str(self.lib_dir)
+        env["MACHINE_ID"] = self.machine.id
+        for key, value in dirs.items():
+            env[key.upper()] = str(value)
+        for name, abspath in self.binaries.items():
+            env.setdefault(f"{env_key(name)}_BINARY", abspath)
+        env["PATH"] = os.pathsep.join(
+            [*map(str, self.lib_bin_dirs()), self.base_env.get("PATH", "")])
+        return env
+
+    def close(self) -> None:
+        """Close the index."""
+        self.store.close()
+
+
+def open_runtime(
+    data_dir: Path,
+    *,
+    wait_for_lock: float = 0.0,
+    on_wait: Callable[[str], None] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Runtime:
+    """Create the data folder if needed, open its index, register this machine."""
+    data_dir = data_dir.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    if not os.access(data_dir, os.W_OK | os.X_OK):
+        raise PermissionError(f"data folder {data_dir} is not writable")
+    store = Store(data_dir / INDEX_NAME, wait_for_lock=wait_for_lock, on_wait=on_wait)
+    machine = this_machine()
+    machines.upsert_machine(store.cursor(), machine_id=machine.id, hostname=machine.hostname,
+                            os=machine.os, arch=machine.arch)
+    base_env = dict(env if env is not None else os.environ)
+    user_config = load_user_config(data_dir)
+    pre = resolve_config([], user_config, base_env)
+    rt = Runtime(
+        data_dir=data_dir, store=store, machine=machine, user_config=user_config,
+        base_env=base_env, search_path=plugin_search_path(PROJECT_PLUGINS, data_dir, pre),
+    )
+    rt.refresh_binaries()
+    return rt

@@ -1,0 +1,332 @@
+"""The work under the flows: crawl set-up and tear-down, and one snapshot's hooks.
+
+Plain Python, no Prefect: flows/ wraps these functions in flows and tasks. Every function
+takes the process's Runtime; DuckDB writes go through store/ (set-based) and the Recorder.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final
+
+from store import crawls as crawl_store
+from store import results as result_store
+from store.ids import new_id
+from store.load import frame, insert_frame
+from store.snapshots import renew_leases
+from store.transitions import move
+from tasks.config import hook_timeout
+from tasks.discover import Hook
+from tasks.hooks import (
+    HookLaunchError,
+    HookOutcome,
+    HookPaths,
+    HookRun,
+    finalize_background,
+    kill_process,
+    process_is_alive,
+    run_hook,
+    update_from_output,
+    wait_background,
+)
+from tasks.ingest import Context, IngestReport, ingest_records
+from tasks.recorder import Recorder, ResultDone, SnapshotDone, process_row
+from tasks.runtime import Runtime
+
+ARG_INLINE_MAX: Final[int] = 8 * 1024  # longer seed text goes through a file
+SNAPSHOT_LEASE: Final[float] = 6 * 3600.0
+_URLISH = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://\S+")
+
+
+class TransientHookError(RuntimeError):
+    """A hook could not be run for a reason that may pass (e.g. out of processes)."""
+
+
+def _json(value: Any) -> dict[str, Any]:
+    if isinstance(value, dict):
+        return value
+    return json.loads(value) if value else {}
+
+
+def crawl_context(rt: Runtime, crawl: dict[str, Any],
+                  snapshot: dict[str, Any] | None = None) -> Context:
+    """The filter context of records printed under this crawl (and snapshot)."""
+    cfg = rt.config(_json(crawl.get("config")))
+    truthy = ("true", "1", "yes", "on")
+    return Context(
+        crawl=crawl, snapshot=snapshot, machine_id=rt.machine.id,
+        allow_private=cfg.get("URL_ALLOW_PRIVATE", "False").lower() in truthy,
+        allow_file=cfg.get("URL_ALLOW_FILE", "False").lower() in truthy,
+    )
+
+
+def plugin_list(crawl: dict[str, Any]) -> list[str] | None:
+    """The crawl's plugin allow-list (None: every enabled plugin)."""
+    raw = crawl.get("plugins")
+    return [p.strip() for p in raw.split(",") if p.strip()] if raw else None
+
+
+# --- crawl -----------------------------------------------------------------------------
+
+@dataclass
+class CrawlStart:
+    """What the on_Crawl hooks did: snapshots created, URLs refused, hooks that failed."""
+
+    created: int = 0
+    refused: list[tuple[str, str]] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    background: list[HookRun] = field(default_factory=list)
+
+
+def claim_crawl(rt: Runtime, crawl_id: str) -> dict[str, Any]:
+    """queued → started (or reclaim a started crawl whose worker died)."""
+    return crawl_store.claim_crawl(rt.store.cursor(), crawl_id, lease=SNAPSHOT_LEASE)
+
+
+def run_crawl_hooks(rt: Runtime, crawl: dict[str, Any]) -> CrawlStart:
+    """Run the crawl's on_Crawl hooks and store their records (depth-0 Snapshots)."""
+    out = CrawlStart()
+    cfg = rt.config(_json(crawl.get("config")))
+    crawl_dir = rt.data_dir / crawl["output_dir"]
+    crawl_dir.mkdir(parents=True, exist_ok=True)
+    seeds: str = crawl["seeds"]
+    source = seeds
+    if len(seeds) > ARG_INLINE_MAX or "\n" in seeds:
+        src = crawl_dir / "sources" / "seeds.txt"
+        src.parent.mkdir(parents=True, exist_ok=True)
+        src.write_text(seeds, encoding="utf-8")
+        source = str(src)
+    m = _URLISH.search(seeds) if len(seeds) < 1_000_000 else None
+    args = {"url": m.group(0) if m else seeds.strip()[:2000], "crawl_id": crawl["id"],
+            "source_url": source}
+    if crawl.get("parser"):
+        args["parser"] = crawl["parser"]
+    env = rt.hook_env(cfg, crawl_dir=crawl_dir)
+    ctx = crawl_context(rt, crawl)
+    procs: list[dict[str, Any]] = []
+    for hook in rt.hooks("Crawl", cfg):
+        try:
+            run = run_hook(hook, args=args, output_dir=crawl_dir, env=env,
+                           timeout=hook_timeout(hook, cfg),
+                           extra_context={"crawl_id": crawl["id"]})
+        except HookLaunchError as e:
+            out.failures.append(f"{hook.name}: {e}")
+            continue
+        if hook.is_background:
+            out.background.append(run)
+            continue
+        outcome = update_from_output(run, output_dir=crawl_dir, snapshot_dir=crawl_dir)
+        procs.append(process_row("crawl", crawl["id"], run, outcome))
+        if outcome.status == "failed":
+            # A seed parser that failed printed nothing usable: archive nothing half-way.
+            out.failures.append(f"{hook.plugin}: {outcome.error or 'failed'}")
+            continue
+        with rt.store.transaction() as cur:
+            rep = ingest_records(cur, outcome.other_records, ctx)
+        out.created += rep.counts.get("Snapshot", 0)
+        out.refused.extend(rep.refused)
+    if procs:
+        with rt.store.transaction() as cur:
+            insert_frame(cur, "process", frame("process", procs))
+    return out
+
+
+def finish_crawl(rt: Runtime, crawl: dict[str, Any], background: list[HookRun]) -> dict[str, Any]:
+    """Stop the crawl's background hooks, run on_CrawlEnd hooks, seal the crawl."""
+    for run in background:
+        finalize_background(run)
+    cfg = rt.config(_json(crawl.get("config")))
+    crawl_dir = rt.data_dir / crawl["output_dir"]
+    env = rt.hook_env(cfg, crawl_dir=crawl_dir)
+    for hook in rt.hooks("CrawlEnd", cfg):
+        try:
+            run_hook(hook, args={"crawl_id": crawl["id"]}, output_dir=crawl_dir, env=env,
+                     timeout=hook_timeout(hook, cfg), extra_context={"crawl_id": crawl["id"]})
+        except HookLaunchError:
+            continue
+    return crawl_store.seal_crawl(rt.store.cursor(), crawl["id"])
+
+
+# --- snapshot --------------------------------------------------------------------------
+
+@dataclass
+class PlanItem:
+    """One ArchiveResult to run: its row id and its hook."""
+
+    ar_id: str
+    hook: Hook
+
+
+@dataclass
+class SnapshotPlan:
+    """A claimed snapshot with its pending ArchiveResults, ready to run."""
+
+    crawl: dict[str, Any]
+    snapshot: dict[str, Any]
+    config: dict[str, str]
+    env: dict[str, str]
+    snap_dir: Path
+    items: list[PlanItem] = field(default_factory=list)
+    done: list[ResultDone] = field(default_factory=list)  # decided without running
+
+    @property
+    def args(self) -> dict[str, str]:
+        """argv of an on_Snapshot hook."""
+        s = self.snapshot
+        return {"url": s["url"], "snapshot_id": s["id"], "crawl_id": s["crawl_id"],
+                "depth": str(s["depth"])}
+
+    @property
+    def extra_context(self) -> dict[str, Any]:
+        s = self.snapshot
+        return {"snapshot_id": s["id"], "snapshot_depth": s["depth"], "crawl_id": s["crawl_id"]}
+
+
+def _failed(error: str, exit_code: int | None = None) -> HookOutcome:
+    now = datetime.now(UTC)
+    return HookOutcome(status="failed", error=error, exit_code=exit_code, started_at=now,
+                       ended_at=now)
+
+
+def prepare_snapshot(rt: Runtime, crawl: dict[str, Any], snapshot: dict[str, Any]
+                     ) -> SnapshotPlan:
+    """Create one pending ArchiveResult per enabled hook and claim them.
+
+    Resuming after a crash: results already final are kept; a `started` one whose hook had
+    finished (its exit record is on disk) is learned from its files instead of being run
+    again; one whose hook is still alive from the dead run is killed and run again.
+    """
+    cfg = rt.config(_json(crawl.get("config")), _json(snapshot.get("config")))
+    snap_dir = rt.data_dir / snapshot["output_dir"]
+    snap_dir.mkdir(parents=True, exist_ok=True)
+    env = rt.hook_env(cfg, crawl_dir=rt.data_dir / crawl["output_dir"], snap_dir=snap_dir)
+    plan = SnapshotPlan(crawl, snapshot, cfg, env, snap_dir)
+    hooks = {h.name: h for h in rt.hooks("Snapshot", cfg, plugin_list(crawl))}
+    with rt.store.transaction() as cur:
+        result_store.create_pending(cur, [
+            {"id": new_id(), "snapshot_id": snapshot["id"], "plugin": h.plugin,
+             "hook_name": h.name, "output_dir": f"{snapshot['output_dir']}/{h.plugin}",
+             "is_background": h.is_background}
+            for h in hooks.values()
+        ])
+        pending = result_store.pending_results(cur, snapshot["id"])
+        stale = [r["id"] for r in pending if r["status"] == "started"]
+        queued = [r["id"] for r in pending if r["status"] == "queued"]
+        if queued:
+            move(cur, "archiveresult", "claim", queued, lease=SNAPSHOT_LEASE)
+    to_run: list[PlanItem] = []
+    for row in sorted(pending, key=lambda r: (hooks[r["hook_name"]].order, r["hook_name"])
+                      if r["hook_name"] in hooks else (10**6, r["hook_name"])):
+        hook = hooks.get(row["hook_name"])
+        if hook is None:  # plugin disabled since the row was made
+            plan.done.append(ResultDone(row["id"], _orphan_hook(row), HookOutcome(
+                status="skipped", output_str="plugin no longer enabled")))
+            continue
+        if row["id"] in stale:
+            recovered = _recover(hook, snap_dir)
+            if recovered is not None:
+                plan.done.append(ResultDone(row["id"], hook, recovered))
+                continue
+        missing = rt.missing_binaries(hook.plugin, cfg)
+        if missing:
+            names = ", ".join(missing)
+            plan.done.append(ResultDone(row["id"], hook, _failed(
+                f"binary {names} not found on this machine: run "
+                f"`archiveflow install --plugins {hook.plugin}`")))
+            continue
+        to_run.append(PlanItem(row["id"], hook))
+    if stale:
+        # Their rows stay `started`: this process holds them now.
+        renew_leases(rt.store.cursor(), "archiveresult", stale, SNAPSHOT_LEASE)
+    plan.items = to_run
+    return plan
+
+
+def _orphan_hook(row: dict[str, Any]) -> Hook:
+    return Hook(path=Path(row["hook_name"]), plugin=row["plugin"], event="Snapshot", order=0,
+                name=row["hook_name"], is_background=bool(row["is_background"]),
+                is_daemon=False)
+
+
+def _recover(hook: Hook, snap_dir: Path) -> HookOutcome | None:
+    """The outcome of a run a dead process started: None when it must run again."""
+    paths = HookPaths(snap_dir / hook.plugin, hook.name)
+    if paths.pid_file.exists() and process_is_alive(paths.pid_file):
+        kill_process(paths.pid_file, signal.SIGTERM, grace=2.0)
+        return None
+    if not paths.exit_file.exists():
+        return None
+    return update_from_output(paths, output_dir=snap_dir, snapshot_dir=snap_dir)
+
+
+def run_result(rt: Runtime, plan: SnapshotPlan, item: PlanItem) -> ResultDone:
+    """Run one foreground hook and learn its outcome (not yet recorded)."""
+    hook = item.hook
+    try:
+        run = run_hook(hook, args=plan.args, output_dir=plan.snap_dir, env=plan.env,
+                       timeout=hook_timeout(hook, plan.config),
+                       extra_context=plan.extra_context)
+    except HookLaunchError as e:
+        return ResultDone(item.ar_id, hook, _failed(f"hook {hook.name} cannot start: {e}"))
+    except OSError as e:  # EAGAIN/ENOMEM: the machine is out of something for now
+        raise TransientHookError(f"hook {hook.name} could not start: {e}") from e
+    outcome = update_from_output(run, output_dir=plan.snap_dir, snapshot_dir=plan.snap_dir)
+    return ResultDone(item.ar_id, hook, outcome, run)
+
+
+def start_background(rt: Runtime, plan: SnapshotPlan, item: PlanItem) -> HookRun | ResultDone:
+    """Start a background hook; a hook that cannot start is a finished failure."""
+    try:
+        return run_hook(item.hook, args=plan.args, output_dir=plan.snap_dir, env=plan.env,
+                        timeout=hook_timeout(item.hook, plan.config),
+                        extra_context=plan.extra_context)
+    except HookLaunchError as e:
+        return ResultDone(item.ar_id, item.hook, _failed(f"hook cannot start: {e}"))
+
+
+def finish_background(rt: Runtime, plan: SnapshotPlan, runs: dict[str, HookRun]
+                      ) -> list[ResultDone]:
+    """Wait (bounded by each hook's timeout) for finite background hooks, stop the rest,
+    and learn every outcome with update_from_output."""
+    finite = [r for r in runs.values() if not r.hook.is_daemon]
+    if finite:
+        budget = max(hook_timeout(r.hook, plan.config) -
+                     (datetime.now(UTC) - r.started_at).total_seconds() for r in finite)
+        wait_background([r.paths.pid_file for r in finite], timeout=max(0.0, budget))
+    out = []
+    for ar_id, run in runs.items():
+        reason = None if run.hook.is_daemon else (
+            f"timed out after {hook_timeout(run.hook, plan.config):g}s")
+        finalize_background(run, reason=reason if process_is_alive(run.paths.pid_file)
+                            else None)
+        outcome = update_from_output(run, output_dir=plan.snap_dir, snapshot_dir=plan.snap_dir)
+        out.append(ResultDone(ar_id, run.hook, outcome, run))
+    return out
+
+
+def record_snapshot(rt: Runtime, recorder: Recorder, plan: SnapshotPlan,
+                    results: list[ResultDone]) -> IngestReport:
+    """Hand the snapshot's outcomes to the recorder and wait until they are in the index."""
+    item = SnapshotDone(crawl_context(rt, plan.crawl, plan.snapshot), [*plan.done, *results])
+    return recorder.submit(item).wait()
+
+
+def recover_stale(rt: Runtime) -> int:
+    """After a crash: expire the leases of rows a dead process held.
+
+    Safe because a local index.duckdb has one writer at a time: if we could open it, no
+    other process is working on it. Returns how many rows were released.
+    """
+    cur = rt.store.cursor()
+    n = 0
+    for table in ("crawl", "snapshot", "archiveresult", "machine_binary"):
+        res = cur.execute(
+            f"UPDATE {table} SET retry_at = now() - INTERVAL 1 SECOND "
+            "WHERE status = 'started' RETURNING id").fetchall()
+        n += len(res)
+    return n
