@@ -267,11 +267,9 @@ def kill_tree(
     known = [*procs.values(), *([leader] if leader is not None else [])]
 
     def send(s: int) -> None:
-        if group_ok:
+        if group_ok:  # always so when the leader lives: it is its own group's leader
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(info.pgid, s)
-        elif leader is not None:
-            outside.append(leader)
         for p in outside:
             with contextlib.suppress(psutil.Error):
                 p.send_signal(s)  # psutil refuses if the pid was reused meanwhile
