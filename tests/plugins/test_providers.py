@@ -22,6 +22,8 @@ from typing import Any
 
 import pytest
 
+from store.records import BinaryRecord, parse_lines
+
 PLUGINS = Path(__file__).resolve().parents[2] / "plugins"
 HOOKS: dict[str, Path] = {
     "env": PLUGINS / "env" / "on_Binary__10_install_using_env_provider.py",
@@ -114,6 +116,9 @@ def assert_binary(run: HookRun, provider: str, name: str) -> dict[str, Any]:
     assert os.path.isabs(rec["abspath"]) and os.path.isfile(rec["abspath"])
     assert rec["sha256"] == sha256_file(rec["abspath"])
     assert rec["version"] and VERSION_RE.fullmatch(rec["version"]), rec
+    # The pipeline's own parser accepts it as it is.
+    parsed, errors = parse_lines(run.stdout)
+    assert not errors and [type(r) for r in parsed] == [BinaryRecord]
     return rec
 
 
