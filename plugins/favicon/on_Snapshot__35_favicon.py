@@ -16,10 +16,7 @@ import base64
 import json
 import os
 import re
-import ssl
 import sys
-import urllib.error
-import urllib.request
 from html.parser import HTMLParser
 from urllib.parse import unquote_to_bytes, urljoin, urlsplit
 
@@ -164,6 +161,11 @@ def get_icon(icon_url: str, timeout: int) -> tuple[bytes, str] | None:
         return data, meta.split(";")[0]
     if not re.match(r"^https?://", icon_url):
         return None
+    # Imported only here: ssl + urllib cost ~30 ms of start-up, often not needed at all.
+    import ssl
+    import urllib.error
+    import urllib.request
+
     ua = os.environ.get("USER_AGENT") or DEFAULT_UA
     ctx = None if env_bool("CHECK_SSL_VALIDITY", True) else ssl._create_unverified_context()
     req = urllib.request.Request(icon_url, headers={"User-Agent": ua, "Accept": "image/*,*/*"})
@@ -172,6 +174,19 @@ def get_icon(icon_url: str, timeout: int) -> tuple[bytes, str] | None:
             return resp.read(MAX_ICON_BYTES), resp.headers.get("Content-Type", "")
     except (urllib.error.URLError, OSError, ValueError):
         return None
+
+
+def local_copy(href: str, page_file: str) -> bytes | None:
+    """The icon as wget saved it next to the page (-p fetches rel=icon, -k makes the link
+    relative), so that no second request is needed."""
+    if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*:|^/", href):
+        return None
+    wget_dir = os.path.realpath(os.path.join(os.environ.get("SNAP_DIR", ""), "wget"))
+    path = os.path.realpath(os.path.join(os.path.dirname(page_file), href.split("?")[0]))
+    if not path.startswith(wget_dir + os.sep) or not os.path.isfile(path):
+        return None
+    with open(path, "rb") as f:
+        return f.read(MAX_ICON_BYTES)
 
 
 def main() -> int:
@@ -187,25 +202,28 @@ def main() -> int:
         return 10
     timeout = env_int("FAVICON_TIMEOUT", env_int("TIMEOUT", 30))
     try:
-        html, base, _source = load_html(url, timeout)
+        html, base, source = load_html(url, timeout)
     except FetchError as e:
         emit({"type": "ArchiveResult", "status": "failed", "output_str": str(e)[:300],
               "error": str(e)})
         return 1
-    candidates: list[str] = []
+    candidates: dict[str, str | None] = {}  # icon URL -> href as written in the page
     if html:
         p = _IconParser()
         p.feed(html)
         p.close()
         page_base = urljoin(base, p.base) if p.base else base
-        by_priority = sorted(p.icons, key=lambda icon: icon[0])
-        candidates += [urljoin(page_base, href) for _prio, href in by_priority]
+        for _prio, href in sorted(p.icons, key=lambda icon: icon[0]):
+            candidates.setdefault(urljoin(page_base, href), None if p.base else href)
     root = urlsplit(base)
-    candidates.append(f"{root.scheme}://{root.netloc}/favicon.ico")
+    candidates.setdefault(f"{root.scheme}://{root.netloc}/favicon.ico", None)
+    page_file = os.path.join(os.environ.get("SNAP_DIR", ""), source)
     tried = []
-    for icon_url in dict.fromkeys(candidates):
+    for icon_url, href in candidates.items():
         tried.append(icon_url[:200])
-        got = get_icon(icon_url, timeout)
+        data = local_copy(href, page_file) if href and source.startswith("wget/") else None
+        from_wget = bool(data)
+        got = (data, "") if data else get_icon(icon_url, timeout)
         if not got or not got[0]:
             continue
         data, ctype = got
@@ -217,7 +235,7 @@ def main() -> int:
             f.write(data)
         emit({"type": "ArchiveResult", "status": "succeeded", "output_str": f"favicon/{name}",
               "output_json": {"icon_url": icon_url[:2000], "content_type": ctype,
-                              "bytes": len(data)}})
+                              "bytes": len(data), "from_wget": from_wget}})
         return 0
     emit({"type": "ArchiveResult", "status": "noresults", "output_str": "no favicon found",
           "output_json": {"tried": tried}})

@@ -162,6 +162,17 @@ def test_favicon_from_link_rel_icon(hook: Hook, site_url: str) -> None:
     assert run.result.status == "succeeded" and run.result.output_str == "favicon/favicon.png"
     assert (run.cwd / "favicon.png").read_bytes() == (SITE / "img/logo.png").read_bytes()
     assert run.result.output_json["icon_url"] == f"{site_url}/img/logo.png"
+    assert run.result.output_json["from_wget"] is False
+
+
+def test_favicon_reuses_wget_requisite(hook: Hook, site_url: str, site_server: SiteServer) -> None:
+    hook("wget", f"{site_url}/")
+    before = len(site_server.requests)
+    run = hook("favicon", f"{site_url}/")
+    assert run.result.output_str == "favicon/favicon.png"
+    assert run.result.output_json["from_wget"] is True
+    assert (run.cwd / "favicon.png").read_bytes() == (SITE / "img/logo.png").read_bytes()
+    assert len(site_server.requests) == before, "no second request for what wget saved"
 
 
 def test_favicon_falls_back_to_favicon_ico(hook: Hook, site_url: str) -> None:
