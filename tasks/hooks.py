@@ -227,7 +227,8 @@ def run_hook(
 ) -> HookRun:
     """Run one hook; wait for a foreground hook, return at once for a background one.
 
-    Raises HookLaunchError if the hook cannot be started at all.
+    Raises HookLaunchError if the hook can never start (no interpreter, not runnable), and
+    OSError (EAGAIN, ENOMEM, ...) if it could not start for now.
     """
     paths = HookPaths(output_dir / hook.plugin, hook.name)
     paths.plugin_dir.mkdir(parents=True, exist_ok=True)

@@ -10,6 +10,7 @@ a file is checked against its recorded create time before it is signalled.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import select
@@ -37,6 +38,9 @@ EXT_INTERPRETERS: Final[dict[str, str]] = {
 # machines `python3` on PATH is a pyenv wrapper that costs ~127 ms per start.
 _ENV_PYTHONS: Final[frozenset[str]] = frozenset({"python", "python3"})
 _CREATE_TIME_TOLERANCE: Final[float] = 0.02
+_TRANSIENT_ERRNOS: Final[frozenset[int]] = frozenset(
+    {errno.EAGAIN, errno.ENOMEM, errno.EMFILE, errno.ENFILE, errno.ENOSPC}
+)
 _REGISTRY: dict[str, subprocess.Popen[bytes]] = {}
 
 
@@ -92,7 +96,11 @@ def build_command(path: Path) -> list[str]:
 def spawn(
     cmd: Sequence[str], *, cwd: Path, env: dict[str, str], stdout: Path, stderr: Path
 ) -> subprocess.Popen[bytes]:
-    """Start `cmd` in a new session with its output going straight to files."""
+    """Start `cmd` in a new session with its output going straight to files.
+
+    Raises HookLaunchError when it can never start (missing interpreter, not executable),
+    OSError (EAGAIN, ENOMEM, ...) when it might on a retry.
+    """
     with open(stdout, "wb") as out, open(stderr, "wb") as err:
         try:
             return subprocess.Popen(
@@ -105,6 +113,8 @@ def spawn(
                 start_new_session=True,
             )
         except OSError as e:
+            if e.errno in _TRANSIENT_ERRNOS:
+                raise  # out of processes or memory for now: the caller may retry
             raise HookLaunchError(f"cannot start {cmd[0]}: {e}") from e
 
 

@@ -309,3 +309,12 @@ def test_build_command_interpreters(tmp_path: Path) -> None:
     assert build_command(p) == [sys.executable, str(p)]
     with pytest.raises(HookLaunchError):
         build_command(write("f.rb", "puts 1\n", 0o644))
+
+
+def test_missing_interpreter_is_a_launch_error(
+    tmp_path: Path, snap_dir: Path, proc_guard: ProcGuard
+) -> None:
+    hook = make_hook(tmp_path, "on_Snapshot__01_nointerp.sh", "#!/nonexistent/interp\n")
+    with pytest.raises(HookLaunchError, match="cannot start"):
+        run_fixture(hook, snap_dir, proc_guard)
+    assert not (snap_dir / "tmp" / "on_Snapshot__01_nointerp.pid").exists()
