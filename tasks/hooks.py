@@ -38,7 +38,7 @@ import shlex
 import signal
 import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -73,7 +73,6 @@ from tasks.process import (
     snapshot_descendants,
     spawn,
     unregister,
-    wait_background,
     wait_exit,
     write_pid_file,
 )
@@ -101,6 +100,8 @@ __all__ = [
 ]
 
 OUTPUT_HARD_CAP: Final[int] = 100 * 1024 * 1024  # a running hook past this is killed
+# Background runs this process started, by pid file, until finalize_background.
+_BACKGROUND: dict[str, HookRun] = {}
 # Env vars written into `<stem>.sh` so it reruns by hand; the rest of the config is not
 # (it may hold secrets).
 _SH_ENV: Final[tuple[str, ...]] = (
@@ -256,6 +257,7 @@ def run_hook(
         )
         if hook.is_background:
             register(paths.pid_file, popen)
+            _BACKGROUND[os.path.abspath(paths.pid_file)] = run
             return run
         _supervise(run, popen, info, timeout=timeout, grace=grace, output_cap=output_cap)
     except BaseException:
@@ -267,6 +269,36 @@ def run_hook(
     run.leftovers_killed = kill_tree(info, signal.SIGTERM, grace, popen, group_is_ours=True)
     run.exit_code = popen.returncode
     return _finish(run, log_cap)
+
+
+def wait_background(
+    pid_files: Iterable[Path],
+    timeout: float,
+    poll: float = 0.05,
+    output_cap: int = OUTPUT_HARD_CAP,
+    grace: float = 2.0,
+) -> list[Path]:
+    """Wait up to `timeout` s for background hooks to exit; return the pid files still alive.
+
+    Meanwhile a background hook this process started whose stdout or stderr log passes
+    `output_cap` is killed, and its HookRun gets kill_reason "output too large".
+    """
+    pending = list(pid_files)
+    deadline = time.monotonic() + timeout
+    while True:
+        for pid_file in pending:
+            run = _BACKGROUND.get(os.path.abspath(pid_file))
+            if run is None or run.kill_reason is not None:
+                continue
+            reason = _over_cap(run.paths, output_cap)
+            info = read_pid_file(pid_file) if reason else None
+            if reason and info is not None:
+                run.kill_reason = reason
+                kill_tree(info, signal.SIGTERM, grace, registered(pid_file))
+        pending = [p for p in pending if process_is_alive(p)]
+        if not pending or time.monotonic() >= deadline:
+            return pending
+        time.sleep(min(poll, max(0.0, deadline - time.monotonic())))
 
 
 def finalize_background(
@@ -305,6 +337,7 @@ def finalize_background(
         unregister(run.pid_file)
     elif run.exit_code is None:
         run.kill_reason = run.kill_reason or "exit code unknown: started by an earlier process"
+    _BACKGROUND.pop(os.path.abspath(run.pid_file), None)
     return _finish(run, log_cap)
 
 

@@ -11,7 +11,13 @@ import psutil
 from hook_helpers import ProcGuard, fixture_hook
 
 from tasks.discover import parse_hook_name
-from tasks.hooks import finalize_background, recover_run, run_hook, update_from_output
+from tasks.hooks import (
+    finalize_background,
+    recover_run,
+    run_hook,
+    update_from_output,
+    wait_background,
+)
 from tasks.process import (
     PidInfo,
     kill_process,
@@ -19,7 +25,6 @@ from tasks.process import (
     registered,
     spawn,
     unregister,
-    wait_background,
     write_pid_file,
 )
 
@@ -135,3 +140,23 @@ def test_pid_file_from_an_earlier_process(snap_dir: Path, proc_guard: ProcGuard)
     finally:
         popen.wait(timeout=5)
     assert not os.path.exists(run.pid_file)
+
+
+def test_wait_background_kills_a_flooding_background_hook(
+    tmp_path: Path, snap_dir: Path, proc_guard: ProcGuard
+) -> None:
+    folder = tmp_path / "plugins" / "loud"
+    folder.mkdir(parents=True)
+    hook_path = folder / "on_Snapshot__10_loud.bg.sh"
+    hook_path.write_text("#!/bin/sh\nyes 'x'\n")
+    hook_path.chmod(0o755)
+    hook = parse_hook_name(hook_path)
+    assert hook is not None
+    run = run_hook(hook, args={}, output_dir=snap_dir, env=proc_guard.env(), timeout=10)
+    proc_guard.track(run.pid, run.pgid)
+    assert wait_background([run.pid_file], timeout=20, output_cap=1_000_000) == []
+    assert run.kill_reason is not None and run.kill_reason.startswith("output too large")
+    done = finalize_background(run, log_cap=100_000)
+    assert done.stdout_log.stat().st_size <= 100_100
+    out = update_from_output(done, output_dir=snap_dir, snapshot_dir=snap_dir)
+    assert out.status == "failed" and "output too large" in (out.error or "")
