@@ -48,7 +48,14 @@ import psutil
 
 from store.ids import new_id
 from tasks.config import hook_timeout, resolve_config
-from tasks.discover import Hook, discover_hooks, plugin_dirs, plugin_search_path
+from tasks.discover import (
+    Hook,
+    HookLaunchError,
+    build_command,
+    discover_hooks,
+    plugin_dirs,
+    plugin_search_path,
+)
 from tasks.output import (
     LOG_CAP,
     ExitInfo,
@@ -61,9 +68,7 @@ from tasks.output import (
 )
 from tasks.process import (
     RUN_ID_ENV,
-    HookLaunchError,
     PidInfo,
-    build_command,
     kill_process,
     kill_tree,
     process_is_alive,

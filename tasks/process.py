@@ -1,4 +1,4 @@
-"""Hook processes: interpreter choice, pid files that survive PID reuse, killing whole trees.
+"""Hook processes: spawning, pid files that survive PID reuse, killing whole trees.
 
 A hook runs in its own process group (its pid is the pgid). Three nets catch what it leaves
 behind: the process group (`killpg`), the descendants seen while it ran (read cheaply from
@@ -16,7 +16,6 @@ import os
 import select
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -25,27 +24,14 @@ from typing import Final
 
 import psutil
 
+from tasks.discover import HookLaunchError
+
 RUN_ID_ENV: Final[str] = "ARCHIVEFLOW_RUN_ID"
-EXT_INTERPRETERS: Final[dict[str, str]] = {
-    "py": sys.executable,
-    "js": "node",
-    "mjs": "node",
-    "cjs": "node",
-    "sh": "bash",
-    "bash": "bash",
-}
-# Shebangs naming "whatever python is on PATH" run with our interpreter instead: on these
-# machines `python3` on PATH is a pyenv wrapper that costs ~127 ms per start.
-_ENV_PYTHONS: Final[frozenset[str]] = frozenset({"python", "python3"})
 _CREATE_TIME_TOLERANCE: Final[float] = 0.02
 _TRANSIENT_ERRNOS: Final[frozenset[int]] = frozenset(
     {errno.EAGAIN, errno.ENOMEM, errno.EMFILE, errno.ENFILE, errno.ENOSPC}
 )
 _REGISTRY: dict[str, subprocess.Popen[bytes]] = {}
-
-
-class HookLaunchError(RuntimeError):
-    """A hook file that cannot be started (unknown extension, missing interpreter)."""
 
 
 @dataclass
@@ -59,38 +45,6 @@ class PidInfo:
     run_id: str
     started_at: float
     descendants: dict[int, float] = field(default_factory=dict)  # pid → create_time
-
-
-def _is_env_python(word: str) -> bool:
-    if word in _ENV_PYTHONS:
-        return True
-    return word.startswith("python3.") and word[len("python3.") :].isdigit()
-
-
-def build_command(path: Path) -> list[str]:
-    """The argv prefix that runs a hook file (its args are appended by the caller).
-
-    Executable with a shebang: the shebang, except `#!/usr/bin/env python[3[.X]]`, which runs
-    with `sys.executable`. Not executable: by extension (`.py` python, `.js` node, `.sh` bash).
-    """
-    if os.access(path, os.X_OK):
-        with open(path, "rb") as f:
-            head = f.read(256)
-        if not head.startswith(b"#!"):
-            return [str(path)]
-        words = head[2:].split(b"\n", 1)[0].decode("utf-8", "replace").split()
-        if len(words) >= 2 and os.path.basename(words[0]) == "env":
-            rest = words[1:]
-            if rest and rest[0] == "-S":
-                rest = rest[1:]
-            if rest and _is_env_python(rest[0]):
-                return [sys.executable, *rest[1:], str(path)]
-        return [str(path)]
-    ext = path.name.rsplit(".", 1)[-1]
-    interpreter = EXT_INTERPRETERS.get(ext)
-    if interpreter is None:
-        raise HookLaunchError(f"hook {path} is not executable and has unknown extension .{ext}")
-    return [interpreter, str(path)]
 
 
 def spawn(

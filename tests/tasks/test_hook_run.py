@@ -17,6 +17,7 @@ import pytest
 from hook_helpers import ProcGuard, fixture_hook, make_hook, outcome, run_fixture
 
 from store.records import BinaryRecord, SnapshotRecord, TagRecord
+from tasks.discover import HookLaunchError, build_command
 from tasks.hooks import (
     HookPaths,
     finalize_background,
@@ -26,7 +27,6 @@ from tasks.hooks import (
     wait_background,
 )
 from tasks.output import LOG_CAP
-from tasks.process import HookLaunchError, build_command
 
 
 def test_succeeding_hook_with_files(snap_dir: Path, proc_guard: ProcGuard) -> None:
