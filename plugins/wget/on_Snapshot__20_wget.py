@@ -95,6 +95,12 @@ def find_main_html(url: str, first_saved: re.Match | None, since: float) -> str 
     return None
 
 
+def write_info(info: dict) -> None:
+    """wget.json: where the page is, for the hooks that read wget's HTML instead of fetching."""
+    with open("wget.json", "w", encoding="utf-8") as f:
+        json.dump(info, f, indent=2)
+
+
 def main() -> int:
     args = parse_args(sys.argv[1:])
     url = args.get("url", "")
@@ -128,6 +134,8 @@ def main() -> int:
     cmd += shlex.split(os.environ.get("WGET_EXTRA_ARGS", ""))
     cmd.append(url)
 
+    if os.path.exists("wget.json"):
+        os.remove("wget.json")  # from an earlier attempt: it must not point later hooks at it
     # Same process group as this hook: the runner's group kill reaches wget too.
     started = time.monotonic()
     since = time.time() - 1  # mtime granularity
@@ -158,15 +166,13 @@ def main() -> int:
         "errors": errors, "warc": f"wget/{warc}" if warc else None,
         "seconds": round(secs, 3),
     }
-    with open("wget.json", "w", encoding="utf-8") as f:
-        json.dump(info, f, indent=2)
-
     if main_html is None:
         tail = [ln for ln in log.strip().splitlines() if ln.strip()][-3:]
         reason = " ".join(tail) or f"wget exited {proc.returncode} and saved nothing"
         if warc and proc.returncode != 0:
             os.remove(warc)  # a WARC with no response in it is only noise
             info["warc"] = None
+        write_info(info)
         return fail(f"wget exited {proc.returncode}: {reason}"[:1000], **info)
     if main_err:
         note = f"server answered {main_err['status']} {main_err['reason']}; error page saved"
@@ -175,6 +181,7 @@ def main() -> int:
     else:
         note = "page saved"
     info["note"] = note
+    write_info(info)
     emit({"type": "ArchiveResult", "status": "succeeded", "output_str": f"wget/{main_html}",
           "output_json": info})
     return 0
