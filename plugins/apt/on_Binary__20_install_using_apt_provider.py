@@ -28,6 +28,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from typing import Any
 
 PROVIDER = "apt"
@@ -202,8 +203,13 @@ def dpkg_query(*args: str) -> str | None:
     return out if rc == 0 else None
 
 
+def package_name(spec: str) -> str:
+    """`nodejs=18.19.0+dfsg-6` -> `nodejs` (apt-get takes the pin, dpkg-query does not)."""
+    return spec.split("=", 1)[0]
+
+
 def is_installed(package: str) -> bool:
-    status = dpkg_query("-W", "-f=${Status}", package)
+    status = dpkg_query("-W", "-f=${Status}", package_name(package))
     return status is not None and status.strip().endswith("install ok installed")
 
 
@@ -212,7 +218,7 @@ def find_binary(name: str, packages: list[str]) -> str | None:
     if not all(is_installed(p) for p in packages):
         return None
     for package in packages:
-        for line in (dpkg_query("-L", package) or "").splitlines():
+        for line in (dpkg_query("-L", package_name(package)) or "").splitlines():
             path = line.strip()
             if os.path.basename(path) == name and os.path.dirname(path) in _BIN_DIRS:
                 if is_executable(path):
@@ -220,9 +226,9 @@ def find_binary(name: str, packages: list[str]) -> str | None:
     return shutil.which(name, path=SYSTEM_PATH)
 
 
-def package_version(binary: str, packages: list[str]) -> str | None:
+def package_version(packages: list[str]) -> str | None:
     """The upstream part of the package version (`1:2.10-3` -> `2.10`), for silent binaries."""
-    out = dpkg_query("-W", "-f=${Version}", packages[0])
+    out = dpkg_query("-W", "-f=${Version}", package_name(packages[0]))
     if not out or not out.strip():
         return None
     version = out.strip().split(":", 1)[-1]
@@ -253,7 +259,18 @@ def install_error(out: str, packages: list[str]) -> str:
 
 
 def install(packages: list[str], timeout: float) -> str | None:
-    """apt-get install the packages; None on success, else the reason."""
+    """apt-get install the packages; None on success, else the reason.
+
+    `timeout` bounds the whole sequence (update, install, retry), not each step.
+    """
+    deadline = time.monotonic() + timeout
+
+    def left() -> float:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise subprocess.TimeoutExpired("apt-get", timeout)
+        return remaining
+
     cmd = [
         "install",
         "-y",
@@ -268,13 +285,13 @@ def install(packages: list[str], timeout: float) -> str | None:
     updated = False
     if lists_missing():
         say("package lists are missing, running apt-get update")
-        apt_get(["update", "-q"], timeout)
+        apt_get(["update", "-q"], left())
         updated = True
-    rc, out = apt_get(cmd, timeout)
+    rc, out = apt_get(cmd, left())
     if rc != 0 and not updated and re.search(r"Failed to fetch .*404", out):
         say("package lists are stale (404), running apt-get update and retrying")
-        apt_get(["update", "-q"], timeout)
-        rc, out = apt_get(cmd, timeout)
+        apt_get(["update", "-q"], left())
+        rc, out = apt_get(cmd, left())
     return None if rc == 0 else install_error(out, packages)
 
 
@@ -292,20 +309,20 @@ def main(argv: list[str]) -> int:
     binary = find_binary(args.name, packages)
     if binary:
         say(f"{args.name!r} already installed at {binary} (package {' '.join(packages)})")
-        return emit(args.name, binary, detect_version(binary) or package_version(binary, packages))
+        return emit(args.name, binary, detect_version(binary) or package_version(packages))
 
     timeout = timeout_s(DEFAULT_TIMEOUT)
     say(f"installing {' '.join(packages)}")
     try:
         reason = install(packages, timeout)
     except subprocess.TimeoutExpired:
-        return fail(f"apt-get install {' '.join(packages)} timed out after {timeout:.0f}s")
+        return fail(f"apt-get install {' '.join(packages)} timed out after {timeout:g}s")
     if reason:
         return fail(reason)
     binary = find_binary(args.name, packages)
     if binary is None:
         return fail(f"installed {' '.join(packages)} but it provides no {args.name!r} binary")
-    return emit(args.name, binary, detect_version(binary) or package_version(binary, packages))
+    return emit(args.name, binary, detect_version(binary) or package_version(packages))
 
 
 if __name__ == "__main__":

@@ -276,7 +276,7 @@ def main(argv: list[str]) -> int:
                     env["npm_config_cache"] = os.path.join(prefix, "cache")
                 rc, out = run(cmd, timeout, env=env)
             except subprocess.TimeoutExpired:
-                return fail(f"npm install {' '.join(packages)} timed out after {timeout:.0f}s")
+                return fail(f"npm install {' '.join(packages)} timed out after {timeout:g}s")
             if rc != 0:
                 return fail(install_error(out, packages))
     if not is_executable(binary):

@@ -31,6 +31,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from typing import Any
 
 PROVIDER = "pip"
@@ -291,6 +292,7 @@ def main(argv: list[str]) -> int:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not is_executable(binary):
             try:
+                started = time.monotonic()
                 pip = ensure_venv(venv, timeout)
                 if pip is None:
                     say("cannot make a venv with pip, skipping")
@@ -299,9 +301,12 @@ def main(argv: list[str]) -> int:
                 say(f"installing {' '.join(packages)} into {venv}")
                 # pip's cache stays in the data folder too, unless the user chose one.
                 env = {"PIP_CACHE_DIR": os.path.join(os.path.dirname(venv), "cache"), **clean_env()}
-                rc, out = run(cmd, timeout, env=env)
+                left = timeout - (time.monotonic() - started)
+                if left <= 0:
+                    raise subprocess.TimeoutExpired(cmd, timeout)
+                rc, out = run(cmd, left, env=env)
             except subprocess.TimeoutExpired:
-                return fail(f"pip install {' '.join(packages)} timed out after {timeout:.0f}s")
+                return fail(f"pip install {' '.join(packages)} timed out after {timeout:g}s")
             if rc != 0:
                 return fail(install_error(out, packages))
     if not is_executable(binary):
