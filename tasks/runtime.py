@@ -18,6 +18,7 @@ from typing import Any, Final
 from store import binaries as binary_store
 from store import machines
 from store.db import Store
+from store.reader import QueryServer
 from tasks.config import load_user_config, required_binaries, resolve_config
 from tasks.discover import Hook, discover_hooks, env_key, plugin_dirs, plugin_search_path
 from tasks.machine import MachineInfo, this_machine
@@ -37,6 +38,7 @@ class Runtime:
     base_env: dict[str, str]
     search_path: list[Path]
     binaries: dict[str, str] = field(default_factory=dict)  # name → abspath (resolved rows)
+    query_server: QueryServer | None = None
     _config_cache: dict[str, dict[str, str]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -110,7 +112,9 @@ class Runtime:
         return env
 
     def close(self) -> None:
-        """Close the index."""
+        """Stop serving queries and close the index."""
+        if self.query_server is not None:
+            self.query_server.close()
         self.store.close()
 
 
@@ -138,4 +142,8 @@ def open_runtime(
         base_env=base_env, search_path=plugin_search_path(PROJECT_PLUGINS, data_dir, pre),
     )
     rt.refresh_binaries()
+    try:
+        rt.query_server = QueryServer(store)  # lets `sql`/`status` read while we write
+    except OSError:
+        rt.query_server = None  # this process already serves the index
     return rt

@@ -1,0 +1,357 @@
+"""`archiveflow`: the command line. One entry point; `--help` on every command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
+
+
+class CliError(Exception):
+    """A one-line error for the user; the message says what is wrong and what to do."""
+
+    def __init__(self, message: str, code: int = EXIT_FAILED) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _data_dir(args: argparse.Namespace) -> Path:
+    return Path(args.data_dir or os.environ.get("ARCHIVEFLOW_DATA_DIR") or "./data")
+
+
+def _say(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _open(args: argparse.Namespace, *, read_only: bool = False) -> Any:
+    from store.errors import StoreError
+    from tasks.runtime import open_runtime
+
+    data_dir = _data_dir(args)
+    try:
+        if read_only:
+            from flows import readers
+
+            return readers.open_reader(data_dir)
+        wait = float(os.environ.get("ARCHIVEFLOW_LOCK_WAIT", "600"))
+        return open_runtime(data_dir, wait_for_lock=wait, on_wait=_say)
+    except PermissionError as e:
+        raise CliError(f"{e}; choose another --data-dir or fix its permissions") from e
+    except OSError as e:
+        raise CliError(f"cannot use data folder {data_dir}: {e.strerror or e}") from e
+    except StoreError as e:
+        raise CliError(str(e)) from e
+
+
+# --- table output -------------------------------------------------------------------------
+
+def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], out: Any = None) -> None:
+    """A plain aligned text table."""
+    out = out or sys.stdout
+    cells = [[("" if v is None else str(v)) for v in r] for r in rows]
+    widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(headers)]
+    widths = [min(w, 60) for w in widths]
+    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))
+    print(line.rstrip(), file=out)
+    print("  ".join("-" * w for w in widths), file=out)
+    for r in cells:
+        print("  ".join(c[:w].ljust(w) for c, w in zip(r, widths, strict=True)).rstrip(),
+              file=out)
+
+
+# --- add / resume -------------------------------------------------------------------------
+
+def _read_seeds(inputs: list[str]) -> tuple[str, list[tuple[str, str]]]:
+    """Seed text from args, a file, or stdin; plus URL args refused with reasons."""
+    from tasks.urls import check_url
+
+    if inputs == ["-"]:
+        text = sys.stdin.read()
+        if not text.strip():
+            raise CliError("no input on stdin: pipe URLs or a file into `archiveflow add -`",
+                           EXIT_USAGE)
+        return text, []
+    if len(inputs) == 1 and Path(inputs[0]).is_file():
+        return str(Path(inputs[0]).resolve()), []
+    if len(inputs) == 1 and inputs[0].startswith(("http://", "https://")) and \
+            inputs[0].rsplit("?", 1)[0].endswith((".xml", ".rss", ".atom", ".jsonl")):
+        return inputs[0], []  # a feed or sitemap URL: the seed parser fetches it
+    refused = []
+    kept = []
+    for raw in inputs:
+        url, reason = check_url(raw, allow_private=True, allow_file=True)
+        if url is None:
+            refused.append((raw, reason or "refused"))
+        else:
+            kept.append(raw)
+    return "\n".join(kept), refused
+
+
+class Progress:
+    """A live line of snapshot and result counts for one crawl, from the index."""
+
+    def __init__(self, rt: Any, crawl_id: str, interval: float = 0.5) -> None:
+        self.rt, self.crawl_id, self.interval = rt, crawl_id, interval
+        self._stop = threading.Event()
+        self._tty = sys.stderr.isatty()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self.started = time.monotonic()
+
+    def line(self) -> str:
+        from store import results, snapshots
+
+        cur = self.rt.store.cursor()
+        s = snapshots.counts(cur, self.crawl_id)
+        r = results.result_counts(cur, self.crawl_id)
+        total = sum(s.values())
+        res = " ".join(f"{k} {v}" for k, v in sorted(r.items()))
+        return (f"[{time.monotonic() - self.started:6.1f}s] snapshots {s.get('sealed', 0)}/"
+                f"{total} done, {s.get('started', 0)} running, {s.get('queued', 0)} queued"
+                f" | results: {res or '-'}")
+
+    def _loop(self) -> None:
+        last = 0.0
+        while not self._stop.wait(self.interval):
+            try:
+                text = self.line()
+            except Exception:  # noqa: BLE001 - progress must never break a crawl
+                continue
+            if self._tty:
+                print("\r" + text[:160].ljust(160), end="", file=sys.stderr, flush=True)
+            elif time.monotonic() - last >= 5:
+                _say(text)
+                last = time.monotonic()
+
+    def __enter__(self) -> Progress:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        if self._tty:
+            print("\r" + " " * 160 + "\r", end="", file=sys.stderr, flush=True)
+
+
+def run_crawl(rt: Any, crawl_id: str, concurrency: int) -> dict[str, Any]:
+    """Run the crawl flow in this process with a live progress line."""
+    from flows import context
+    from flows.crawl import crawl_flow
+    from flows.runtime import configure_prefect
+
+    configure_prefect(rt.data_dir)
+    context.install(rt)
+    try:
+        with Progress(rt, crawl_id):
+            return asyncio.run(crawl_flow(crawl_id, concurrency=concurrency))
+    finally:
+        context.uninstall()
+
+
+def summarize(rt: Any, crawl_id: str) -> None:
+    """Per-plugin result counts of a crawl, and where its files are."""
+    cur = rt.store.cursor()
+    rows = cur.execute(
+        """
+        SELECT a.plugin, count(*) FILTER (WHERE a.status = 'succeeded'),
+               count(*) FILTER (WHERE a.status = 'noresults'),
+               count(*) FILTER (WHERE a.status = 'skipped'),
+               count(*) FILTER (WHERE a.status = 'failed'),
+               any_value(a.error) FILTER (WHERE a.status = 'failed')
+        FROM archiveresult a JOIN snapshot s ON s.id = a.snapshot_id
+        WHERE s.crawl_id = ? GROUP BY a.plugin ORDER BY a.plugin
+        """,
+        [crawl_id],
+    ).fetchall()
+    snaps = cur.execute("SELECT count(*) FROM snapshot WHERE crawl_id = ?", [crawl_id]).fetchone()
+    print(f"crawl {crawl_id}: {snaps[0] if snaps else 0} snapshots")
+    print_table(["plugin", "succeeded", "noresults", "skipped", "failed", "a failure"], rows)
+    print(f"files: {rt.data_dir}/users/  index: {rt.data_dir}/index.duckdb")
+
+
+def cmd_add(args: argparse.Namespace) -> int:
+    from store import crawls
+    from tasks import work
+
+    if not args.inputs:
+        raise CliError("nothing to add: give URLs, a file, or - for stdin", EXIT_USAGE)
+    seeds, refused = _read_seeds(args.inputs)
+    for raw, reason in refused:
+        _say(f"refused {raw!r}: {reason}")
+    if not seeds.strip():
+        raise CliError("no valid URL to archive (see the reasons above)", EXIT_USAGE)
+    config = dict(kv.split("=", 1) for kv in args.config or [])
+    if args.allow_private:
+        config["URL_ALLOW_PRIVATE"] = "true"
+    rt = _open(args)
+    try:
+        work.recover_stale(rt)
+        crawl = crawls.create_crawl(
+            rt.store.cursor(), seeds=seeds, max_depth=args.depth, tags=",".join(args.tag or []),
+            plugins=args.plugins, url_allow=args.allow, url_deny=args.deny,
+            max_urls=args.max_urls, parser=args.parser, config=config,
+            machine_id=rt.machine.id)
+        _say(f"crawl {crawl['id']} queued: depth {args.depth}, data folder {rt.data_dir}")
+        result = run_crawl(rt, crawl["id"], args.concurrency)
+        for url, reason in result["refused"]:
+            _say(f"refused {url!r}: {reason}")
+        for failure in result["failures"]:
+            _say(f"error: {failure}")
+        summarize(rt, crawl["id"])
+        if result["failures"] and result["snapshots"] == 0:
+            return EXIT_FAILED
+        if result["snapshots"] == 0:
+            _say("no URL was archived: the input held no archivable URL")
+            return EXIT_FAILED
+        return EXIT_PARTIAL if refused or result["refused"] else EXIT_OK
+    finally:
+        rt.close()
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from store import crawls
+    from tasks import work
+
+    rt = _open(args)
+    try:
+        released = work.recover_stale(rt)
+        todo = crawls.unfinished_crawls(rt.store.cursor())
+        if not todo:
+            _say("nothing to resume: every crawl is sealed")
+            return EXIT_OK
+        _say(f"resuming {len(todo)} crawl(s); {released} interrupted row(s) released")
+        for crawl in todo:
+            run_crawl(rt, crawl["id"], args.concurrency)
+            summarize(rt, crawl["id"])
+        return EXIT_OK
+    finally:
+        rt.close()
+
+
+# --- status / list / sql ------------------------------------------------------------------
+
+def cmd_status(args: argparse.Namespace) -> int:
+    reader = _open(args, read_only=True)
+    with reader:
+        for table in ("crawl", "snapshot", "archiveresult"):
+            rows = reader.query(f"SELECT status, count(*) AS n FROM {table} GROUP BY status "
+                                "ORDER BY status")
+            print(f"{table}: " + (", ".join(f"{s} {n}" for s, n in rows.rows) or "none"))
+    return EXIT_OK
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    reader = _open(args, read_only=True)
+    sql = """
+        SELECT s.id, s.url, s.title, s.status, s.created_at::VARCHAR AS created_at,
+               s.depth, string_agg(a.plugin || ':' || a.status, ' ' ORDER BY a.plugin) AS results
+        FROM snapshot s LEFT JOIN archiveresult a ON a.snapshot_id = s.id
+        WHERE (? IS NULL OR s.crawl_id = ?)
+        GROUP BY ALL ORDER BY s.created_at DESC LIMIT ?
+    """
+    with reader:
+        res = reader.query(sql, [args.crawl, args.crawl, args.limit])
+    if args.json:
+        for row in res.rows:
+            print(json.dumps(dict(zip(res.columns, row, strict=True)), default=str))
+    else:
+        print_table(["url", "title", "status", "results"],
+                    [(r[1], r[2], r[3], r[6]) for r in res.rows])
+    return EXIT_OK
+
+
+def cmd_sql(args: argparse.Namespace) -> int:
+    from flows import readers
+
+    query = args.query
+    if query == "-" or query is None:
+        query = sys.stdin.read()
+    elif Path(query).is_file():
+        query = Path(query).read_text(encoding="utf-8")
+    reader = _open(args, read_only=True)
+    with reader:
+        try:
+            res = reader.query(query, write=args.write)
+        except readers.QueryError as e:
+            raise CliError(str(e)) from e
+    readers.write_result(res, args.format, args.output)
+    return EXIT_OK
+
+
+# --- parser -------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argparse tree of every command."""
+    p = argparse.ArgumentParser(
+        prog="archiveflow",
+        description="Archive web pages with plugin hooks; index everything in DuckDB.")
+    p.add_argument("--data-dir", help="data folder (default: $ARCHIVEFLOW_DATA_DIR or ./data)")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, fn: Callable[[argparse.Namespace], int], helptext: str
+                ) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=helptext, description=helptext)
+        sp.add_argument("--data-dir", default=argparse.SUPPRESS,
+                        help="data folder (default: $ARCHIVEFLOW_DATA_DIR or ./data)")
+        sp.set_defaults(fn=fn)
+        return sp
+
+    a = command("add", cmd_add, "Archive URLs (args, a file, or - for stdin) as a new crawl.")
+    a.add_argument("inputs", nargs="*", metavar="URL|FILE|-")
+    a.add_argument("--depth", type=int, default=0, help="follow links this deep (default 0)")
+    a.add_argument("--tag", action="append", help="tag every snapshot (repeatable)")
+    a.add_argument("--plugins", help="only these plugins, comma-separated")
+    a.add_argument("--allow", help="regex a discovered URL must match to be followed")
+    a.add_argument("--deny", help="regex a discovered URL must not match")
+    a.add_argument("--max-urls", type=int, help="at most this many snapshots in the crawl")
+    a.add_argument("--parser", help="force a seed format: txt, netscape, rss, atom, sitemap, "
+                   "jsonl")
+    a.add_argument("--concurrency", type=int, default=4, help="snapshots at once (default 4)")
+    a.add_argument("--config", action="append", metavar="KEY=VALUE",
+                   help="config for this crawl (repeatable), e.g. WGET_TIMEOUT=30")
+    a.add_argument("--allow-private", action="store_true",
+                   help="allow loopback/private-network targets (URL_ALLOW_PRIVATE)")
+
+    r = command("resume", cmd_resume, "Finish every crawl that was interrupted.")
+    r.add_argument("--concurrency", type=int, default=4)
+
+    command("status", cmd_status, "Crawls, snapshots and results by status.")
+
+    ls = command("list", cmd_list, "Snapshots with title and per-plugin status.")
+    ls.add_argument("--json", action="store_true", help="one JSON object per line")
+    ls.add_argument("--crawl", help="only this crawl id")
+    ls.add_argument("--limit", type=int, default=100)
+
+    q = command("sql", cmd_sql, "Run SQL on the index (read-only unless --write).")
+    q.add_argument("query", nargs="?", help="SQL text, a .sql file, or - for stdin")
+    q.add_argument("--format", choices=["table", "csv", "json", "parquet"], default="table")
+    q.add_argument("--output", help="write to this file (required for parquet)")
+    q.add_argument("--write", action="store_true", help="allow statements that change data")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `archiveflow` command."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.fn(args))
+    except CliError as e:
+        _say(f"archiveflow: {e}")
+        return e.code
+    except KeyboardInterrupt:
+        _say("archiveflow: interrupted; run `archiveflow resume` to finish the crawl")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,45 @@
+"""CLI side of reading the index: open a reader, print results in the asked format."""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+from pathlib import Path
+
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from store.reader import QueryError, Reader, Result
+
+__all__ = ["QueryError", "Reader", "Result", "open_reader", "write_result"]
+
+
+def open_reader(data_dir: Path) -> Reader:
+    """A Reader of `<data_dir>/index.duckdb` (through the writer if one is running)."""
+    return Reader(data_dir.resolve() / "index.duckdb")
+
+
+def write_result(res: Result, fmt: str, output: str | None) -> None:
+    """Print or save a result as table, csv, json (lines) or parquet."""
+    if fmt == "parquet":
+        if not output:
+            raise QueryError("--format parquet needs --output FILE")
+        pq.write_table(res.table, output)
+        return
+    out = open(output, "w", encoding="utf-8") if output else sys.stdout  # noqa: SIM115
+    try:
+        if fmt == "csv":
+            sink = io.BytesIO()
+            pacsv.write_csv(res.table, sink)
+            out.write(sink.getvalue().decode("utf-8"))
+        elif fmt == "json":
+            for row in res.table.to_pylist():
+                out.write(json.dumps(row, default=str) + "\n")
+        else:
+            from flows.cli import print_table
+
+            print_table(res.columns, res.rows, out)
+    finally:
+        if output:
+            out.close()
