@@ -46,6 +46,7 @@ def main() -> None:
     bare: list[float] = []
     hooked: list[float] = []
     parse: list[float] = []
+    cpu = {"bare": 0.0, "run_hook": 0.0}  # this process's CPU only: robust to a loaded machine
     tmp = Path(tempfile.mkdtemp(prefix="hook_spawn_"))
     try:
         for _ in range(3):  # warm-up: page cache, imports
@@ -53,13 +54,15 @@ def main() -> None:
             run_hook(hook, args=args, output_dir=tmp, env=env, timeout=30)
         while len(bare) < ns.runs:
             for _ in range(ns.block):
-                t = time.perf_counter()
+                c, t = time.process_time(), time.perf_counter()
                 subprocess.run(argv, stdout=subprocess.DEVNULL, check=True)
                 bare.append(time.perf_counter() - t)
+                cpu["bare"] += time.process_time() - c
             for _ in range(ns.block):
-                t = time.perf_counter()
+                c, t = time.process_time(), time.perf_counter()
                 run = run_hook(hook, args=args, output_dir=tmp, env=env, timeout=30)
                 hooked.append(time.perf_counter() - t)
+                cpu["run_hook"] += time.process_time() - c
                 t = time.perf_counter()
                 out = update_from_output(run, output_dir=tmp, snapshot_dir=tmp)
                 parse.append(time.perf_counter() - t)
@@ -69,10 +72,9 @@ def main() -> None:
 
     def ms(xs: list[float]) -> str:
         xs = sorted(xs)
-        return (
-            f"mean {statistics.mean(xs) * 1e3:6.2f} ms  median {statistics.median(xs) * 1e3:6.2f} ms"
-            f"  p90 {xs[int(len(xs) * 0.9)] * 1e3:6.2f} ms"
-        )
+        mean, med = statistics.mean(xs) * 1e3, statistics.median(xs) * 1e3
+        p90 = xs[int(len(xs) * 0.9)] * 1e3
+        return f"mean {mean:6.2f} ms  median {med:6.2f} ms  p90 {p90:6.2f} ms"
 
     n = len(bare)
     print(f"no-op python hook, {n} runs each, interpreter {sys.executable}")
@@ -81,6 +83,11 @@ def main() -> None:
     print(f"update_from_output       : {ms(parse)}")
     mb, mh, mp = statistics.median(bare), statistics.median(hooked), statistics.median(parse)
     print(f"run_hook overhead        : {(mh - mb) * 1e3:+.2f} ms per run (median)")
+    print(
+        f"orchestrator CPU per run : bare {cpu['bare'] / n * 1e3:.2f} ms, "
+        f"run_hook {cpu['run_hook'] / n * 1e3:.2f} ms"
+    )
+    print(f"load average (1/5/15 min): {os.getloadavg()} on {os.cpu_count()} CPUs")
     print(f"ratio run_hook / bare    : {mh / mb:.2f}")
     print(f"ratio (run_hook + update_from_output) / bare: {(mh + mp) / mb:.2f}")
 

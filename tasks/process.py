@@ -18,7 +18,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
@@ -74,8 +74,15 @@ def spawn(
 
 def write_pid_file(path: Path, info: PidInfo) -> None:
     """Write the pid file atomically (a reader never sees half a file)."""
-    data = asdict(info)
-    data["descendants"] = [[p, t] for p, t in info.descendants.items()]
+    data = {  # by hand: dataclasses.asdict deep-copies and costs ~0.4 ms per run here
+        "pid": info.pid,
+        "pgid": info.pgid,
+        "create_time": info.create_time,
+        "cmd": info.cmd,
+        "run_id": info.run_id,
+        "started_at": info.started_at,
+        "descendants": [[p, t] for p, t in info.descendants.items()],
+    }
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(data), encoding="utf-8")
     os.replace(tmp, path)
