@@ -1,0 +1,312 @@
+"""How archiveflow talks to Prefect: which API server, which settings, at what cost.
+
+Call :func:`configure_prefect` (or :func:`start_in_background`) before running a flow.
+This module imports neither DuckDB nor ``store``/``tasks``, and imports Prefect only
+lazily, so the CLI can start hook processes before Prefect is loaded.
+
+Choices (numbers in bench/PREFECT.md, measured by bench/prefect_overhead.py):
+
+* A user-set ``PREFECT_API_URL`` wins: mode ``external``; we only add client settings.
+* Otherwise a **local API server** lives under ``<data_dir>/prefect/`` (its PREFECT_HOME
+  and SQLite DB), started detached (own session, outlives the CLI) by the first command
+  and reused by every later one via ``server.json`` (pid, process start time, port).
+  A later process checks pid identity (psutil start time, survives PID reuse) and
+  ``/api/health``. ``server.lock`` (flock) stops two CLIs from starting two servers.
+  It runs ``uvicorn --factory prefect.server.api.server:create_app`` (what Prefect's own
+  ephemeral server runs) but with all services, so schedules and the UI work.
+  Ephemeral mode (a throw-away server per process, ~19 s a first flow) is never used.
+* Prefect 3.9.1 has no in-process API for the flow engine: ``get_client()`` with no URL
+  always spawns ``SubprocessASGIServer``; ``PrefectClient(app)`` (ASGI transport) exists
+  but the engine never builds one.
+* A fresh data dir copies a **pre-migrated DB template** (sqlite backup of the first DB
+  this user migrated, cached per Prefect version) instead of running all migrations.
+* Server start is seconds (importing prefect.server alone is several), so it can never be
+  on the critical path of ``archiveflow add``: :func:`start_in_background` does the
+  import + reuse-or-start in a thread while the caller starts the first hooks.
+* Client settings: analytics, telemetry/resource metrics off; Prefect's own INFO logs
+  (one or two per run) not shipped to the API; results not persisted. Heartbeats can
+  only be switched off in code: use async flows (they don't wait for the heartbeat
+  thread) or :func:`no_heartbeats`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from concurrent.futures import Future
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import psutil
+
+Mode = Literal["external", "local-started", "local-reused"]
+Granularity = Literal["task", "snapshot"]
+
+START_TIMEOUT_S = float(os.environ.get("ARCHIVEFLOW_PREFECT_START_TIMEOUT", "120"))
+
+CLIENT_SETTINGS = {
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "PREFECT_CLOUD_ENABLE_ORCHESTRATION_TELEMETRY": "false",
+    "PREFECT_TELEMETRY_ENABLE_RESOURCE_METRICS": "false",
+    "PREFECT_RESULTS_PERSIST_BY_DEFAULT": "false",
+    "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",
+    # The engine's per-task INFO line ("Finished in state Completed()") is one log row per
+    # task run on the server; task loggers keep WARNING+, flow loggers keep INFO.
+    "PREFECT_LOGGING_LOGGERS_PREFECT_TASK_RUNS_LEVEL": "WARNING",
+}
+
+
+@dataclass(frozen=True)
+class PrefectRuntime:
+    mode: Mode
+    api_url: str
+    home: Path | None  # the local server's PREFECT_HOME (None when external)
+    pid: int | None  # the local server's pid
+    seconds: float  # time configure_prefect took (incl. waiting for health)
+
+
+def granularity() -> Granularity:
+    """What Prefect records per hook run: a task run each, or one per Snapshot."""
+    value = os.environ.get("ARCHIVEFLOW_PREFECT_GRANULARITY", "snapshot").strip().lower()
+    if value not in ("task", "snapshot"):
+        raise ValueError(f"ARCHIVEFLOW_PREFECT_GRANULARITY must be task|snapshot, not {value!r}")
+    return value  # type: ignore[return-value]
+
+
+def prefect_home(data_dir: Path) -> Path:
+    return Path(data_dir) / "prefect"
+
+
+def _apply_env(values: dict[str, str]) -> None:
+    os.environ.update(values)
+    if "prefect.context" in sys.modules:  # Prefect already imported: re-read the env
+        sys.modules["prefect.context"].refresh_global_settings_context()
+
+
+def _healthy(api_url: str, timeout: float = 1.0) -> bool:
+    try:
+        with urllib.request.urlopen(f"{api_url}/health", timeout=timeout) as resp:
+            return resp.status == 200
+    except OSError:
+        return False
+
+
+def _read_info(home: Path) -> dict | None:
+    try:
+        info = json.loads((home / "server.json").read_text())
+        proc = psutil.Process(info["pid"])
+        if abs(proc.create_time() - info["create_time"]) > 1.0 or not proc.is_running():
+            return None  # the pid was reused by another process
+        return info
+    except (OSError, ValueError, KeyError, psutil.Error):
+        return None
+
+
+@contextlib.contextmanager
+def _locked(home: Path) -> Iterator[None]:
+    home.mkdir(parents=True, exist_ok=True)
+    with open(home / "server.lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _template_path() -> Path:
+    from importlib.metadata import version
+
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "archiveflow" / f"prefect-{version('prefect')}-template.db"
+
+
+def _seed_from_template(home: Path) -> None:
+    template = _template_path()
+    if not (home / "prefect.db").exists() and template.exists():
+        shutil.copyfile(template, home / "prefect.db")
+
+
+def _save_template(home: Path) -> None:
+    template = _template_path()
+    if template.exists() or not (home / "prefect.db").exists():
+        return
+    template.parent.mkdir(parents=True, exist_ok=True)
+    tmp = template.with_suffix(f".{os.getpid()}.tmp")
+    src, dst = sqlite3.connect(home / "prefect.db"), sqlite3.connect(tmp)
+    try:
+        src.backup(dst)  # consistent copy of a live WAL database
+    finally:
+        src.close()
+        dst.close()
+    os.replace(tmp, template)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start_server(home: Path) -> dict:
+    _seed_from_template(home)
+    fresh = not (home / "prefect.db").exists()
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env.update(CLIENT_SETTINGS, PREFECT_HOME=str(home), PREFECT__SERVER_FINAL="1")
+    if os.environ.get("ARCHIVEFLOW_PREFECT_UI", "1") == "0":
+        env["PREFECT_UI_ENABLED"] = "false"
+    cmd = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "--factory",
+        "prefect.server.api.server:create_app",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+        "--lifespan",
+        "on",
+    ]
+    with open(home / "server.log", "ab") as log:
+        proc = subprocess.Popen(
+            cmd,
+            env=env,
+            cwd=home,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+            close_fds=True,
+        )
+    api_url = f"http://127.0.0.1:{port}/api"
+    info = {
+        "pid": proc.pid,
+        "create_time": psutil.Process(proc.pid).create_time(),
+        "port": port,
+        "api_url": api_url,
+        "started_at": time.time(),
+    }
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while not _healthy(api_url, timeout=0.5):
+        if proc.poll() is not None:
+            raise RuntimeError(
+                f"Prefect server exited with {proc.returncode}; see {home}/server.log"
+            )
+        if time.monotonic() > deadline:
+            _stop_pid(proc.pid)
+            raise TimeoutError(f"Prefect server not healthy after {START_TIMEOUT_S} s")
+        time.sleep(0.05)
+    (home / "server.json").write_text(json.dumps(info))
+    if fresh:
+        with contextlib.suppress(OSError, sqlite3.Error):
+            _save_template(home)
+    return info
+
+
+def configure_prefect(data_dir: Path) -> PrefectRuntime:
+    """Point this process's Prefect client at the right API server, starting one if needed.
+
+    Idempotent; safe to call from several processes at once. Sets environment variables
+    (inherited by hook subprocesses, harmlessly) and refreshes Prefect's settings if
+    Prefect is already imported."""
+    t0 = time.perf_counter()
+    user_url = os.environ.get("PREFECT_API_URL", "").strip()
+    if user_url and user_url != os.environ.get("_ARCHIVEFLOW_LOCAL_API_URL"):
+        _apply_env(CLIENT_SETTINGS)
+        return PrefectRuntime("external", user_url, None, None, time.perf_counter() - t0)
+    home = prefect_home(data_dir).resolve()
+    mode: Mode = "local-reused"
+    with _locked(home):
+        info = _read_info(home)
+        if info is None or not _healthy(info["api_url"], timeout=2.0):
+            if info is not None:  # alive but not answering: replace it
+                _stop_pid(info["pid"])
+            info = _start_server(home)
+            mode = "local-started"
+    _apply_env(
+        {
+            **CLIENT_SETTINGS,
+            "PREFECT_API_URL": info["api_url"],
+            "_ARCHIVEFLOW_LOCAL_API_URL": info["api_url"],
+        }
+    )
+    return PrefectRuntime(mode, info["api_url"], home, info["pid"], time.perf_counter() - t0)
+
+
+def start_in_background(data_dir: Path, warm_import: bool = True) -> Future[PrefectRuntime]:
+    """Run configure_prefect (and import Prefect's flow engine) in a daemon thread.
+
+    The CLI calls this first, starts the first Snapshot's hooks while it runs, and only
+    waits on the future when it enters the flow (which then records those hooks)."""
+    fut: Future[PrefectRuntime] = Future()
+
+    def run() -> None:
+        try:
+            if warm_import:
+                import prefect.flow_engine  # noqa: F401  (1-5 s: overlap it with the server)
+            fut.set_result(configure_prefect(data_dir))
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiting caller
+            fut.set_exception(exc)
+
+    threading.Thread(target=run, name="prefect-bootstrap", daemon=True).start()
+    return fut
+
+
+def _stop_pid(pid: int, timeout: float = 10.0) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGTERM)  # the server leads its own session/process group
+    try:
+        psutil.Process(pid).wait(timeout)
+    except psutil.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
+        with contextlib.suppress(psutil.Error):
+            psutil.Process(pid).wait(5)
+    except psutil.Error:
+        pass
+
+
+def stop_local_server(data_dir: Path) -> bool:
+    """Stop the data dir's local Prefect server. True if one was running."""
+    home = prefect_home(data_dir).resolve()
+    if not home.exists():
+        return False
+    with _locked(home):
+        info = _read_info(home)
+        if info is not None:
+            if "prefect.logging.handlers" in sys.modules:  # ship this process's queued logs
+                with contextlib.suppress(Exception):
+                    sys.modules["prefect.logging.handlers"].APILogHandler().flush()
+            _stop_pid(info["pid"])
+        with contextlib.suppress(FileNotFoundError):
+            (home / "server.json").unlink()
+    if os.environ.get("_ARCHIVEFLOW_LOCAL_API_URL") == (info or {}).get("api_url"):
+        os.environ.pop("_ARCHIVEFLOW_LOCAL_API_URL", None)
+        os.environ.pop("PREFECT_API_URL", None)
+    return info is not None
+
+
+@contextlib.contextmanager
+def no_heartbeats() -> Iterator[None]:
+    """Sync flows otherwise wait ~1 s at their end for the heartbeat thread. This also
+    turns off crash detection for deployed runs: use it for CLI runs only."""
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
+    with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+        yield

@@ -1,0 +1,105 @@
+"""flows.runtime against a real Prefect API server process on 127.0.0.1 (no mocks).
+
+One server start (~10-40 s on a loaded 2-core box) is shared by the module's tests."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import psutil
+import pytest
+
+from flows import runtime
+
+pytestmark = pytest.mark.timeout(240)
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch, tmp_path_factory):
+    for key in list(os.environ):
+        if key.startswith("PREFECT_") or key.startswith("_ARCHIVEFLOW"):
+            monkeypatch.delenv(key)
+    # a template cache of our own, so a test never seeds from (or writes to) ~/.cache
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("data")
+    yield d
+    runtime.stop_local_server(d)
+
+
+def _health(url: str) -> int:
+    with urllib.request.urlopen(f"{url}/health", timeout=5) as resp:
+        return resp.status
+
+
+def test_start_then_reuse_then_stop(data_dir: Path) -> None:
+    first = runtime.configure_prefect(data_dir)
+    assert first.mode == "local-started"
+    assert first.api_url.startswith("http://127.0.0.1:")
+    assert os.environ["PREFECT_API_URL"] == first.api_url
+    assert _health(first.api_url) == 200
+    assert (data_dir / "prefect" / "prefect.db").exists()
+    assert (data_dir / "prefect" / "server.json").exists()
+
+    # same process again, then a different process (a later CLI command): both reuse it
+    second = runtime.configure_prefect(data_dir)
+    assert (second.mode, second.api_url, second.pid) == ("local-reused", first.api_url, first.pid)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from flows import runtime; rt = runtime.configure_prefect(sys.argv[1]);"
+            "print(rt.mode, rt.api_url)",
+            str(data_dir),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parents[2],
+    ).stdout.split()
+    assert out == ["local-reused", first.api_url]
+    # the first pre-migrated DB became the template for fresh data dirs
+    assert runtime._template_path().exists()
+
+    # a flow run in this process is recorded by that server
+    from prefect import flow, get_client
+
+    @flow
+    def hello() -> int:
+        return 1
+
+    assert hello() == 1
+    with get_client(sync_client=True) as client:
+        assert client.api_url.host == "127.0.0.1"
+        assert any(r.name for r in client.read_flow_runs())
+
+    assert runtime.stop_local_server(data_dir) is True
+    assert not psutil.pid_exists(first.pid) or psutil.Process(first.pid).status() == "zombie"
+    assert not (data_dir / "prefect" / "server.json").exists()
+    assert runtime.stop_local_server(data_dir) is False
+
+
+def test_user_api_url_is_honoured(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:9/api")
+    rt = runtime.configure_prefect(tmp_path)
+    assert (rt.mode, rt.api_url, rt.pid) == ("external", "http://127.0.0.1:9/api", None)
+    assert not (tmp_path / "prefect").exists()  # no local server started
+    assert os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] == "false"
+
+
+def test_granularity_setting(monkeypatch) -> None:
+    assert runtime.granularity() == "snapshot"
+    monkeypatch.setenv("ARCHIVEFLOW_PREFECT_GRANULARITY", "task")
+    assert runtime.granularity() == "task"
+    monkeypatch.setenv("ARCHIVEFLOW_PREFECT_GRANULARITY", "bogus")
+    with pytest.raises(ValueError):
+        runtime.granularity()
