@@ -148,6 +148,8 @@ def run_crawl(rt: Any, crawl_id: str, concurrency: int) -> dict[str, Any]:
     from flows.crawl import crawl_flow
     from flows.runtime import configure_prefect
 
+    # The live progress line is the display; Prefect's per-run INFO lines would bury it.
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     configure_prefect(rt.data_dir)
     context.install(rt)
     try:
@@ -256,7 +258,7 @@ def cmd_list(args: argparse.Namespace) -> int:
                s.depth, string_agg(a.plugin || ':' || a.status, ' ' ORDER BY a.plugin) AS results
         FROM snapshot s LEFT JOIN archiveresult a ON a.snapshot_id = s.id
         WHERE (? IS NULL OR s.crawl_id = ?)
-        GROUP BY ALL ORDER BY s.created_at DESC LIMIT ?
+        GROUP BY ALL ORDER BY 5 DESC LIMIT ?
     """
     with reader:
         res = reader.query(sql, [args.crawl, args.crawl, args.limit])
@@ -341,6 +343,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `archiveflow` command."""
+    from store.errors import StoreError
+
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -348,6 +352,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CliError as e:
         _say(f"archiveflow: {e}")
         return e.code
+    except StoreError as e:  # e.g. a query refused or failed
+        _say(f"archiveflow: {e}")
+        return EXIT_FAILED
     except KeyboardInterrupt:
         _say("archiveflow: interrupted; run `archiveflow resume` to finish the crawl")
         return 130

@@ -93,6 +93,20 @@ def process_row(owner_type: str, owner_id: str, run: HookRun, outcome: HookOutco
     }
 
 
+def _set_titles(cur: Any, snapshot_ids: list[str]) -> None:
+    # As in ArchiveBox, a Snapshot's title is what its `title` hook found.
+    if snapshot_ids:
+        cur.execute(
+            """
+            UPDATE snapshot SET title = a.output_str
+            FROM archiveresult a
+            WHERE a.snapshot_id = snapshot.id AND a.plugin = 'title'
+              AND a.status = 'succeeded' AND snapshot.id IN (SELECT unnest(?::VARCHAR[]))
+            """,
+            [snapshot_ids],
+        )
+
+
 def write_batch(store: Store, items: list[SnapshotDone]) -> list[IngestReport]:
     """Record a batch of finished snapshots in one transaction (retried on conflicts)."""
     rows = _result_rows(items)
@@ -112,6 +126,7 @@ def write_batch(store: Store, items: list[SnapshotDone]) -> list[IngestReport]:
                 records = [rec for r in item.results for rec in r.outcome.other_records]
                 reports.append(ingest_records(cur, records, item.ctx))
             seal = [i.ctx.snapshot["id"] for i in items if i.seal and i.ctx.snapshot]
+            _set_titles(cur, [i.ctx.snapshot["id"] for i in items if i.ctx.snapshot])
             move(cur, "snapshot", "seal", seal)
             return reports
 

@@ -13,9 +13,10 @@
 #   wget.json: {url, final_url, main_html, http_status, exit_code, errors, warc} -- other hooks
 #     (title, favicon, htmltotext, parse_html_urls) read main_html and final_url from it
 #   stdout: one ArchiveResult; output_str = the main HTML's path relative to the snapshot.
-# A server error page (e.g. 404, wget exit 8) that was saved is still `succeeded` -- the page
-# was captured -- with http_status in output_json; no page saved (connection refused, DNS
-# failure, timeout) is `failed`.
+# A server error page (e.g. 404, wget exit 8) is `failed` with "HTTP 404 Not Found" as the
+# error, as in ArchiveBox -- the URL did not give the page an archivist wanted -- but the error
+# page and the WARC are kept and listed; no page saved (connection refused, DNS failure,
+# timeout) is `failed` too, with wget's reason.
 from __future__ import annotations
 
 import json
@@ -182,6 +183,11 @@ def main() -> int:
         note = "page saved"
     info["note"] = note
     write_info(info)
+    if main_err:
+        emit({"type": "ArchiveResult", "status": "failed", "output_str": f"wget/{main_html}",
+              "output_json": info,
+              "error": f"HTTP {main_err['status']} {main_err['reason']} (error page and WARC kept)"})
+        return 0
     emit({"type": "ArchiveResult", "status": "succeeded", "output_str": f"wget/{main_html}",
           "output_json": info})
     return 0

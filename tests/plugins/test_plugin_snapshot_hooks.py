@@ -89,9 +89,10 @@ def test_wget_redirect(hook: Hook, site_url: str) -> None:
     assert "Page Three" in (run.cwd.parent / run.result.output_str).read_text()
 
 
-def test_wget_404_keeps_the_error_page(hook: Hook, site_url: str) -> None:
+def test_wget_404_fails_but_keeps_the_error_page(hook: Hook, site_url: str) -> None:
     run = hook("wget", f"{site_url}/missing")
-    assert run.rc == 0 and run.result.status == "succeeded"
+    assert run.rc == 0 and run.result.status == "failed"
+    assert run.result.error == "HTTP 404 Not Found (error page and WARC kept)"
     info = run.result.output_json
     assert info["http_status"] == 404 and info["exit_code"] == 8
     assert "404" in info["note"]

@@ -1,0 +1,59 @@
+"""Fixtures for flow tests: one Prefect API for the whole session, a CLI runner."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+
+@pytest.fixture(scope="session")
+def prefect_api() -> Iterator[str]:
+    """A real Prefect API (prefect_test_harness) shared by every flow test of the session.
+
+    Its URL is exported as PREFECT_API_URL so CLI subprocesses report to it too.
+    """
+    from prefect.settings import get_current_settings
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=180):
+        url = str(get_current_settings().api.url)
+        old = os.environ.get("PREFECT_API_URL")
+        os.environ["PREFECT_API_URL"] = url
+        try:
+            yield url
+        finally:
+            if old is None:
+                os.environ.pop("PREFECT_API_URL", None)
+            else:
+                os.environ["PREFECT_API_URL"] = old
+
+
+def run_cli(data_dir: Path, *args: str, stdin: str | None = None, timeout: float = 300
+            ) -> subprocess.CompletedProcess[str]:
+    """Run `archiveflow --data-dir DATA ARGS…` as a real process."""
+    return subprocess.run(
+        [sys.executable, "-m", "flows.cli", "--data-dir", str(data_dir), *args],
+        input=stdin, capture_output=True, text=True, timeout=timeout,
+        env={**os.environ, "ARCHIVEFLOW_LOCK_WAIT": "60"},
+        cwd=Path(__file__).resolve().parents[2],
+    )
+
+
+def hook_processes(data_dir: Path) -> list[psutil.Process]:
+    """Live processes started for hooks of this data folder (by cwd or run-id env)."""
+    root = str(data_dir.resolve())
+    found = []
+    for p in psutil.process_iter(["pid"]):
+        try:
+            if p.cwd().startswith(root) or "ARCHIVEFLOW_RUN_ID" in p.environ():
+                if p.status() != psutil.STATUS_ZOMBIE:
+                    found.append(p)
+        except (psutil.Error, OSError):
+            continue
+    return found

@@ -1,0 +1,138 @@
+"""`archiveflow add --depth 2` against the local test site, end to end."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+
+from tests.flows.conftest import hook_processes, run_cli
+
+EXPECTED_PAGES = {  # reachable within depth 2 from index.html
+    "/index.html": ("Archiveflow Test Site & Home", 0),
+    "/page1.html": ("Page One", 1),
+    "/page2.html": ("Page Two", 1),
+    "/redirect": ("Page Three (redirect target)", 1),
+    "/missing": ("404 Not Found - Test Site", 1),
+    "/deep/page4.html": ("Page Four (deep)", 2),
+}
+FOREGROUND = ["headers", "wget", "title", "favicon", "htmltotext", "parse_html_urls"]
+
+
+@pytest.fixture(scope="module")
+def crawled(tmp_path_factory: pytest.TempPathFactory, site_url: str, prefect_api: str
+            ) -> dict[str, Any]:
+    data = tmp_path_factory.mktemp("data")
+    proc = run_cli(data, "add", "--depth", "2", "--allow-private", "--tag", "e2e",
+                   f"{site_url}/index.html")
+    con = duckdb.connect(str(data / "index.duckdb"), read_only=True)
+    try:
+        snaps = con.execute("SELECT id, url, depth, title, status, output_dir, crawl_id "
+                            "FROM snapshot").fetchall()
+        results = con.execute(
+            "SELECT s.url, a.plugin, a.status, a.output_str, a.error, a.output_json, "
+            "a.is_background FROM archiveresult a JOIN snapshot s ON s.id = a.snapshot_id"
+        ).fetchall()
+        tags = con.execute("SELECT DISTINCT tag FROM snapshot_tag").fetchall()
+    finally:
+        con.close()
+    return {"proc": proc, "data": data, "site": site_url, "snaps": snaps,
+            "results": results, "tags": tags}
+
+
+def _path(url: str, site: str) -> str:
+    return url[len(site):]
+
+
+def test_cli_exits_zero_with_a_summary(crawled: dict[str, Any]) -> None:
+    proc = crawled["proc"]
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "plugin" in proc.stdout and "wget" in proc.stdout
+
+
+def test_exactly_the_pages_within_depth_two(crawled: dict[str, Any]) -> None:
+    got = {_path(u, crawled["site"]): (t, d) for _, u, d, t, _, _, _ in crawled["snaps"]}
+    assert set(got) == set(EXPECTED_PAGES)
+    for page, (title, depth) in EXPECTED_PAGES.items():
+        assert got[page] == (title, depth), page
+    assert all(s[4] == "sealed" for s in crawled["snaps"])
+    assert crawled["tags"] == [("e2e",)]
+
+
+def test_every_plugin_result_is_final_and_right(crawled: dict[str, Any]) -> None:
+    by = {(_path(u, crawled["site"]), p): (st, out, err, oj)
+          for u, p, st, out, err, oj, _ in crawled["results"]}
+    for page in EXPECTED_PAGES:
+        for plugin in [*FOREGROUND, "screenshot"]:
+            assert (page, plugin) in by, (page, plugin)
+        if page == "/missing":
+            continue
+        for plugin in FOREGROUND:
+            assert by[(page, plugin)][0] == "succeeded", (page, plugin, by[(page, plugin)])
+    # The 404 page: headers captured the status; wget kept the error page but failed.
+    status, _, _, oj = by[("/missing", "headers")]
+    assert status == "succeeded" and json.loads(oj)["status"] == 404
+    status, _, err, _ = by[("/missing", "wget")]
+    assert status == "failed" and "404" in (err or "")
+    # page four's outlinks are depth 3: printed by the hook, not archived
+    assert by[("/deep/page4.html", "parse_html_urls")][0] == "succeeded"
+
+
+def test_files_are_where_the_layout_says(crawled: dict[str, Any]) -> None:
+    data: Path = crawled["data"]
+    for sid, url, _, _, _, output_dir, _ in crawled["snaps"]:
+        parts = output_dir.split("/")
+        assert parts[:3] == ["users", "default", "snapshots"] and len(parts[3]) == 8
+        assert parts[4] == "127.0.0.1" and parts[5] == sid
+        snap = data / output_dir
+        assert (snap / "headers" / "headers.json").is_file()
+        assert (snap / "htmltotext" / "htmltotext.txt").is_file()
+        warcs = list((snap / "wget").glob("**/*.warc.gz"))
+        assert warcs and warcs[0].stat().st_size > 0, url
+
+
+def test_background_hook_result_is_recorded(crawled: dict[str, Any]) -> None:
+    shots = [(u, st, out) for u, p, st, out, _, _, bg in crawled["results"]
+             if p == "screenshot"]
+    assert len(shots) == len(EXPECTED_PAGES)
+    for url, status, out in shots:
+        if _path(url, crawled["site"]) == "/missing":
+            continue
+        assert status == "succeeded", (url, status)
+    snap_dirs = [crawled["data"] / s[5] for s in crawled["snaps"]]
+    assert any((d / "screenshot" / "screenshot.png").is_file() for d in snap_dirs)
+
+
+def test_no_hook_process_left(crawled: dict[str, Any]) -> None:
+    assert hook_processes(crawled["data"]) == []
+
+
+def test_prefect_shows_crawl_snapshot_and_result_runs(crawled: dict[str, Any]) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
+
+    crawl_id = crawled["snaps"][0][6]
+
+    async def fetch() -> tuple[Any, list[Any], list[Any]]:
+        async with get_client() as client:
+            runs = await client.read_flow_runs()
+            crawl_run = next(r for r in runs if r.name == f"crawl {crawl_id}")
+            subs = await client.read_flow_runs(flow_run_filter=FlowRunFilter(
+                parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[crawl_run.id])))
+            tasks = []
+            for sub in subs:
+                from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterFlowRunId
+                tasks.extend(await client.read_task_runs(task_run_filter=TaskRunFilter(
+                    flow_run_id=TaskRunFilterFlowRunId(any_=[sub.id]))))
+            return crawl_run, subs, tasks
+
+    crawl_run, subs, tasks = asyncio.run(fetch())
+    assert crawl_run.state.is_completed()
+    assert sorted(_path(s.name, crawled["site"]) for s in subs) == sorted(EXPECTED_PAGES)
+    plugins = sorted({t.name for t in tasks})
+    assert set(FOREGROUND) <= set(plugins)
+    assert sum(1 for t in tasks if t.name == "wget") == len(EXPECTED_PAGES)
