@@ -99,7 +99,7 @@ def test_background_hook_result_is_recorded(crawled: dict[str, Any]) -> None:
     shots = [(u, st, out) for u, p, st, out, _, _, bg in crawled["results"]
              if p == "screenshot"]
     assert len(shots) == len(EXPECTED_PAGES)
-    for url, status, out in shots:
+    for url, status, _out in shots:
         if _path(url, crawled["site"]) == "/missing":
             continue
         assert status == "succeeded", (url, status)
