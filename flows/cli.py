@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import json
 import os
 import sys
@@ -14,6 +15,9 @@ from pathlib import Path
 from typing import Any
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
+
+# Modules that add commands: each has `register(command)` (see build_parser).
+EXTENSIONS: tuple[str, ...] = ()
 
 
 class CliError(Exception):
@@ -338,6 +342,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--format", choices=["table", "csv", "json", "parquet"], default="table")
     q.add_argument("--output", help="write to this file (required for parquet)")
     q.add_argument("--write", action="store_true", help="allow statements that change data")
+    for name in EXTENSIONS:
+        importlib.import_module(name).register(command)
     return p
 
 

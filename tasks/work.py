@@ -94,6 +94,8 @@ def run_crawl_hooks(rt: Runtime, crawl: dict[str, Any]) -> CrawlStart:
     cfg = rt.config(_json(crawl.get("config")))
     crawl_dir = rt.data_dir / crawl["output_dir"]
     crawl_dir.mkdir(parents=True, exist_ok=True)
+    (crawl_dir / "crawl.json").write_text(
+        json.dumps({k: _iso(v) for k, v in crawl.items()}, default=str), encoding="utf-8")
     seeds: str = crawl["seeds"]
     source = seeds
     if len(seeds) > ARG_INLINE_MAX or "\n" in seeds:
@@ -205,6 +207,7 @@ def prepare_snapshot(rt: Runtime, crawl: dict[str, Any], snapshot: dict[str, Any
     snap_dir = rt.data_dir / snapshot["output_dir"]
     snap_dir.mkdir(parents=True, exist_ok=True)
     env = rt.hook_env(cfg, crawl_dir=rt.data_dir / crawl["output_dir"], snap_dir=snap_dir)
+    write_snapshot_json(rt, crawl, snapshot, snap_dir)
     plan = SnapshotPlan(crawl, snapshot, cfg, env, snap_dir)
     hooks = {h.name: h for h in rt.hooks("Snapshot", cfg, plugin_list(crawl))}
     with rt.store.transaction() as cur:
@@ -245,6 +248,28 @@ def prepare_snapshot(rt: Runtime, crawl: dict[str, Any], snapshot: dict[str, Any
         renew_leases(rt.store.cursor(), "archiveresult", stale, SNAPSHOT_LEASE)
     plan.items = to_run
     return plan
+
+
+def _iso(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, datetime) else value
+
+
+def write_snapshot_json(rt: Runtime, crawl: dict[str, Any], snapshot: dict[str, Any],
+                        snap_dir: Path) -> None:
+    """Write `snapshot.json`: the Snapshot's row, so the index can be rebuilt from files."""
+    tags = [t for (t,) in rt.store.cursor().execute(
+        "SELECT tag FROM snapshot_tag WHERE snapshot_id = ? ORDER BY tag", [snapshot["id"]]
+    ).fetchall()]
+    keys = ("id", "crawl_id", "url", "depth", "parent_id", "title", "bookmarked_at",
+            "created_at", "output_dir", "config")
+    data = {k: _iso(snapshot.get(k)) for k in keys}
+    data["tags"] = tags
+    data["crawl"] = {k: _iso(crawl.get(k)) for k in (
+        "id", "created_at", "username", "label", "seeds", "max_depth", "tags", "plugins",
+        "url_allow", "url_deny", "max_urls", "parser", "config", "schedule", "output_dir")}
+    tmp = snap_dir / ".snapshot.json.tmp"
+    tmp.write_text(json.dumps(data, default=str), encoding="utf-8")
+    tmp.replace(snap_dir / "snapshot.json")
 
 
 def _orphan_hook(row: dict[str, Any]) -> Hook:
