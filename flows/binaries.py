@@ -1,0 +1,85 @@
+"""The `install_binaries` flow: resolve this Machine's declared binaries, one task each."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+
+from flows.context import current
+from tasks import binaries as work
+from tasks.machine import this_machine
+
+DEFAULT_CONCURRENCY = 4
+
+
+def _run_name() -> str:
+    return f"install-binaries {this_machine().hostname}"
+
+
+@task(name="plan-binaries", cache_policy=NO_CACHE, persist_result=False)
+async def plan_binaries(plugins: list[str] | None, force: bool, retry_failed: bool
+                        ) -> work.BinaryPlan:
+    """Give declared binaries rows; decide which need installing (no process started)."""
+    rt = current().rt
+    return await asyncio.to_thread(work.plan_binaries, rt, plugins, force=force,
+                                   retry_failed=retry_failed)
+
+
+@task(name="binary", task_run_name="{name}", cache_policy=NO_CACHE, persist_result=False)
+async def install_binary(name: str, slot: str) -> dict[str, Any]:
+    """Run the provider hooks of one Binary row until one provides it."""
+    cur = current()
+    row = cur.slots.pop(slot)
+    return await asyncio.to_thread(work.install_one, cur.rt, row)
+
+
+@task(name="finish-binaries", cache_policy=NO_CACHE, persist_result=False)
+async def finish_binaries(plan: work.BinaryPlan, results: list[dict[str, Any]]
+                          ) -> dict[str, Any]:
+    """Refresh the runtime's binaries and the Machine config; summarize."""
+    rt = current().rt
+    report = await asyncio.to_thread(work.finish_binaries, rt, plan, results)
+    return report.to_dict()
+
+
+@flow(name="install_binaries", flow_run_name=_run_name, persist_result=False,
+      validate_parameters=False)
+async def install_binaries(plugins: list[str] | None = None, data_dir: str | None = None,
+                           force: bool = False, retry_failed: bool = True,
+                           concurrency: int = DEFAULT_CONCURRENCY) -> dict[str, Any]:
+    """Install every binary the enabled plugins (or `plugins`) declare on this machine."""
+    cur = current(data_dir)
+    plan = await plan_binaries(plugins, force, retry_failed)
+    limit = asyncio.Semaphore(max(1, concurrency))
+
+    async def one(row: dict[str, Any]) -> dict[str, Any]:
+        async with limit:
+            slot = f"binary:{row['id']}"
+            cur.slots[slot] = row
+            try:
+                return await install_binary(row["name"], slot)
+            except Exception as e:  # the task itself broke (not a provider failure)
+                return {**row, "action": "failed", "hooks_started": 0, "error": str(e)}
+            finally:
+                cur.slots.pop(slot, None)
+
+    results = await asyncio.gather(*(one(r) for r in plan.todo))
+    return await finish_binaries(plan, list(results))
+
+
+async def require_binaries(plugins: list[str] | None = None, data_dir: str | None = None
+                           ) -> dict[str, Any] | None:
+    """Before a crawl's first Snapshot: check the binaries its plugins declare.
+
+    When everything is installed this is one index read and a few file stats (no hook
+    process, no Prefect run); otherwise `install_binaries` runs as a subflow, without
+    retrying binaries that already failed (`archiveflow install` does that).
+    """
+    rt = current(data_dir).rt
+    plan = await asyncio.to_thread(work.plan_binaries, rt, plugins, retry_failed=False)
+    if not plan.todo:
+        return None
+    return await install_binaries(plugins=plugins, data_dir=data_dir, retry_failed=False)
