@@ -60,7 +60,7 @@ async def snapshot_flow(url: str, snapshot_id: str, crawl_id: str, slot: str) ->
             await archive_result(item.hook.plugin, url, key)
             results.append(cur.slots[key])
         except Exception as e:  # retries exhausted or the task itself broke
-            results.append(ResultDone(item.ar_id, item.hook, work._failed(str(e))))
+            results.append(ResultDone(item.ar_id, item.hook, work.failed_outcome(str(e))))
         finally:
             cur.slots.pop(key, None)
     results.extend(await asyncio.to_thread(work.finish_background, rt, plan, background))

@@ -189,7 +189,7 @@ class SnapshotPlan:
         return {"snapshot_id": s["id"], "snapshot_depth": s["depth"], "crawl_id": s["crawl_id"]}
 
 
-def _failed(error: str, exit_code: int | None = None) -> HookOutcome:
+def failed_outcome(error: str, exit_code: int | None = None) -> HookOutcome:
     now = datetime.now(UTC)
     return HookOutcome(status="failed", error=error, exit_code=exit_code, started_at=now,
                        ended_at=now)
@@ -238,7 +238,7 @@ def prepare_snapshot(rt: Runtime, crawl: dict[str, Any], snapshot: dict[str, Any
         missing = rt.missing_binaries(hook.plugin, cfg)
         if missing:
             names = ", ".join(missing)
-            plan.done.append(ResultDone(row["id"], hook, _failed(
+            plan.done.append(ResultDone(row["id"], hook, failed_outcome(
                 f"binary {names} not found on this machine: run "
                 f"`archiveflow install --plugins {hook.plugin}`")))
             continue
@@ -297,7 +297,7 @@ def run_result(rt: Runtime, plan: SnapshotPlan, item: PlanItem) -> ResultDone:
                        timeout=hook_timeout(hook, plan.config),
                        extra_context=plan.extra_context)
     except HookLaunchError as e:
-        return ResultDone(item.ar_id, hook, _failed(f"hook {hook.name} cannot start: {e}"))
+        return ResultDone(item.ar_id, hook, failed_outcome(f"hook {hook.name} cannot start: {e}"))
     except OSError as e:  # EAGAIN/ENOMEM: the machine is out of something for now
         raise TransientHookError(f"hook {hook.name} could not start: {e}") from e
     outcome = update_from_output(run, output_dir=plan.snap_dir, snapshot_dir=plan.snap_dir)
@@ -311,7 +311,7 @@ def start_background(rt: Runtime, plan: SnapshotPlan, item: PlanItem) -> HookRun
                         timeout=hook_timeout(item.hook, plan.config),
                         extra_context=plan.extra_context)
     except HookLaunchError as e:
-        return ResultDone(item.ar_id, item.hook, _failed(f"hook cannot start: {e}"))
+        return ResultDone(item.ar_id, item.hook, failed_outcome(f"hook cannot start: {e}"))
 
 
 def finish_background(rt: Runtime, plan: SnapshotPlan, runs: dict[str, HookRun]
