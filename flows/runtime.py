@@ -46,7 +46,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -94,6 +94,9 @@ def _apply_env(values: dict[str, str]) -> None:
     os.environ.update(values)
     if "prefect.context" in sys.modules:  # Prefect already imported: re-read the env
         sys.modules["prefect.context"].refresh_global_settings_context()
+    if "prefect.logging.configuration" in sys.modules:  # and re-apply logger levels
+        with contextlib.suppress(Exception):
+            sys.modules["prefect.logging.configuration"].setup_logging(incremental=True)
 
 
 def _healthy(api_url: str, timeout: float = 1.0) -> bool:
@@ -160,107 +163,90 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _start_server(home: Path) -> dict:
+def _spawn_server(home: Path) -> dict:
+    """Start the server detached and record it in server.json at once (before it is healthy),
+    so a concurrent caller waits for this one instead of starting a second."""
     _seed_from_template(home)
-    fresh = not (home / "prefect.db").exists()
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
     env.update(CLIENT_SETTINGS, PREFECT_HOME=str(home), PREFECT__SERVER_FINAL="1")
     if os.environ.get("ARCHIVEFLOW_PREFECT_UI", "1") == "0":
         env["PREFECT_UI_ENABLED"] = "false"
-    cmd = [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "--factory",
-        "prefect.server.api.server:create_app",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--log-level",
-        "warning",
-        "--lifespan",
-        "on",
-    ]
+    app = "prefect.server.api.server:create_app"
+    cmd = [sys.executable, "-m", "uvicorn", "--factory", app, "--host", "127.0.0.1",
+           "--port", str(port), "--log-level", "warning", "--lifespan", "on"]  # fmt: skip
+    fresh = not (home / "prefect.db").exists()
     with open(home / "server.log", "ab") as log:
-        proc = subprocess.Popen(
-            cmd,
-            env=env,
-            cwd=home,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=log,
-            start_new_session=True,
-            close_fds=True,
-        )
-    api_url = f"http://127.0.0.1:{port}/api"
-    info = {
-        "pid": proc.pid,
-        "create_time": psutil.Process(proc.pid).create_time(),
-        "port": port,
-        "api_url": api_url,
-        "started_at": time.time(),
-    }
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while not _healthy(api_url, timeout=0.5):
-        if proc.poll() is not None:
-            raise RuntimeError(
-                f"Prefect server exited with {proc.returncode}; see {home}/server.log"
-            )
-        if time.monotonic() > deadline:
-            _stop_pid(proc.pid)
-            raise TimeoutError(f"Prefect server not healthy after {START_TIMEOUT_S} s")
-        time.sleep(0.05)
+        proc = subprocess.Popen(cmd, env=env, cwd=home, stdin=subprocess.DEVNULL, stdout=log,
+                                stderr=log, start_new_session=True, close_fds=True)  # fmt: skip
+    info = {"pid": proc.pid, "create_time": psutil.Process(proc.pid).create_time(),
+            "port": port, "api_url": f"http://127.0.0.1:{port}/api",
+            "started_at": time.time(), "fresh": fresh}  # fmt: skip
     (home / "server.json").write_text(json.dumps(info))
-    if fresh:
-        with contextlib.suppress(OSError, sqlite3.Error):
-            _save_template(home)
     return info
 
 
-def configure_prefect(data_dir: Path) -> PrefectRuntime:
+def _wait_healthy(home: Path, info: dict) -> bool:
+    deadline = info["started_at"] + START_TIMEOUT_S
+    while not _healthy(info["api_url"], timeout=0.5):
+        if not psutil.pid_exists(info["pid"]) or time.time() > deadline:
+            return False
+        with contextlib.suppress(psutil.Error):
+            if psutil.Process(info["pid"]).status() == psutil.STATUS_ZOMBIE:
+                return False
+        time.sleep(0.05)
+    if info.get("fresh"):  # the first DB this user migrated becomes the template
+        with contextlib.suppress(OSError, sqlite3.Error):
+            _save_template(home)
+    return True
+
+
+def configure_prefect(data_dir: Path, wait: bool = True) -> PrefectRuntime:
     """Point this process's Prefect client at the right API server, starting one if needed.
 
     Idempotent; safe to call from several processes at once. Sets environment variables
     (inherited by hook subprocesses, harmlessly) and refreshes Prefect's settings if
-    Prefect is already imported."""
+    Prefect is already imported. ``wait=False`` returns once the server is spawned; call
+    again (it then reuses) to wait for it."""
     t0 = time.perf_counter()
     user_url = os.environ.get("PREFECT_API_URL", "").strip()
     if user_url and user_url != os.environ.get("_ARCHIVEFLOW_LOCAL_API_URL"):
         _apply_env(CLIENT_SETTINGS)
         return PrefectRuntime("external", user_url, None, None, time.perf_counter() - t0)
     home = prefect_home(data_dir).resolve()
-    mode: Mode = "local-reused"
-    with _locked(home):
-        info = _read_info(home)
-        if info is None or not _healthy(info["api_url"], timeout=2.0):
-            if info is not None:  # alive but not answering: replace it
+    for attempt in range(2):
+        mode: Mode = "local-reused"
+        with _locked(home):
+            info = _read_info(home)
+            if info is None:
+                info, mode = _spawn_server(home), "local-started"
+        if not wait or _wait_healthy(home, info):
+            break
+        with _locked(home):  # dead, or hung past its start timeout: replace it once
+            if _read_info(home) == info:
                 _stop_pid(info["pid"])
-            info = _start_server(home)
-            mode = "local-started"
-    _apply_env(
-        {
-            **CLIENT_SETTINGS,
-            "PREFECT_API_URL": info["api_url"],
-            "_ARCHIVEFLOW_LOCAL_API_URL": info["api_url"],
-        }
-    )
-    return PrefectRuntime(mode, info["api_url"], home, info["pid"], time.perf_counter() - t0)
+                (home / "server.json").unlink(missing_ok=True)
+        if attempt:
+            raise RuntimeError(f"Prefect server did not become healthy; see {home}/server.log")
+    url = info["api_url"]
+    _apply_env({**CLIENT_SETTINGS, "PREFECT_API_URL": url, "_ARCHIVEFLOW_LOCAL_API_URL": url})
+    return PrefectRuntime(mode, url, home, info["pid"], time.perf_counter() - t0)
 
 
 def start_in_background(data_dir: Path, warm_import: bool = True) -> Future[PrefectRuntime]:
-    """Run configure_prefect (and import Prefect's flow engine) in a daemon thread.
-
-    The CLI calls this first, starts the first Snapshot's hooks while it runs, and only
-    waits on the future when it enters the flow (which then records those hooks)."""
+    """Reuse-or-spawn the server, import Prefect's flow engine while it boots, wait for it:
+    all in a daemon thread. The CLI calls this first, starts the first Snapshot's hooks
+    meanwhile, and waits on the future only when it enters the flow."""
     fut: Future[PrefectRuntime] = Future()
 
     def run() -> None:
         try:
+            t0 = time.perf_counter()
+            first = configure_prefect(data_dir, wait=False)  # spawns at once if needed
             if warm_import:
-                import prefect.flow_engine  # noqa: F401  (1-5 s: overlap it with the server)
-            fut.set_result(configure_prefect(data_dir))
+                import prefect.flow_engine  # noqa: F401  (1-5 s, overlapped with server boot)
+            rt = configure_prefect(data_dir)
+            fut.set_result(replace(rt, mode=first.mode, seconds=time.perf_counter() - t0))
         except BaseException as exc:  # noqa: BLE001 - handed to the waiting caller
             fut.set_exception(exc)
 
