@@ -1,6 +1,7 @@
 """What Prefect costs archiveflow, measured against floors taken in the same run.
 
-    .venv/bin/python bench/prefect_overhead.py [--n 200] [--k 5] [--conc 2] [--skip-startup]
+    .venv/bin/python bench/prefect_overhead.py [--n 200] [--k 5] [--conc 2]
+        [--sections ABC] [--variants i,ii,iii,iv]
 
 A: start-up, each in a fresh Python process (what a CLI command pays):
    cold (fresh data dir, no template), cold with the pre-migrated DB template, warm
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
@@ -54,6 +56,7 @@ else:
     rt = runtime.configure_prefect(data)
 out["configured"] = time.time() - t0; out["mode"] = rt.mode
 import asyncio
+import contextlib
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 @task(cache_policy=NO_CACHE)
@@ -64,7 +67,7 @@ if not bg: out["imported"] = time.time() - t0
 asyncio.run(crawl())
 if not bg: out["first_hook"] = time.time() - t0   # a hook spawned inside the first task
 out["flow_done"] = time.time() - t0
-print(json.dumps(out))
+print(json.dumps(out), flush=True)
 """
 
 
@@ -167,10 +170,34 @@ def bench_per_run(api: str, n: int) -> list[tuple[str, float, float]]:
                     (t_end - t + lag) / count * 1000,
                 )
             )
+
+    @flow
+    def sync_sub() -> int:
+        return 0
+
+    @flow
+    def sync_parent(count: int) -> None:
+        for _ in range(count):
+            sync_sub()
+
+    from flows.runtime import no_heartbeats
+
+    count = max(n // 20, 5)
+    for label, ctx in (
+        ("heartbeats on", contextlib.nullcontext),
+        ("heartbeats off", no_heartbeats),
+    ):
+        with ctx():
+            t = time.perf_counter()
+            sync_parent(count)
+            ms = (time.perf_counter() - t) / count * 1000
+        rows.append((f"sync subflow, {label}", ms, ms))
     return rows
 
 
-def bench_granularity(api: str, n: int, k: int, conc: int) -> list[tuple[str, float, float]]:
+def bench_granularity(
+    api: str, n: int, k: int, conc: int, only: set[str]
+) -> list[tuple[str, float, float]]:
     from prefect import flow, tags, task
     from prefect.cache_policies import NO_CACHE
 
@@ -218,15 +245,22 @@ def bench_granularity(api: str, n: int, k: int, conc: int) -> list[tuple[str, fl
     async def subflow_nt_body(i: int) -> None:
         await snapshot_flow_notasks(i)
 
-    t = time.perf_counter()
-    asyncio.run(workers(floor_body))
-    floor = time.perf_counter() - t
-    rows = [("floor: spawn directly", floor, floor)]
-    variants = (
-        ("(i) task per ArchiveResult", task_body, n * k),
-        ("(ii) task per Snapshot", snap_task_body, n),
-        ("(iii) subflow per Snapshot + tasks", subflow_body, n * k),
-        ("(iv) subflow per Snapshot, no tasks", subflow_nt_body, 0),
+    def floor() -> float:
+        t = time.perf_counter()
+        asyncio.run(workers(floor_body))
+        return time.perf_counter() - t
+
+    before = floor()
+    rows = [("floor: spawn directly (before)", before, before)]
+    variants = tuple(
+        v
+        for v in (
+            ("(i) task per ArchiveResult", task_body, n * k),
+            ("(ii) task per Snapshot", snap_task_body, n),
+            ("(iii) subflow per Snapshot + tasks", subflow_body, n * k),
+            ("(iv) subflow per Snapshot, no tasks", subflow_nt_body, 0),
+        )
+        if v[0].split()[0].strip("()") in only
     )
     for label, body, expected in variants:
         tag = f"g-{uuid.uuid4().hex[:8]}"
@@ -241,6 +275,8 @@ def bench_granularity(api: str, n: int, k: int, conc: int) -> list[tuple[str, fl
         t_end = time.perf_counter()
         lag = wait_recorded(api, tag, expected, t_end) if expected else 0.0
         rows.append((label, t_end - t, t_end - t + lag))
+    after = floor()
+    rows.append(("floor: spawn directly (after)", after, after))
     return rows
 
 
@@ -249,17 +285,22 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=200, help="snapshots in the crawl (C), runs in B")
     ap.add_argument("--k", type=int, default=5, help="hooks per snapshot")
     ap.add_argument("--conc", type=int, default=2, help="snapshots at once")
-    ap.add_argument("--skip-startup", action="store_true")
+    ap.add_argument("--sections", default="ABC", help="which of A, B, C to run")
+    ap.add_argument("--variants", default="i,ii,iii,iv", help="granularities for C")
     args = ap.parse_args()
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
     print(
         f"# {time.strftime('%Y-%m-%d %H:%M')} cores={os.cpu_count()} "
         f"load={os.getloadavg()[0]:.1f} n={args.n} k={args.k} conc={args.conc}"
     )
     with tempfile.TemporaryDirectory(prefix="af-prefect-bench-") as tmpdir:
         tmp = Path(tmpdir)
-        if not args.skip_startup:
-            print("\nA. start-up in a fresh process (s since the process was spawned)")
-            print(f"{'case':28} {'mode':14} {'configured':>10} {'1st hook':>9} {'1st flow':>9}")
+        if "A" in args.sections:
+            print("\nA. start-up in a fresh process (s since the process was spawned)", flush=True)
+            print(
+                f"{'case':28} {'mode':14} {'configured':>10} {'1st hook':>9} {'1st flow':>9}",
+                flush=True,
+            )
             for label, r in bench_startup(tmp):
                 print(
                     f"{label:28} {r['mode']:14} {r['configured']:10.2f} {r['first_hook']:9.2f} "
@@ -271,18 +312,27 @@ def main() -> None:
         os.environ["PREFECT_LOGGING_LEVEL"] = "WARNING"  # keep the console to the table
         rt = configure_prefect(tmp / "inproc")
         try:
-            print(f"\nB. per run, in-process, local server ({rt.mode}, {rt.seconds:.1f} s)")
-            print(f"{'run':24} {'ms client':>10} {'ms recorded':>12}")
-            for label, client_ms, rec_ms in bench_per_run(rt.api_url, args.n):
-                print(f"{label:24} {client_ms:10.1f} {rec_ms:12.1f}")
-            print(f"\nC. crawl {args.n} snapshots x {args.k} no-op hooks, {args.conc} at once")
-            print(
-                f"{'granularity':38} {'s done':>7} {'x floor':>8} {'s recorded':>11} {'x floor':>8}"
-            )
-            rows = bench_granularity(rt.api_url, args.n, args.k, args.conc)
-            floor = rows[0][1]
-            for label, done, rec in rows:
-                print(f"{label:38} {done:7.1f} {done / floor:8.2f} {rec:11.1f} {rec / floor:8.2f}")
+            if "B" in args.sections:
+                print(
+                    f"\nB. per run, in-process, local server ({rt.mode}, {rt.seconds:.1f} s)",
+                    flush=True,
+                )
+                print(f"{'run':24} {'ms client':>10} {'ms recorded':>12}", flush=True)
+                for label, client_ms, rec_ms in bench_per_run(rt.api_url, args.n):
+                    print(f"{label:24} {client_ms:10.1f} {rec_ms:12.1f}", flush=True)
+            if "C" in args.sections:
+                print(
+                    f"\nC. crawl {args.n} snapshots x {args.k} no-op hooks, {args.conc} at once",
+                    flush=True,
+                )
+                print(f"{'granularity':38} {'s done':>7} {'x floor':>8} {'s recorded':>11} "
+                      f"{'x floor':>8}   (x floor: against the mean of both floors)")  # fmt: skip
+                only = set(args.variants.split(","))
+                rows = bench_granularity(rt.api_url, args.n, args.k, args.conc, only)
+                floor = (rows[0][1] + rows[-1][1]) / 2
+                for label, done, rec in rows:
+                    print(f"{label:38} {done:7.1f} {done / floor:8.2f} {rec:11.1f} "
+                          f"{rec / floor:8.2f}")  # fmt: skip
         finally:
             stop_local_server(tmp / "inproc")
 

@@ -172,9 +172,7 @@ def _spawn_server(home: Path) -> dict:
     env.update(CLIENT_SETTINGS, PREFECT_HOME=str(home), PREFECT__SERVER_FINAL="1")
     if os.environ.get("ARCHIVEFLOW_PREFECT_UI", "1") == "0":
         env["PREFECT_UI_ENABLED"] = "false"
-    app = "prefect.server.api.server:create_app"
-    cmd = [sys.executable, "-m", "uvicorn", "--factory", app, "--host", "127.0.0.1",
-           "--port", str(port), "--log-level", "warning", "--lifespan", "on"]  # fmt: skip
+    cmd = [sys.executable, "-P", str(Path(__file__).resolve()), "serve", str(home), str(port)]
     fresh = not (home / "prefect.db").exists()
     with open(home / "server.log", "ab") as log:
         proc = subprocess.Popen(cmd, env=env, cwd=home, stdin=subprocess.DEVNULL, stdout=log,
@@ -296,3 +294,23 @@ def no_heartbeats() -> Iterator[None]:
 
     with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
         yield
+
+
+def _serve(home: Path, port: int) -> None:
+    """The server process: Prefect's API app under uvicorn (what `prefect server start`
+    runs, minus the CLI's imports), plus a watchdog that exits once the data dir is gone,
+    so a deleted data dir (a test's tmp dir, say) never leaves a 220 MB server behind."""
+    import uvicorn
+
+    def watchdog() -> None:
+        while home.is_dir():
+            time.sleep(5)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watchdog, daemon=True).start()
+    uvicorn.run("prefect.server.api.server:create_app", factory=True, host="127.0.0.1",
+                port=port, log_level="warning", lifespan="on")  # fmt: skip
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["serve"]:
+    _serve(Path(sys.argv[2]), int(sys.argv[3]))
