@@ -19,7 +19,8 @@ def _run_name() -> str:
     return f"install-binaries {this_machine().hostname}"
 
 
-@task(name="plan-binaries", cache_policy=NO_CACHE, persist_result=False)
+@task(name="plan-binaries", task_run_name="plan-binaries",
+      cache_policy=NO_CACHE, persist_result=False)
 async def plan_binaries(plugins: list[str] | None, force: bool, retry_failed: bool
                         ) -> work.BinaryPlan:
     """Give declared binaries rows; decide which need installing (no process started)."""
@@ -36,7 +37,8 @@ async def install_binary(name: str, slot: str) -> dict[str, Any]:
     return await asyncio.to_thread(work.install_one, cur.rt, row)
 
 
-@task(name="finish-binaries", cache_policy=NO_CACHE, persist_result=False)
+@task(name="finish-binaries", task_run_name="finish-binaries",
+      cache_policy=NO_CACHE, persist_result=False)
 async def finish_binaries(plan: work.BinaryPlan, results: list[dict[str, Any]]
                           ) -> dict[str, Any]:
     """Refresh the runtime's binaries and the Machine config; summarize."""
