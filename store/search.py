@@ -1,0 +1,339 @@
+"""Full-text search over the readable text of every Snapshot (DuckDB's fts extension).
+
+- The extension comes from the `duckdb-extension-fts` wheel and is loaded from the file
+  inside it (`LOAD '<path>'`); nothing is ever downloaded (`INSTALL` is never used), so
+  search works on air-gapped machines.
+- `snapshot_text` holds one row per sealed Snapshot: id, url, title, domain, its capture
+  time and the text `htmltotext` saved. `index_snapshots()` keeps it in step; the pipeline
+  calls it in the same transaction that seals a batch of snapshots. It is cheap (it reads
+  small text files and writes two set-based statements) and marks the FTS index stale.
+- The FTS index itself (`PRAGMA create_fts_index`) cannot be updated in place: it is a full
+  rebuild, linear in the corpus. Rebuilding it per sealed batch would make a crawl of N
+  snapshots cost O(N²); so it is rebuilt lazily, by the first search that finds it stale
+  (`fts_state.dirty`). See docs/sql.md for the measured costs.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from functools import cache
+from pathlib import Path
+from typing import Any, Final
+
+import duckdb
+import polars as pl
+
+from store.errors import StoreError
+
+TEXT_CAP: Final[int] = 1_000_000  # characters of a page's text that are indexed
+TEXT_FILE: Final[str] = "htmltotext/htmltotext.txt"
+FTS_SCHEMA: Final[str] = "fts_main_snapshot_text"
+SNIPPET_CHARS: Final[int] = 160
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+DDL: Final[str] = """
+CREATE TABLE IF NOT EXISTS snapshot_text (
+    snapshot_id VARCHAR PRIMARY KEY,
+    url         VARCHAR NOT NULL,
+    title       VARCHAR,
+    domain      VARCHAR,
+    captured_at TIMESTAMPTZ,
+    text        VARCHAR NOT NULL
+);
+CREATE TABLE IF NOT EXISTS fts_state (
+    id        INTEGER PRIMARY KEY,
+    dirty     BOOLEAN NOT NULL,
+    built_at  TIMESTAMPTZ,
+    docs      BIGINT
+);
+INSERT INTO fts_state (id, dirty) SELECT 1, true WHERE NOT EXISTS (SELECT 1 FROM fts_state);
+"""
+
+_SCHEMA: Final[dict[str, Any]] = {
+    "snapshot_id": pl.Utf8, "url": pl.Utf8, "title": pl.Utf8, "domain": pl.Utf8,
+    "captured_at": pl.Datetime("us", "UTC"), "text": pl.Utf8,
+}
+
+
+class SearchError(StoreError):
+    """Search is not possible (no extension file, no index yet); the message says why."""
+
+
+@cache
+def fts_extension_path() -> Path:
+    """The `fts.duckdb_extension` file shipped in the duckdb-extension-fts wheel."""
+    try:
+        import duckdb_extension_fts  # type: ignore[import-not-found, unused-ignore]
+    except ImportError as e:
+        raise SearchError(
+            f"full-text search needs the duckdb-extension-fts wheel: pip install "
+            f"duckdb-extension-fts=={duckdb.__version__}") from e
+    root = Path(duckdb_extension_fts.__file__).parent
+    found = sorted(root.rglob("*.duckdb_extension"))
+    exact = [p for p in found if f"v{duckdb.__version__}" in p.parts]
+    if not (exact or found):
+        raise SearchError(f"no .duckdb_extension file inside {root}")
+    return (exact or found)[0]
+
+
+def load_sql() -> str:
+    """The statement that loads the fts extension from the wheel (no download)."""
+    return f"LOAD '{str(fts_extension_path()).replace(chr(39), chr(39) * 2)}'"
+
+
+def load_fts(cur: duckdb.DuckDBPyConnection) -> None:
+    """Load the fts extension into this connection's database."""
+    cur.execute(load_sql())
+
+
+def ensure_tables(cur: duckdb.DuckDBPyConnection) -> None:
+    """Create snapshot_text and fts_state if missing (idempotent)."""
+    cur.execute(DDL)
+
+
+def _read_text(snap_dir: Path) -> str:
+    try:
+        with open(snap_dir / TEXT_FILE, encoding="utf-8", errors="replace") as f:
+            return f.read(TEXT_CAP)
+    except OSError:
+        return ""
+
+
+def text_rows(data_dir: Path, snapshots: Sequence[dict[str, Any]]) -> pl.DataFrame:
+    """snapshot_text rows for snapshots (id, url, title, output_dir, created_at)."""
+    rows = [{
+        "snapshot_id": s["id"], "url": s["url"], "title": s.get("title"),
+        "domain": None, "captured_at": s.get("created_at"),
+        "text": _read_text(data_dir / s["output_dir"]),
+    } for s in snapshots]
+    return pl.DataFrame(rows, schema=_SCHEMA, orient="row")
+
+
+def index_snapshots(cur: duckdb.DuckDBPyConnection, data_dir: Path,
+                    snapshot_ids: Sequence[str]) -> int:
+    """Put the text of these snapshots into snapshot_text (replacing earlier rows) and mark
+    the FTS index stale. Runs inside the caller's transaction; returns rows written."""
+    if not snapshot_ids:
+        return 0
+    ensure_tables(cur)
+    res = cur.execute(
+        "SELECT id, url, title, output_dir, created_at FROM snapshot "
+        "WHERE id IN (SELECT unnest(?::VARCHAR[]))", [list(snapshot_ids)])
+    cols = [d[0] for d in res.description or []]
+    snaps = [dict(zip(cols, r, strict=True)) for r in res.fetchall()]
+    return write_text_rows(cur, text_rows(Path(data_dir), snaps))
+
+
+def write_text_rows(cur: duckdb.DuckDBPyConnection, df: pl.DataFrame) -> int:
+    """Replace snapshot_text rows with these (one DELETE, one INSERT) and mark it stale."""
+    if df.is_empty():
+        return 0
+    ensure_tables(cur)
+    cur.register("_af_text", df.to_arrow())
+    try:
+        cur.execute("DELETE FROM snapshot_text WHERE snapshot_id IN "
+                    "(SELECT snapshot_id FROM _af_text)")
+        cur.execute("INSERT INTO snapshot_text SELECT snapshot_id, url, title, url_domain(url), "
+                    "captured_at, text FROM _af_text")
+    finally:
+        cur.unregister("_af_text")
+    cur.execute("UPDATE fts_state SET dirty = true WHERE id = 1")
+    return df.height
+
+
+def rebuild_text(cur: duckdb.DuckDBPyConnection, data_dir: Path) -> int:
+    """Refill snapshot_text from every sealed snapshot's files (e.g. after reindex)."""
+    ensure_tables(cur)
+    res = cur.execute("SELECT id, url, title, output_dir, created_at FROM snapshot "
+                      "WHERE status = 'sealed'")
+    cols = [d[0] for d in res.description or []]
+    snaps = [dict(zip(cols, r, strict=True)) for r in res.fetchall()]
+    cur.execute("DELETE FROM snapshot_text")
+    return write_text_rows(cur, text_rows(Path(data_dir), snaps))
+
+
+def rebuild_sql() -> str:
+    """Statements that rebuild the FTS index and mark it fresh (fts must be loaded)."""
+    return (
+        "PRAGMA create_fts_index('snapshot_text', 'snapshot_id', 'title', 'text', "
+        "overwrite = 1); "
+        "UPDATE fts_state SET dirty = false, built_at = now(), "
+        "docs = (SELECT count(*) FROM snapshot_text) WHERE id = 1"
+    )
+
+
+def rebuild_fts(cur: duckdb.DuckDBPyConnection) -> None:
+    """Rebuild the FTS index over snapshot_text now."""
+    load_fts(cur)
+    ensure_tables(cur)
+    for stmt in cur.extract_statements(rebuild_sql()):
+        cur.execute(stmt)
+
+
+def is_dirty(cur: duckdb.DuckDBPyConnection) -> bool:
+    """True when snapshot_text changed since the FTS index was built (or it has none)."""
+    has = cur.execute(
+        "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'fts_state'").fetchone()
+    if not has or not has[0]:
+        return True
+    row = cur.execute("SELECT dirty FROM fts_state WHERE id = 1").fetchone()
+    schema = cur.execute("SELECT count(*) FROM duckdb_schemas() WHERE schema_name = ?",
+                         [FTS_SCHEMA]).fetchone()
+    return bool(row is None or row[0] or not schema or not schema[0])
+
+
+@dataclass(frozen=True)
+class SearchQuery:
+    """A ranked search: the words, and optional filters."""
+
+    text: str
+    domain: str | None = None
+    tag: str | None = None
+    since: date | datetime | None = None
+    limit: int = 20
+
+    @property
+    def phrase(self) -> str | None:
+        """A query in double quotes must appear as written (case-insensitive)."""
+        t = self.text.strip()
+        if len(t) > 2 and t.startswith('"') and t.endswith('"'):
+            return t[1:-1]
+        return None
+
+    @property
+    def terms(self) -> str:
+        return self.text.strip().strip('"')
+
+
+def search_sql() -> str:
+    """The ranked search statement; parameters in order of `search_params()`."""
+    return f"""
+        SELECT t.snapshot_id, t.url, t.title, t.domain, t.captured_at,
+               round(s.score, 4) AS score, t.text,
+               (SELECT coalesce(string_agg(g.tag, ',' ORDER BY g.tag), '')
+                FROM snapshot_tag g WHERE g.snapshot_id = t.snapshot_id) AS tags
+        FROM (SELECT snapshot_id, {FTS_SCHEMA}.match_bm25(snapshot_id, $q) AS score
+              FROM snapshot_text) s
+        JOIN snapshot_text t USING (snapshot_id)
+        WHERE s.score IS NOT NULL
+          AND ($phrase IS NULL OR strpos(lower(t.title || ' ' || t.text), lower($phrase)) > 0)
+          AND ($domain IS NULL OR t.domain = lower($domain)
+               OR t.domain LIKE '%.' || lower($domain))
+          AND ($tag IS NULL OR EXISTS (SELECT 1 FROM snapshot_tag g
+                                      WHERE g.snapshot_id = t.snapshot_id AND g.tag = $tag))
+          AND ($since IS NULL OR t.captured_at >= $since::TIMESTAMPTZ)
+        ORDER BY s.score DESC, t.captured_at DESC
+        LIMIT $limit
+    """
+
+
+def search_params(q: SearchQuery) -> dict[str, Any]:
+    """Named parameters of search_sql() for a query."""
+    return {"q": q.terms, "phrase": q.phrase, "domain": q.domain, "tag": q.tag,
+            "since": q.since.isoformat() if q.since else None, "limit": int(q.limit)}
+
+
+def snippet(text: str, query: str, width: int = SNIPPET_CHARS) -> str:
+    """About `width` characters of `text` around the first match of a query word,
+    on one line, with `…` where it was cut."""
+    flat = " ".join(text.split())
+    if not flat:
+        return ""
+    low = flat.lower()
+    phrase = query.strip().strip('"').lower()
+    pos = low.find(phrase) if phrase else -1
+    if pos < 0:
+        hits = [low.find(w.lower()) for w in _WORD.findall(query) if len(w) > 2]
+        hits = [h for h in hits if h >= 0]
+        pos = min(hits) if hits else 0
+    start = max(0, pos - width // 3)
+    end = min(len(flat), start + width)
+    return ("…" if start else "") + flat[start:end] + ("…" if end < len(flat) else "")
+
+
+def search(cur: duckdb.DuckDBPyConnection, q: SearchQuery) -> list[dict[str, Any]]:
+    """Run a ranked search on a connection that has fts loaded and a fresh index."""
+    res = cur.execute(search_sql(), search_params(q))
+    return rows_with_snippets(
+        [d[0] for d in res.description or []], res.fetchall(), q)
+
+
+def rows_with_snippets(columns: Sequence[str], rows: Sequence[Sequence[Any]], q: SearchQuery
+                       ) -> list[dict[str, Any]]:
+    """Result rows as dicts, the full text replaced by a snippet around the first match."""
+    out = []
+    for r in rows:
+        d = dict(zip(columns, r, strict=True))
+        d["snippet"] = snippet(d.pop("text") or "", q.terms)
+        out.append(d)
+    return out
+
+
+_STATE_SQL: Final[str] = f"""
+    SELECT
+      (SELECT count(*) FROM duckdb_tables()
+       WHERE schema_name = 'main' AND table_name = 'snapshot_text') AS has_text,
+      (SELECT count(*) FROM duckdb_schemas() WHERE schema_name = '{FTS_SCHEMA}') AS has_fts
+"""
+
+
+def run_search(index_path: Path, q: SearchQuery, *, rebuild: bool = False
+               ) -> list[dict[str, Any]]:
+    """Search the index at `index_path`, whoever holds it.
+
+    When no process writes the index, a stale FTS index is rebuilt here (read-write,
+    briefly) and the search runs on that connection. When a crawl holds it, the search (and
+    a rebuild if stale) is sent to that process, which loads the extension too.
+    `rebuild` also refills snapshot_text from the snapshot folders first.
+    """
+    from store.db import Store, map_errors
+    from store.reader import Reader
+
+    with Reader(index_path) as reader:
+        if reader.via_writer:
+            return _search_via_writer(reader, q, rebuild)
+    if not rebuild:
+        with map_errors(index_path):
+            con = duckdb.connect(str(index_path), read_only=True)
+        try:
+            has_text, _ = con.execute(_STATE_SQL).fetchone() or (0, 0)
+            if has_text and not is_dirty(con):
+                load_fts(con)
+                return search(con, q)
+        finally:
+            con.close()
+    store = Store(index_path)  # free: the FTS index lives in the file, so write it here
+    try:
+        cur = store.cursor()
+        ensure_tables(cur)
+        empty = cur.execute("SELECT count(*) FROM snapshot_text").fetchone()
+        if rebuild or not empty or not empty[0]:
+            rebuild_text(cur, index_path.parent)
+        if rebuild or is_dirty(cur):
+            rebuild_fts(cur)
+        else:
+            load_fts(cur)
+        return search(cur, q)
+    finally:
+        store.close()
+
+
+def _search_via_writer(reader: Any, q: SearchQuery, rebuild: bool) -> list[dict[str, Any]]:
+    if rebuild:
+        raise SearchError("--rebuild needs the index free: wait for the running crawl to end")
+    has_text, _ = reader.query(_STATE_SQL).rows[0]
+    if not has_text:
+        raise SearchError("no text indexed yet: search again when the running crawl has "
+                          "sealed a snapshot, or after it ends")
+    dirty = reader.query(
+        f"SELECT coalesce((SELECT dirty FROM fts_state WHERE id = 1), true) "
+        f"OR (SELECT count(*) FROM duckdb_schemas() WHERE schema_name = '{FTS_SCHEMA}') = 0"
+    ).rows[0][0]
+    sql = "; ".join([load_sql(), *([rebuild_sql()] if dirty else []), search_sql()])
+    # write=True only because LOAD and the index rebuild are not SELECTs; the statements
+    # are ours, never the user's.
+    res = reader.query(sql, search_params(q), write=True)  # type: ignore[arg-type]
+    return rows_with_snippets(res.columns, res.rows, q)
