@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
 # Hostile test hook: plants symlinks where the runner writes its own files after the hook
-# ends (exit record, pid file temp, stdout log), all pointing at $RELIABILITY_CANARY outside
-# the data folder, so a runner that follows them would overwrite or truncate it.
+# ends (exit record, pid file temp, stdout log), all pointing at
+# $CLOBBER_RELIABILITY_CANARY outside the data folder, so a runner that follows them
+# would overwrite or truncate it.
 import os
 import sys
 
-canary = os.environ["RELIABILITY_CANARY"]
+canary = os.environ["CLOBBER_RELIABILITY_CANARY"]
 stem = os.path.splitext(os.path.basename(sys.argv[0]))[0]
 for suffix in (".exit.json", ".pid.tmp"):
     try:
