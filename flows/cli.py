@@ -17,7 +17,7 @@ from typing import Any
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
 
 # Modules that add commands: each has `register(command)` (see build_parser).
-EXTENSIONS: tuple[str, ...] = ("flows.cli_schedule",)
+EXTENSIONS: tuple[str, ...] = ("flows.cli_schedule", "flows.cli_analytics")
 
 
 class CliError(Exception):

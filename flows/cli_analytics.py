@@ -1,0 +1,219 @@
+"""CLI commands that ask the archive questions: stats, search, export, index-html, reindex.
+
+Every read goes through a Reader, so these commands work while a crawl runs (the running
+archiveflow answers them); only `reindex` and `search --rebuild` need the index free.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Callable
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from flows.cli import EXIT_OK, CliError, _data_dir, _open, _say, print_table
+
+Command = Callable[[str, Callable[[argparse.Namespace], int], str], argparse.ArgumentParser]
+
+_VIEWS_SQL = "SELECT count(*) FROM duckdb_views() WHERE view_name = 'plugin_stats'"
+
+
+def _reader(args: argparse.Namespace) -> Any:
+    """A Reader of the index; creates the analytics views first if the index predates them."""
+    reader = _open(args, read_only=True)
+    if reader.via_writer or reader.query(_VIEWS_SQL).rows[0][0]:
+        return reader
+    # An index last written by an archiveflow without views.sql: a read-write open adds them.
+    reader.close()
+    from store.db import Store
+    from store.errors import StoreError
+
+    try:
+        Store(_data_dir(args).resolve() / "index.duckdb").close()
+    except StoreError as e:
+        raise CliError(str(e)) from e
+    return _open(args, read_only=True)
+
+
+def _pct(value: Any) -> str:
+    return "-" if value is None else f"{100 * float(value):.0f}%"
+
+
+def _mib(n: Any) -> str:
+    return f"{(n or 0) / 1048576:.1f} MiB"
+
+
+# --- stats ----------------------------------------------------------------------------------
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    """One screen: totals, plugins, failure reasons, domains, crawls, machines."""
+    with _reader(args) as r:
+        def q(sql: str) -> list[tuple[Any, ...]]:
+            return r.query(sql).rows
+
+        snaps, urls, domains = q("SELECT count(*), count(DISTINCT url), "
+                                 "count(DISTINCT url_domain(url)) FROM snapshot")[0]
+        crawls = dict(q("SELECT status, count(*) FROM crawl GROUP BY ALL"))
+        results = dict(q("SELECT status, count(*) FROM archiveresult GROUP BY ALL"))
+        files, size = q("SELECT count(*), coalesce(sum(size), 0) FROM output_file")[0]
+        print(f"{snaps} snapshots of {urls} URLs on {domains} domains; crawls: "
+              + (", ".join(f"{k} {v}" for k, v in sorted(crawls.items())) or "none"))
+        print("results: " + (", ".join(f"{k} {v}" for k, v in sorted(results.items()))
+                             or "none") + f"; {files} files, {_mib(size)}")
+        plugins = q("SELECT plugin, results, succeeded, failed, success_rate, p50_seconds, "
+                    "p95_seconds, output_bytes FROM plugin_stats ORDER BY plugin")
+        if plugins:
+            print()
+            print_table(["plugin", "results", "ok", "failed", "ok rate", "p50 s", "p95 s", "disk"],
+                        [(p, n, ok, f, _pct(rate), p50, p95, _mib(b))
+                         for p, n, ok, f, rate, p50, p95, b in plugins])
+        reasons = q("SELECT plugin, failures, reason FROM plugin_failures "
+                    "ORDER BY failures DESC, plugin LIMIT 5")
+        if reasons:
+            print("\ntop failure reasons")
+            print_table(["plugin", "n", "reason"], reasons)
+        doms = q("SELECT domain, snapshots, failed, failure_rate, output_bytes FROM domain_stats "
+                 "ORDER BY snapshots DESC, domain LIMIT 5")
+        if doms:
+            print("\ntop domains")
+            print_table(["domain", "snapshots", "failed results", "fail rate", "disk"],
+                        [(d, n, f, _pct(rate), _mib(b)) for d, n, f, rate, b in doms])
+        crawl_rows = q("SELECT crawl_id, status, snapshots, sealed, results_done, results, "
+                       "elapsed_seconds, snapshots_per_minute FROM crawl_progress "
+                       "ORDER BY created_at DESC LIMIT 3")
+        if crawl_rows:
+            print("\nlatest crawls")
+            print_table(["crawl", "status", "snapshots", "sealed", "results done", "results",
+                         "elapsed s", "snapshots/min"], crawl_rows)
+        machines = q("SELECT hostname, binaries, installed, failed, failed_names "
+                     "FROM machine_stats ORDER BY hostname")
+        if machines:
+            print("\nmachines")
+            print_table(["host", "binaries", "installed", "failed", "failed names"], machines)
+    return EXIT_OK
+
+
+# --- search ---------------------------------------------------------------------------------
+
+def cmd_search(args: argparse.Namespace) -> int:
+    """Ranked full-text search over every snapshot's text."""
+    from store import search
+    from store.errors import StoreError
+
+    try:
+        since = date.fromisoformat(args.since) if args.since else None
+    except ValueError as e:
+        raise CliError(f"--since {args.since!r} is not a date (YYYY-MM-DD)", 2) from e
+    q = search.SearchQuery(args.query, domain=args.domain, tag=args.tag, since=since,
+                           limit=args.limit)
+    index = _data_dir(args).resolve() / "index.duckdb"
+    started = time.perf_counter()
+    try:
+        hits = search.run_search(index, q, rebuild=args.rebuild)
+    except StoreError as e:
+        raise CliError(str(e)) from e
+    took = time.perf_counter() - started
+    if args.json:
+        for h in hits:
+            print(json.dumps(h, default=str))
+        return EXIT_OK
+    if not hits:
+        _say(f"no snapshot matches {args.query!r} ({took:.2f}s)")
+        return EXIT_OK
+    for i, h in enumerate(hits, 1):
+        when = h["captured_at"].strftime("%Y-%m-%d") if h["captured_at"] else "-"
+        print(f"{i:>2}. {h['title'] or h['url']}  [{h['score']}]  {when}"
+              + (f"  #{h['tags']}" if h["tags"] else ""))
+        print(f"    {h['url']}")
+        print(f"    {h['snippet']}")
+    _say(f"{len(hits)} result(s) in {took:.2f}s")
+    return EXIT_OK
+
+
+# --- export / index-html --------------------------------------------------------------------
+
+def _query_fn(reader: Any) -> Callable[[str, list[Any]], Any]:
+    return lambda sql, params: reader.query(sql, params).table
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Snapshots and results as json/csv/parquet files, or a static HTML index."""
+    if args.format == "html":
+        return _html(args, Path(args.output) if args.output else None)
+    from store import export
+
+    if not args.output:
+        raise CliError("--output DIR is needed: the folder to write "
+                       "snapshots/results/output_files into", 2)
+    out = Path(args.output)
+    started = time.perf_counter()
+    with _open(args, read_only=True) as reader:
+        written = export.export(_query_fn(reader), args.format, out, args.crawl)
+    for _name, (path, rows) in written.items():
+        print(f"{path}  {rows} rows")
+    _say(f"exported in {time.perf_counter() - started:.2f}s")
+    return EXIT_OK
+
+
+def _html(args: argparse.Namespace, out: Path | None) -> int:
+    from flows.html_index import write_html_index
+
+    data_dir = _data_dir(args).resolve()
+    out = out or data_dir / "html"
+    with _open(args, read_only=True) as reader:
+        index = write_html_index(_query_fn(reader), data_dir, out, args.crawl)
+    print(index)
+    return EXIT_OK
+
+
+def cmd_index_html(args: argparse.Namespace) -> int:
+    """Write the static HTML index (same as export --format html)."""
+    return _html(args, Path(args.output) if args.output else None)
+
+
+# --- reindex --------------------------------------------------------------------------------
+
+def cmd_reindex(args: argparse.Namespace) -> int:
+    """Rebuild index.duckdb from the archive folder; the old index is moved aside."""
+    from store.errors import StoreError
+    from tasks.reindex import reindex
+
+    try:
+        report = reindex(_data_dir(args).resolve(), on_progress=_say)
+    except StoreError as e:
+        raise CliError(str(e)) from e
+    print(report.summary())
+    return EXIT_OK
+
+
+def register(command: Command) -> None:
+    """Add this module's commands to the CLI."""
+    command("stats", cmd_stats, "A one-screen summary of the archive (works during a crawl).")
+
+    s = command("search", cmd_search, "Full-text search over every snapshot's text (BM25).")
+    s.add_argument("query", help='words to look for; "in double quotes" for an exact phrase')
+    s.add_argument("--domain", help="only this domain (and its subdomains)")
+    s.add_argument("--tag", help="only snapshots with this tag")
+    s.add_argument("--since", help="only snapshots captured on or after this date (YYYY-MM-DD)")
+    s.add_argument("--limit", type=int, default=10, help="at most this many results (10)")
+    s.add_argument("--json", action="store_true", help="one JSON object per line")
+    s.add_argument("--rebuild", action="store_true",
+                   help="re-read every snapshot's text from its folder and rebuild the index")
+
+    e = command("export", cmd_export,
+                "Export snapshots and results (json/csv/parquet files), or a static HTML index.")
+    e.add_argument("--format", choices=["json", "csv", "parquet", "html"], default="json")
+    e.add_argument("--output", help="folder to write into (html: default <data>/html)")
+    e.add_argument("--crawl", help="only this crawl id")
+
+    h = command("index-html", cmd_index_html,
+                "Write a static HTML index that opens from the file system (no server).")
+    h.add_argument("--output", help="folder to write into (default <data>/html)")
+    h.add_argument("--crawl", help="only this crawl id")
+
+    command("reindex", cmd_reindex,
+            "Rebuild index.duckdb from the archive folder alone; the old one is kept aside.")
+

@@ -1,0 +1,182 @@
+"""A static HTML index of the archive that opens from the file system, with no server.
+
+`index.html` lists every Snapshot (title, URL, date, tags, each plugin's output); one page per
+Snapshot (`snapshots/<id>.html`) lists its results and every file they left. All links are
+relative paths to files that exist when the index is written; the original URL is shown as
+text, never as a link, so opening the index never touches the network. No script, no
+external style sheet.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Final
+from urllib.parse import quote
+
+import pyarrow as pa
+
+Query = Callable[[str, list[Any]], pa.Table]
+
+SNAPSHOTS_SQL: Final[str] = """
+    SELECT s.id, s.url, s.title, s.status, s.created_at, s.output_dir, s.depth,
+           coalesce((SELECT string_agg(t.tag, ', ' ORDER BY t.tag) FROM snapshot_tag t
+                     WHERE t.snapshot_id = s.id), '') AS tags
+    FROM snapshot s
+    WHERE (?::VARCHAR IS NULL OR s.crawl_id = ?)
+    ORDER BY s.created_at DESC, s.id
+"""
+RESULTS_SQL: Final[str] = """
+    SELECT a.id, a.snapshot_id, a.plugin, a.hook_name, a.status, a.output_str, a.error,
+           a.output_size, a.start_ts, a.end_ts
+    FROM archiveresult a JOIN snapshot s ON s.id = a.snapshot_id
+    WHERE (?::VARCHAR IS NULL OR s.crawl_id = ?)
+    ORDER BY a.snapshot_id, a.hook_name
+"""
+FILES_SQL: Final[str] = """
+    SELECT f.archiveresult_id, f.path, f.size, f.mimetype
+    FROM output_file f JOIN archiveresult a ON a.id = f.archiveresult_id
+    JOIN snapshot s ON s.id = a.snapshot_id
+    WHERE (?::VARCHAR IS NULL OR s.crawl_id = ?)
+    ORDER BY f.archiveresult_id, f.path
+"""
+
+STYLE: Final[str] = """
+body { font: 14px/1.4 system-ui, sans-serif; margin: 1.5em; color: #222; }
+h1 { font-size: 1.4em; } table { border-collapse: collapse; width: 100%; }
+th, td { text-align: left; padding: .3em .5em; border-bottom: 1px solid #ddd;
+         vertical-align: top; }
+th { background: #f4f4f4; } code { font-size: .9em; color: #555; word-break: break-all; }
+.succeeded { color: #1a7f37; } .failed { color: #cf222e; } .skipped, .noresults { color: #777; }
+.tag { background: #eef; border-radius: 3px; padding: 0 .3em; margin-right: .2em; }
+.status { white-space: nowrap; } .status a { color: inherit; }
+.small { font-size: .85em; color: #666; }
+"""
+
+
+def _e(value: Any) -> str:
+    return html.escape("" if value is None else str(value), quote=True)
+
+
+def _rows(table: pa.Table) -> list[dict[str, Any]]:
+    return table.to_pylist()
+
+
+def _date(value: Any) -> str:
+    return value.strftime("%Y-%m-%d %H:%M UTC") if isinstance(value, datetime) else _e(value)
+
+
+def _size(n: int | None) -> str:
+    if not n:
+        return "0 B"
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return f"{n} B"
+
+
+def _page(title: str, body: str) -> str:
+    return (
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+        f"<title>{_e(title)}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n"
+        f"{body}\n</body>\n</html>\n"
+    )
+
+
+class _Links:
+    """Relative hrefs from one page's folder to files of the archive, if they exist."""
+
+    def __init__(self, data_dir: Path, page_dir: Path) -> None:
+        self.data_dir, self.page_dir = data_dir, page_dir
+
+    def href(self, snapshot_dir: str, rel_path: str) -> str | None:
+        target = self.data_dir / snapshot_dir / rel_path
+        if not rel_path or ".." in Path(rel_path).parts or not target.is_file():
+            return None
+        return quote(os.path.relpath(target, self.page_dir).replace(os.sep, "/"))
+
+    def a(self, snapshot_dir: str, rel_path: str, text: str) -> str:
+        href = self.href(snapshot_dir, rel_path)
+        return f'<a href="{href}">{_e(text)}</a>' if href else _e(text)
+
+
+def _result_cell(links: _Links, snap: dict[str, Any], res: dict[str, Any]) -> str:
+    status = res["status"]
+    href = links.href(snap["output_dir"], res["output_str"] or "")
+    label = f"{res['plugin']}"
+    inner = f'<a href="{href}">{_e(label)}</a>' if href else _e(label)
+    return f'<span class="status {_e(status)}" title="{_e(status)}">{inner}</span>'
+
+
+def _index_page(snaps: Sequence[dict[str, Any]], results: dict[str, list[dict[str, Any]]],
+                links: _Links) -> str:
+    rows = []
+    for s in snaps:
+        tags = "".join(f'<span class="tag">{_e(t.strip())}</span>'
+                       for t in (s["tags"] or "").split(",") if t.strip())
+        outputs = " ".join(_result_cell(links, s, r) for r in results.get(s["id"], []))
+        rows.append(
+            f'<tr><td><a href="snapshots/{_e(s["id"])}.html">{_e(s["title"] or s["url"])}</a>'
+            f'<br><code>{_e(s["url"])}</code></td>'
+            f'<td class="small">{_date(s["created_at"])}</td><td>{tags}</td>'
+            f"<td>{outputs}</td></tr>")
+    body = (
+        f"<h1>archiveflow: {len(snaps)} snapshots</h1>\n"
+        '<p class="small">Green: succeeded; red: failed; grey: skipped or no results. '
+        "Each plugin name links to its main output.</p>\n"
+        "<table>\n<thead><tr><th>snapshot</th><th>captured</th><th>tags</th>"
+        "<th>outputs</th></tr></thead>\n<tbody>\n" + "\n".join(rows) + "\n</tbody>\n</table>")
+    return _page("archiveflow index", body)
+
+
+def _snapshot_page(snap: dict[str, Any], results: Sequence[dict[str, Any]],
+                   files: dict[str, list[dict[str, Any]]], links: _Links) -> str:
+    rows = []
+    for r in results:
+        main = links.a(snap["output_dir"], r["output_str"] or "", r["output_str"] or "")
+        file_links = "<br>".join(
+            f'{links.a(snap["output_dir"], f["path"], f["path"])} '
+            f'<span class="small">{_size(f["size"])}</span>'
+            for f in files.get(r["id"], []))
+        rows.append(
+            f'<tr><td>{_e(r["plugin"])}</td><td class="status {_e(r["status"])}">'
+            f'{_e(r["status"])}</td><td>{main}<br><span class="small">{_e(r["error"])}</span>'
+            f"</td><td>{file_links}</td></tr>")
+    tags = ", ".join(t.strip() for t in (snap["tags"] or "").split(",") if t.strip())
+    body = (
+        '<p><a href="../index.html">&larr; all snapshots</a></p>\n'
+        f'<h1>{_e(snap["title"] or snap["url"])}</h1>\n'
+        f'<p><code>{_e(snap["url"])}</code><br>captured {_date(snap["created_at"])}, '
+        f'depth {_e(snap["depth"])}, {_e(snap["status"])}'
+        f'{", tags: " + _e(tags) if tags else ""}</p>\n'
+        "<table>\n<thead><tr><th>plugin</th><th>status</th><th>output</th><th>files</th>"
+        "</tr></thead>\n<tbody>\n" + "\n".join(rows) + "\n</tbody>\n</table>")
+    return _page(snap["title"] or snap["url"], body)
+
+
+def write_html_index(query: Query, data_dir: Path, out_dir: Path,
+                     crawl_id: str | None = None) -> Path:
+    """Write index.html and snapshots/<id>.html under `out_dir`; returns index.html."""
+    data_dir, out_dir = data_dir.resolve(), out_dir.resolve()
+    params = [crawl_id, crawl_id]
+    snaps = _rows(query(SNAPSHOTS_SQL, params))
+    results: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in _rows(query(RESULTS_SQL, params)):
+        results[r["snapshot_id"]].append(r)
+    files: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for f in _rows(query(FILES_SQL, params)):
+        files[f["archiveresult_id"]].append(f)
+    pages = out_dir / "snapshots"
+    pages.mkdir(parents=True, exist_ok=True)
+    page_links = _Links(data_dir, pages)
+    for s in snaps:
+        text = _snapshot_page(s, results.get(s["id"], []), files, page_links)
+        (pages / f"{s['id']}.html").write_text(text, encoding="utf-8")
+    index = out_dir / "index.html"
+    index.write_text(_index_page(snaps, results, _Links(data_dir, out_dir)), encoding="utf-8")
+    return index
