@@ -28,8 +28,13 @@ BINARIES_SQL = """
 """
 
 
-def _first_line(text: str | None) -> str:
-    return (text or "").strip().splitlines()[0] if (text or "").strip() else ""
+def _short_error(text: str | None) -> str:
+    """Every provider's reason on one line (the table cuts it; the full text follows)."""
+    return "; ".join(ln.strip() for ln in (text or "").splitlines() if ln.strip())
+
+
+def _providers_tried(text: str | None) -> str:
+    return ", ".join(ln.split(":", 1)[0] for ln in (text or "").splitlines() if ":" in ln)
 
 
 class InstallProgress:
@@ -61,8 +66,7 @@ class InstallProgress:
         if status == "succeeded":
             what = f"{row['binprovider']} {row['version'] or '?'} {row['abspath']}"
         elif status == "failed":
-            n = len((row["error"] or "").splitlines())
-            what = f"{n} provider(s) tried: {_first_line(row['error'])}"
+            what = f"by every provider ({_providers_tried(row['error'])}), reasons below"
         else:
             what = f"trying {row['bin_providers']}" if status == "started" else ""
         print(f"[{time.monotonic() - self.started:6.1f}s] {row['name']}: {status} {what}"
@@ -132,7 +136,7 @@ def cmd_install(args: argparse.Namespace) -> int:
             return EXIT_OK
         print_table(TABLE_HEADERS, [
             (r["name"], r["status"], r["binprovider"], r["version"], r["abspath"],
-             _first_line(r["error"])) for r in rows])
+             _short_error(r["error"])) for r in rows])
         failed = [r for r in rows if r["status"] != "succeeded"]
         for r in failed:
             _say(f"{r['name']} {r['status']}:")
@@ -164,7 +168,7 @@ def cmd_binaries(args: argparse.Namespace) -> int:
         return EXIT_OK
     print_table(TABLE_HEADERS, [
         (r["name"], r["status"], r["provider"], r["version"], r["path"],
-         _first_line(r["error"])) for r in rows])
+         _short_error(r["error"])) for r in rows])
     return EXIT_OK
 
 
