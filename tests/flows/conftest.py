@@ -46,12 +46,14 @@ def run_cli(data_dir: Path, *args: str, stdin: str | None = None, timeout: float
 
 
 def hook_processes(data_dir: Path) -> list[psutil.Process]:
-    """Live processes started for hooks of this data folder (by cwd or run-id env)."""
+    """Live processes started for hooks of this data folder (by cwd or DATA_DIR env)."""
     root = str(data_dir.resolve())
     found = []
     for p in psutil.process_iter(["pid"]):
         try:
-            if p.cwd().startswith(root) or "ARCHIVEFLOW_RUN_ID" in p.environ():
+            env = p.environ()
+            if p.cwd().startswith(root) or (
+                    "ARCHIVEFLOW_RUN_ID" in env and env.get("DATA_DIR") == root):
                 if p.status() != psutil.STATUS_ZOMBIE:
                     found.append(p)
         except (psutil.Error, OSError):
