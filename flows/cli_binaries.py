@@ -113,11 +113,14 @@ def run_install(rt: Any, plugins: list[str] | None, force: bool) -> dict[str, An
 
 def cmd_install(args: argparse.Namespace) -> int:
     from flows.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CliError, _open, _say, print_table
+    from tasks import work
 
     plugins = [p.strip() for p in args.plugins.split(",") if p.strip()] if args.plugins \
         else None
     rt = _open(args)
     try:
+        # Rows a killed install left `started` would otherwise wait out their lease.
+        work.recover_stale(rt)
         if plugins:
             unknown = sorted(set(plugins) - set(rt.plugin_dirs()))
             if unknown:

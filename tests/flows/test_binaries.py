@@ -258,43 +258,51 @@ def test_binaries_command_reads_through_the_writer(
 
 # --- Prefect -------------------------------------------------------------------------------
 
-def test_install_flow_runs_a_task_per_binary(prefect_harness: None,
-                                             tmp_path: Path) -> None:
-    from prefect import get_client
+def test_install_flow_runs_as_the_crawls_subflow_only_when_needed(
+        prefect_harness: None, tmp_path: Path) -> None:
+    from prefect import flow, get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
     from flows import context
-    from flows.binaries import install_binaries, require_binaries
+    from flows.binaries import require_binaries
+
+    @flow(name="crawl-like", persist_result=False)
+    async def crawl_like(plugins: list[str]) -> dict[str, Any] | None:
+        return await require_binaries(plugins)  # what the crawl flow does first
+
+    async def install_runs() -> tuple[list[Any], list[Any]]:
+        async with get_client() as client:
+            runs = [f for f in await client.read_flow_runs()
+                    if f.name.startswith("install-binaries ")]
+            tasks = await client.read_task_runs(flow_run_filter=FlowRunFilter(
+                id=FlowRunFilterId(any_=[r.id for r in runs]))) if runs else []
+            return runs, tasks
 
     rt2 = open_runtime(make_data_dir(tmp_path / "data"))
     context.install(rt2)
     try:
-        summary = asyncio.run(install_binaries(plugins=[WGET]))
+        summary = asyncio.run(crawl_like([WGET]))
+        assert summary is not None
         assert [(r["name"], r["status"], r["action"]) for r in summary["rows"]] == \
             [("wget", "succeeded", "installed")]
         assert rt2.binaries["wget"] == shutil.which("wget")
-
-        async def runs() -> tuple[list[Any], list[Any]]:
-            async with get_client() as client:
-                flows = await client.read_flow_runs()
-                mine = [f for f in flows if f.name.startswith("install-binaries ")]
-                tasks = await client.read_task_runs(
-                    flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[mine[0].id])))
-                return mine, tasks
-
-        flow_runs, task_runs = asyncio.run(runs())
+        flow_runs, task_runs = asyncio.run(install_runs())
         assert len(flow_runs) == 1
         assert flow_runs[0].name == f"install-binaries {rt2.machine.hostname}"
+        assert flow_runs[0].parent_task_run_id is not None  # a subflow of the crawl
         assert flow_runs[0].state_type.value == "COMPLETED"
         assert sorted(t.name for t in task_runs) == ["finish-binaries", "plan-binaries",
                                                      "wget"]
 
-        # The crawl's pre-check: everything present → no flow run, no hook, milliseconds.
+        # Everything present: no subflow run, no hook, milliseconds.
+        procs = binary_processes(rt2)
         t0 = time.perf_counter()
         assert asyncio.run(require_binaries([WGET])) is None
         ms = (time.perf_counter() - t0) * 1000
         print(f"\nrequire_binaries with everything installed: {ms:.1f} ms")
-        assert len(asyncio.run(runs())[0]) == 1
+        assert asyncio.run(crawl_like([WGET])) is None
+        assert len(asyncio.run(install_runs())[0]) == 1
+        assert binary_processes(rt2) == procs
     finally:
         context.uninstall()
         rt2.close()
