@@ -97,7 +97,9 @@ def _read_seeds(inputs: list[str]) -> tuple[str, list[tuple[str, str]]]:
             refused.append((raw, reason or "refused"))
         else:
             kept.append(raw)
-    return "\n".join(kept), refused
+    # As JSONL, so the seed parser takes each URL verbatim: its text parser would cut a URL
+    # at a quote, as URLs in prose end there.
+    return "\n".join(json.dumps({"url": u}) for u in kept), refused
 
 
 class Progress:

@@ -40,7 +40,7 @@ from tasks.runtime import Runtime
 
 ARG_INLINE_MAX: Final[int] = 8 * 1024  # longer seed text goes through a file
 SNAPSHOT_LEASE: Final[float] = 6 * 3600.0
-_URLISH = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://\S+")
+_URLISH = re.compile(r"""[A-Za-z][A-Za-z0-9+.-]*://[^\s"]+""")  # not into JSON quotes
 
 
 class TransientHookError(RuntimeError):
