@@ -102,6 +102,33 @@ def _read_seeds(inputs: list[str]) -> tuple[str, list[tuple[str, str]]]:
     return "\n".join(json.dumps({"url": u}) for u in kept), refused
 
 
+def _refused_lines(inputs: list[str], text: str | None, *, allow_private: bool,
+                   allow_file: bool) -> list[tuple[str, str]]:
+    """Lines of a URL-per-line file (or stdin) that are no archivable URL, with reasons.
+
+    The seed parser picks URLs out of text and skips anything else silently; a line that is
+    one token is meant as a URL, so the user is told why it is not taken. Markup and JSONL
+    inputs are left to their parsers."""
+    from tasks.urls import check_url
+
+    if text is None:
+        if len(inputs) != 1 or not Path(inputs[0]).is_file():
+            return []
+        with open(inputs[0], "rb") as f:
+            text = f.read(64 * 1024 * 1024).decode("utf-8", errors="replace")
+    if text.lstrip("\ufeff \t\r\n")[:1] in ("<", "{", "["):
+        return []
+    out = []
+    for line in text.splitlines():
+        raw = line.strip()
+        if not raw or raw.startswith("#") or any(c in raw for c in " \t"):
+            continue
+        url, reason = check_url(raw, allow_private=allow_private, allow_file=allow_file)
+        if url is None:
+            out.append((raw, reason or "refused"))
+    return out
+
+
 class Progress:
     """A live line of snapshot and result counts for one crawl, from the index."""
 
@@ -202,6 +229,15 @@ def cmd_add(args: argparse.Namespace) -> int:
         config["URL_ALLOW_PRIVATE"] = "true"
     rt = _open(args)
     try:
+        ctx = work.crawl_context(rt, {"config": config})
+        said = {raw for raw, _ in refused}
+        for raw, reason in _refused_lines(
+                args.inputs, seeds if args.inputs == ["-"] else None,
+                allow_private=ctx.allow_private, allow_file=ctx.allow_file):
+            if raw not in said:
+                said.add(raw)
+                refused.append((raw, reason))
+                _say(f"refused {raw!r}: {reason}")
         work.recover_stale(rt)
         crawl = crawls.create_crawl(
             rt.store.cursor(), seeds=seeds, max_depth=args.depth, tags=",".join(args.tag or []),
@@ -211,7 +247,8 @@ def cmd_add(args: argparse.Namespace) -> int:
         _say(f"crawl {crawl['id']} queued: depth {args.depth}, data folder {rt.data_dir}")
         result = run_crawl(rt, crawl["id"], args.concurrency)
         for url, reason in result["refused"]:
-            _say(f"refused {url!r}: {reason}")
+            if url not in said:
+                _say(f"refused {url!r}: {reason}")
         for failure in result["failures"]:
             _say(f"error: {failure}")
         summarize(rt, crawl["id"])
