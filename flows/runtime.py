@@ -140,6 +140,9 @@ def _seed_from_template(home: Path) -> None:
     template = _template_path()
     if not (home / "prefect.db").exists() and template.exists():
         shutil.copyfile(template, home / "prefect.db")
+        memo = template.with_suffix(".memo_store.toml")  # skips block re-registration
+        if memo.exists():
+            shutil.copyfile(memo, home / "memo_store.toml")
 
 
 def _save_template(home: Path) -> None:
@@ -154,6 +157,8 @@ def _save_template(home: Path) -> None:
     finally:
         src.close()
         dst.close()
+    if (home / "memo_store.toml").exists():
+        shutil.copyfile(home / "memo_store.toml", template.with_suffix(".memo_store.toml"))
     os.replace(tmp, template)
 
 
