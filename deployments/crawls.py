@@ -26,12 +26,11 @@ from uuid import UUID
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
-from flows.scheduled import FLOW_NAME, archive
-
 if TYPE_CHECKING:
     from prefect.deployments.runner import RunnerDeployment
 
 SCHEDULES_FILE: Final[str] = "schedules.json"
+FLOW_NAME: Final[str] = "archive"  # flows.scheduled.archive's name (imported lazily: Prefect)
 TAGS: Final[list[str]] = ["archiveflow", "crawl"]
 _UNITS: Final[dict[str, int]] = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _EVERY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.IGNORECASE)
@@ -149,6 +148,8 @@ def crawl_deployment(schedule: Schedule, data_dir: Path, *, paused: bool = False
     """The Prefect deployment `archive/<name>` of one schedule (not yet registered)."""
     from prefect.client.schemas.schedules import CronSchedule, IntervalSchedule
     from prefect.types.entrypoint import EntrypointType
+
+    from flows.scheduled import archive
 
     params = {**schedule.parameters, "schedule": schedule.name,
               "data_dir": str(Path(data_dir).resolve())}
