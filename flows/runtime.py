@@ -4,29 +4,31 @@ Call :func:`configure_prefect` (or :func:`start_in_background`) before running a
 This module imports neither DuckDB nor ``store``/``tasks``, and imports Prefect only
 lazily, so the CLI can start hook processes before Prefect is loaded.
 
-Choices (numbers in bench/PREFECT.md, measured by bench/prefect_overhead.py):
+Choices (numbers from bench/prefect_overhead.py, in bench/PREFECT.md; 2 cores, loaded):
 
 * A user-set ``PREFECT_API_URL`` wins: mode ``external``; we only add client settings.
-* Otherwise a **local API server** lives under ``<data_dir>/prefect/`` (its PREFECT_HOME
-  and SQLite DB), started detached (own session, outlives the CLI) by the first command
-  and reused by every later one via ``server.json`` (pid, process start time, port).
-  A later process checks pid identity (psutil start time, survives PID reuse) and
-  ``/api/health``. ``server.lock`` (flock) stops two CLIs from starting two servers.
-  It runs ``uvicorn --factory prefect.server.api.server:create_app`` (what Prefect's own
-  ephemeral server runs) but with all services, so schedules and the UI work.
-  Ephemeral mode (a throw-away server per process, ~19 s a first flow) is never used.
-* Prefect 3.9.1 has no in-process API for the flow engine: ``get_client()`` with no URL
-  always spawns ``SubprocessASGIServer``; ``PrefectClient(app)`` (ASGI transport) exists
-  but the engine never builds one.
-* A fresh data dir copies a **pre-migrated DB template** (sqlite backup of the first DB
-  this user migrated, cached per Prefect version) instead of running all migrations.
-* Server start is seconds (importing prefect.server alone is several), so it can never be
-  on the critical path of ``archiveflow add``: :func:`start_in_background` does the
-  import + reuse-or-start in a thread while the caller starts the first hooks.
-* Client settings: analytics, telemetry/resource metrics off; Prefect's own INFO logs
-  (one or two per run) not shipped to the API; results not persisted. Heartbeats can
-  only be switched off in code: use async flows (they don't wait for the heartbeat
-  thread) or :func:`no_heartbeats`.
+* Otherwise a **local API server** lives under ``<data_dir>/prefect/`` (PREFECT_HOME,
+  SQLite DB, ``server.json``, ``server.log``), started detached by the first command and
+  reused by later ones: ``server.json`` (pid + psutil start time, so PID reuse is caught)
+  and ``/api/health``; an flock makes concurrent CLIs share one server. It is Prefect's
+  ASGI app under uvicorn with all services (schedules, UI), without the
+  ``prefect server start`` CLI (40 vs 55 s fresh), plus a watchdog that exits when the
+  data dir is deleted. Never Prefect's ephemeral mode (a server per process, ~19 s).
+  3.9.1 has no in-process API for the engine: ``get_client()`` without a URL always
+  spawns ``SubprocessASGIServer``.
+* A fresh data dir starts from a **pre-migrated DB template** (sqlite backup of the first
+  DB this user migrated, per Prefect version, in ``$XDG_CACHE_HOME/archiveflow``):
+  41 -> 11 s to healthy.
+* Even warm, ``import prefect`` (1.3-5 s) exceeds the 1.5 s budget to the first hook, so
+  Prefect must be off that path: :func:`start_in_background` spawns/reuses the server,
+  imports the engine and waits for health in a thread while the CLI starts the first
+  hooks (first hook 0.2-0.5 s after process start, cold or warm).
+* :func:`granularity` defaults to ``snapshot`` (one task run per Snapshot): 1.03-1.28x
+  the bare process floor, vs 2.3-2.7x for a task per ArchiveResult and 1.9-8x for
+  snapshot subflows; the SQLite server records only ~6-22 task runs/s.
+* Client settings: analytics/telemetry/resource metrics off, results not persisted, the
+  per-task-run INFO line kept off the API. Heartbeats can only be turned off in code: use
+  async flows (they don't wait for the heartbeat thread) or :func:`no_heartbeats`.
 """
 
 from __future__ import annotations

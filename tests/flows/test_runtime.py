@@ -117,3 +117,14 @@ def test_granularity_setting(monkeypatch) -> None:
     monkeypatch.setenv("ARCHIVEFLOW_PREFECT_GRANULARITY", "bogus")
     with pytest.raises(ValueError):
         runtime.granularity()
+
+
+def test_import_is_light() -> None:
+    # the CLI imports this before its first hook: no Prefect, no DuckDB, no store/tasks
+    code = (
+        "import sys; import flows.runtime; "
+        "print(sorted(m for m in ('prefect', 'duckdb', 'store', 'tasks') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=Path(__file__).resolve().parents[2]).stdout  # fmt: skip
+    assert out.strip() == "[]"
