@@ -219,6 +219,7 @@ def configure_prefect(data_dir: Path, wait: bool = True) -> PrefectRuntime:
         _apply_env(CLIENT_SETTINGS)
         return PrefectRuntime("external", user_url, None, None, time.perf_counter() - t0)
     home = prefect_home(data_dir).resolve()
+    info: dict | None = None
     for attempt in range(2):
         mode: Mode = "local-reused"
         with _locked(home):
@@ -233,6 +234,7 @@ def configure_prefect(data_dir: Path, wait: bool = True) -> PrefectRuntime:
                 (home / "server.json").unlink(missing_ok=True)
         if attempt:
             raise RuntimeError(f"Prefect server did not become healthy; see {home}/server.log")
+    assert info is not None
     url = info["api_url"]
     _apply_env({**CLIENT_SETTINGS, "PREFECT_API_URL": url, "_ARCHIVEFLOW_LOCAL_API_URL": url})
     return PrefectRuntime(mode, url, home, info["pid"], time.perf_counter() - t0)
