@@ -65,7 +65,8 @@ def check_cron(expr: str) -> str:
 
 def default_name(seeds: str) -> str:
     """A schedule name from its seeds: host and last path part, e.g. `blog.example.com-feed.xml`."""
-    first = seeds.strip().splitlines()[0] if seeds.strip() else "crawl"
+    m = re.search(r"[a-z][a-z0-9+.-]*://[^\s\"']+", seeds, flags=re.IGNORECASE)
+    first = m.group(0) if m else (seeds.strip().splitlines() or ["crawl"])[0]
     text = re.sub(r"^[a-z][a-z0-9+.-]*://", "", first, flags=re.IGNORECASE)
     parts = [p for p in re.split(r"[/?#]+", text) if p]
     if not parts:

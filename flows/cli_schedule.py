@@ -61,7 +61,10 @@ def _seeds(inputs: list[str], allow_private: bool) -> str:
             bad.append(f"{raw!r}: {reason}")
     if bad:
         raise CliError("refused " + "; ".join(bad), EXIT_USAGE)
-    return "\n".join(inputs)
+    if len(inputs) == 1:
+        return inputs[0]  # the seed parser fetches a feed/sitemap/bookmarks URL itself
+    # As JSONL, like `add`: the text parser would cut a URL at a quote.
+    return "\n".join(json.dumps({"url": u}) for u in inputs)
 
 
 def cmd_add(args: argparse.Namespace) -> int:

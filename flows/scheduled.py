@@ -34,7 +34,6 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from flows import context
-from flows.crawl import crawl_flow
 from store import crawls as crawl_store
 from store.ids import new_id
 from store.records import SnapshotRecord
@@ -164,6 +163,9 @@ async def archive(
     `seeds`: URLs (one per line), a file path, or a feed/sitemap/bookmarks URL.
     `only_new`: archive only seeds whose URL has no Snapshot in this data folder yet.
     `schedule`: the schedule (deployment) name, kept on the Crawl row."""
+    # Imported here: flows.snapshot imports this module for limit_slot (a cycle otherwise).
+    from flows.crawl import crawl_flow
+
     opened = _open(data_dir)
     try:
         crawl_id = await create_scheduled_crawl({

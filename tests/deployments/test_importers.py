@@ -33,7 +33,7 @@ def _epoch(n: int) -> float:
 
 # name → (source: "url:<path>" or "file:<fixture>", {url: (title, bookmarked_at, tags)})
 CASES: dict[str, tuple[str, dict[str, tuple[str | None, float | None, set[str]]]]] = {
-    "netscape": ("url:/seeds/bookmarks.html", {
+    "netscape": ("file:bookmarks.html", {  # a browser's export, on disk
         "https://www.python.org/": ("Welcome to Python.org", _epoch(1700000100),
                                     {"Bookmarks bar"}),
         "https://lwn.net/Articles/1/": ("LWN & friends: article one", _epoch(1704067200),
