@@ -92,7 +92,10 @@ class Runtime:
             have = self.binaries.get(name)
             if have and os.access(have, os.X_OK):
                 continue
-            if config.get(f"{env_key(name)}_BINARY") or shutil.which(name, path=path):
+            # A configured path counts if it exists; a bare name (a plugin default such as
+            # WGET_BINARY=wget) only if it is on PATH.
+            configured = config.get(f"{env_key(name)}_BINARY") or name
+            if shutil.which(configured, path=path):
                 continue
             missing.append(name)
         return missing
@@ -106,7 +109,10 @@ class Runtime:
         for key, value in dirs.items():
             env[key.upper()] = str(value)
         for name, abspath in self.binaries.items():
-            env.setdefault(f"{env_key(name)}_BINARY", abspath)
+            # The installed binary beats a plugin's bare-name default, not a path the user set.
+            key = f"{env_key(name)}_BINARY"
+            if "/" not in env.get(key, ""):
+                env[key] = abspath
         env["PATH"] = os.pathsep.join(
             [*map(str, self.lib_bin_dirs()), self.base_env.get("PATH", "")])
         return env

@@ -341,6 +341,33 @@ def record_snapshot(rt: Runtime, recorder: Recorder, plan: SnapshotPlan,
     return recorder.submit(item).wait()
 
 
+def run_snapshot(rt: Runtime, recorder: Recorder, crawl: dict[str, Any],
+                 snapshot: dict[str, Any]) -> dict[str, int]:
+    """A whole snapshot in one call: foreground hooks in order, background hooks alongside,
+    then cleanup and record. Returns result counts by status."""
+    plan = prepare_snapshot(rt, crawl, snapshot)
+    results: list[ResultDone] = []
+    background: dict[str, HookRun] = {}
+    for item in plan.items:
+        if item.hook.is_background:
+            started = start_background(rt, plan, item)
+            if isinstance(started, ResultDone):
+                results.append(started)
+            else:
+                background[item.ar_id] = started
+            continue
+        try:
+            results.append(run_result(rt, plan, item))
+        except TransientHookError:
+            results.append(run_result(rt, plan, item))  # once more, then let it raise
+    results.extend(finish_background(rt, plan, background))
+    record_snapshot(rt, recorder, plan, results)
+    counts: dict[str, int] = {}
+    for r in [*plan.done, *results]:
+        counts[r.outcome.status] = counts.get(r.outcome.status, 0) + 1
+    return counts
+
+
 def recover_stale(rt: Runtime) -> int:
     """After a crash: expire the leases of rows a dead process held.
 

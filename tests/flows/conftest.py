@@ -34,13 +34,13 @@ def prefect_api() -> Iterator[str]:
                 os.environ["PREFECT_API_URL"] = old
 
 
-def run_cli(data_dir: Path, *args: str, stdin: str | None = None, timeout: float = 300
-            ) -> subprocess.CompletedProcess[str]:
+def run_cli(data_dir: Path, *args: str, stdin: str | None = None, timeout: float = 300,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """Run `archiveflow --data-dir DATA ARGS…` as a real process."""
     return subprocess.run(
         [sys.executable, "-m", "flows.cli", "--data-dir", str(data_dir), *args],
         input=stdin, capture_output=True, text=True, timeout=timeout,
-        env={**os.environ, "ARCHIVEFLOW_LOCK_WAIT": "60"},
+        env={**os.environ, "ARCHIVEFLOW_LOCK_WAIT": "60", **(env or {})},
         cwd=Path(__file__).resolve().parents[2],
     )
 

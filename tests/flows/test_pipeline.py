@@ -111,28 +111,60 @@ def test_no_hook_process_left(crawled: dict[str, Any]) -> None:
     assert hook_processes(crawled["data"]) == []
 
 
-def test_prefect_shows_crawl_snapshot_and_result_runs(crawled: dict[str, Any]) -> None:
+def _prefect_runs(crawl_id: str) -> tuple[Any, list[Any], list[Any], list[Any]]:
+    """The crawl's flow run, its subflow runs, its own task runs, the subflows' task runs."""
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterParentFlowRunId,
+        TaskRunFilter,
+        TaskRunFilterFlowRunId,
+    )
 
-    crawl_id = crawled["snaps"][0][6]
-
-    async def fetch() -> tuple[Any, list[Any], list[Any]]:
+    async def fetch() -> tuple[Any, list[Any], list[Any], list[Any]]:
         async with get_client() as client:
             runs = await client.read_flow_runs()
             crawl_run = next(r for r in runs if r.name == f"crawl {crawl_id}")
             subs = await client.read_flow_runs(flow_run_filter=FlowRunFilter(
                 parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[crawl_run.id])))
-            tasks = []
-            for sub in subs:
-                from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterFlowRunId
-                tasks.extend(await client.read_task_runs(task_run_filter=TaskRunFilter(
-                    flow_run_id=TaskRunFilterFlowRunId(any_=[sub.id]))))
-            return crawl_run, subs, tasks
+            own = await client.read_task_runs(task_run_filter=TaskRunFilter(
+                flow_run_id=TaskRunFilterFlowRunId(any_=[crawl_run.id])))
+            nested = []
+            if subs:
+                nested = await client.read_task_runs(task_run_filter=TaskRunFilter(
+                    flow_run_id=TaskRunFilterFlowRunId(any_=[s.id for s in subs])))
+            return crawl_run, subs, own, nested
 
-    crawl_run, subs, tasks = asyncio.run(fetch())
+    return asyncio.run(fetch())
+
+
+def test_prefect_shows_the_crawl_and_a_run_per_snapshot(crawled: dict[str, Any]) -> None:
+    crawl_run, subs, own, _ = _prefect_runs(crawled["snaps"][0][6])
     assert crawl_run.state.is_completed()
-    assert sorted(_path(s.name, crawled["site"]) for s in subs) == sorted(EXPECTED_PAGES)
-    plugins = sorted({t.name for t in tasks})
-    assert set(FOREGROUND) <= set(plugins)
-    assert sum(1 for t in tasks if t.name == "wget") == len(EXPECTED_PAGES)
+    snapshot_runs = [t for t in own if t.task_key.startswith("archive_snapshot")
+                     or t.name.startswith(crawled["site"])]
+    assert sorted(_path(t.name, crawled["site"]) for t in snapshot_runs) == sorted(
+        EXPECTED_PAGES)
+    assert all(t.state.is_completed() for t in snapshot_runs)
+
+
+def test_task_granularity_nests_snapshot_flows_and_result_tasks(
+        tmp_path: Path, site_url: str, prefect_api: str) -> None:
+    proc = run_cli(tmp_path, "add", "--depth", "1", "--allow-private", "--plugins",
+                   "headers,wget,title,parse_html_urls", f"{site_url}/page1.html",
+                   env={"ARCHIVEFLOW_PREFECT_GRANULARITY": "task"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    con = duckdb.connect(str(tmp_path / "index.duckdb"), read_only=True)
+    crawl_id, n = con.execute("SELECT crawl_id, count(*) FROM snapshot GROUP BY 1").fetchone()
+    con.close()
+    crawl_run, subs, _, nested = _prefect_runs(crawl_id)
+    assert crawl_run.state.is_completed()
+    snapshot_flows = [s for s in subs if s.name.startswith(site_url)]
+    assert len(snapshot_flows) == n == 3  # page1 → page2, deep/page4
+    # the crawl first installed what wget needs, as a subflow of its own
+    assert {s.name.split()[0] for s in subs} - {s.name for s in snapshot_flows} == {
+        "install-binaries"}
+    result_tasks = [t for t in nested if t.flow_run_id in {s.id for s in snapshot_flows}]
+    assert sorted({t.name for t in result_tasks}) == [
+        "headers", "parse_html_urls", "title", "wget"]
+    assert sum(1 for t in result_tasks if t.name == "wget") == n
