@@ -21,8 +21,6 @@ import duckdb
 import psutil
 import pytest
 
-from tests.flows.conftest import prefect_api  # noqa: F401  (re-exported: one API per session)
-
 REPO = Path(__file__).resolve().parents[2]
 PLUGINS = Path(__file__).resolve().parent / "plugins"
 SEED: int = int(os.environ.get("RELIABILITY_SEED") or random.SystemRandom().randrange(1 << 31))
