@@ -62,11 +62,9 @@ def first_install(rt: Runtime) -> binaries.InstallReport:
 
 
 @pytest.fixture(scope="session")
-def prefect_harness() -> Iterator[None]:
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=300):
-        yield
+def prefect_harness(prefect_api: str) -> Iterator[None]:
+    """The session's Prefect API (tests/conftest.py): one harness for the whole run."""
+    yield
 
 
 def row(rt: Runtime, name: str) -> dict[str, Any]:
