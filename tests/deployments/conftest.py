@@ -2,4 +2,4 @@
 
 from __future__ import annotations
 
-from tests.flows.conftest import prefect_api, run_cli  # noqa: F401  (re-exported fixtures)
+from tests.flows.conftest import run_cli  # noqa: F401  (prefect_api comes from tests/conftest.py)
