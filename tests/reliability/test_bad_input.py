@@ -25,7 +25,7 @@ QUOTE_TAG = 'say "cheese" \'now\''
 
 
 def _bad_lines(rng: random.Random) -> list[tuple[str, str]]:
-    """(line, a word its refusal reason must contain)."""
+    """(line, a word its refusal reason must contain). Private targets: the strict run."""
     bad = [
         ("example.com/no-scheme", "scheme"),
         ("www.example.org", "scheme"),
@@ -43,10 +43,6 @@ def _bad_lines(rng: random.Random) -> list[tuple[str, str]]:
         ("http://", "host"),
         ("https://:80/", "host"),
         ("http://example.com:99999/", "malformed"),
-        ("http://10.0.0.1/admin", "private"),
-        ("http://169.254.169.254/latest/meta-data/", "private"),
-        ("http://localhost:8080/", "private"),
-        ("http://[::1]/", "private"),
     ]
     out = []
     while len(out) < 180:
