@@ -1,0 +1,757 @@
+"""archiveflow benchmarks: every figure as a ratio against a baseline measured in the same run.
+
+    .venv/bin/python bench/run.py                    # = make bench (full: N=1000, K=5)
+    .venv/bin/python bench/run.py --quick            # N=100, smaller scale points
+    .venv/bin/python bench/run.py --sections ingest,startup
+    .venv/bin/python bench/run.py --sections scale --scale   # adds N=100k no-op snapshots
+
+Sections (see bench/README.md for what each compares and the latest numbers):
+  overhead  crawl of N snapshots x K no-op hooks vs spawning the same N*K processes directly
+  startup   `archiveflow add URL` -> first on_Crawl / on_Snapshot hook, cold and warm
+  ingest    Snapshot JSONL through store/load.py vs executemany of the same rows
+  crawl     the generated site at depth 2 with wget, favicon, htmltotext, parse_html_urls vs
+            the same hooks spawned directly, wget -r -l 2, and abx-dl (bench/abx.py)
+  scale     N=1k vs 10k no-op snapshots (K=1): time per snapshot, orchestrator peak RSS
+
+Each row prints as soon as it is measured; the table goes to bench/out/latest.md.
+Crawls run in a child process (`bench/run.py _crawl ...`) so its RSS can be sampled apart
+from the Prefect server's; the child times create_crawl -> crawl sealed, after its Prefect
+client is configured (server start-up is the startup section's business).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "bench"
+OUT = BENCH / "out"
+WORK = OUT / "work"
+NOOP_PLUGINS = BENCH / "noop" / "plugins"
+STAMP_PLUGINS = BENCH / "noop" / "startup"
+CLI = Path(sys.executable).parent / "archiveflow"
+REAL_PLUGINS = "wget,favicon,htmltotext,parse_html_urls"
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+SECTIONS = ("ingest", "startup", "overhead", "crawl", "scale")
+
+
+# --- the table ------------------------------------------------------------------------------
+
+@dataclass
+class Row:
+    section: str
+    name: str
+    ours: str
+    baseline: str
+    ratio: float | None
+    target: str
+    ok: bool | None
+    note: str = ""
+
+
+@dataclass
+class Table:
+    rows: list[Row] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    started: str = field(default_factory=lambda: datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"))
+    loads: list[str] = field(default_factory=list)
+    argv: str = ""
+
+    def add(self, row: Row) -> None:
+        self.rows.append(row)
+        ratio = "" if row.ratio is None else f"{row.ratio:.2f}x"
+        verdict = {True: "pass", False: "FAIL", None: "-"}[row.ok]
+        print(f"| {row.section} | {row.name} | {row.ours} | {row.baseline} | {ratio} | "
+              f"{row.target} | {verdict} |" + (f" {row.note}" if row.note else ""), flush=True)
+        self.write()
+
+    def note(self, text: str) -> None:
+        self.notes.append(text)
+        print(f"  note: {text}", flush=True)
+        self.write()
+
+    def markdown(self) -> str:
+        lines = [
+            f"# archiveflow bench: {self.started}",
+            "",
+            f"`{self.argv}`  ",
+            f"machine: {machine()}  ",
+            "load average (1/5/15 min) at each section start: " + "; ".join(self.loads),
+            "",
+            "| section | figure | ours | baseline | ratio | target | result |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for r in self.rows:
+            ratio = "" if r.ratio is None else f"{r.ratio:.2f}x"
+            verdict = {True: "pass", False: "**FAIL**", None: "-"}[r.ok]
+            name = r.name + (f" ({r.note})" if r.note else "")
+            lines.append(f"| {r.section} | {name} | {r.ours} | {r.baseline} | {ratio} | "
+                         f"{r.target} | {verdict} |")
+        if self.notes:
+            lines += ["", "Notes:", ""] + [f"- {n}" for n in self.notes]
+        return "\n".join(lines) + "\n"
+
+    def write(self) -> None:
+        OUT.mkdir(parents=True, exist_ok=True)
+        (OUT / "latest.md").write_text(self.markdown(), encoding="utf-8")
+
+
+def loadavg() -> str:
+    return " ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+def machine() -> str:
+    import duckdb
+
+    try:
+        from importlib.metadata import version
+        pv = version("prefect")
+    except Exception:  # noqa: BLE001
+        pv = "?"
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return (f"{platform.node()}, {os.cpu_count()} cores, {mem:.0f} GiB, "
+            f"Python {platform.python_version()}, prefect {pv}, duckdb {duckdb.__version__}")
+
+
+def fmt_s(x: float) -> str:
+    return f"{x:.2f} s" if x < 100 else f"{x:.0f} s"
+
+
+# --- helpers: clean environment, fresh folders, RSS sampling -------------------------------
+
+def child_env(**extra: str) -> dict[str, str]:
+    """Our environment without a Prefect API URL a configure_prefect() may have left."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("PREFECT_API_URL", "_ARCHIVEFLOW_LOCAL_API_URL")}
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    env.update(extra)
+    return env
+
+
+def fresh_dir(name: str) -> Path:
+    d = WORK / name
+    stop_server(d)
+    shutil.rmtree(d, ignore_errors=True)
+    d.mkdir(parents=True)
+    return d
+
+
+def stop_server(data_dir: Path) -> None:
+    """Stop the Prefect server a crawl started for this data dir (never someone else's)."""
+    if not (data_dir / "prefect").exists():
+        return
+    from flows.runtime import stop_local_server
+
+    try:
+        stop_local_server(data_dir)
+    except Exception as e:  # noqa: BLE001 - cleanup must go on
+        print(f"  could not stop the Prefect server of {data_dir}: {e}", flush=True)
+
+
+def server_pid(data_dir: Path) -> int | None:
+    try:
+        return int(json.loads((data_dir / "prefect" / "server.json").read_text())["pid"])
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+class RssSampler:
+    """Peak RSS of one process (not its children) and of the data dir's Prefect server."""
+
+    def __init__(self, pid: int, data_dir: Path, every: float = 0.2) -> None:
+        self.pid, self.data_dir, self.every = pid, data_dir, every
+        self.peak = 0
+        self.server_peak = 0
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self) -> None:
+        import psutil
+
+        try:
+            proc = psutil.Process(self.pid)
+        except psutil.Error:
+            return
+        server = None
+        while not self._stop.is_set():
+            try:
+                self.peak = max(self.peak, proc.memory_info().rss)
+            except psutil.Error:
+                return
+            if server is None and (spid := server_pid(self.data_dir)):
+                try:
+                    server = psutil.Process(spid)
+                except psutil.Error:
+                    server = None
+            if server is not None:
+                try:
+                    self.server_peak = max(self.server_peak, server.memory_info().rss)
+                except psutil.Error:
+                    server = None
+            self._stop.wait(self.every)
+
+    def __enter__(self) -> RssSampler:
+        self._t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._t.join()
+
+
+# --- the crawl child ----------------------------------------------------------------------
+
+def child_crawl(ns: argparse.Namespace) -> None:
+    """In a fresh process: configure Prefect, then time one crawl (create -> sealed)."""
+    os.environ["ARCHIVEFLOW_PREFECT_GRANULARITY"] = ns.granularity
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    from flows import cli
+    from flows.runtime import configure_prefect
+    from store.crawls import create_crawl
+    from tasks.runtime import open_runtime
+
+    data = Path(ns.data)
+    t = time.perf_counter()
+    rt = open_runtime(data)
+    configure_prefect(data)
+    import flows.crawl  # noqa: F401 - the flow engine import, off the timed path
+    setup = time.perf_counter() - t
+    config = {"URL_ALLOW_PRIVATE": "true"}
+    if ns.plugins_path:
+        config["PLUGINS_PATH"] = ns.plugins_path
+    for kv in ns.config or []:
+        k, v = kv.split("=", 1)
+        config[k] = v
+    seeds = Path(ns.seeds).read_text(encoding="utf-8")
+    t0 = time.perf_counter()
+    crawl = create_crawl(rt.store.cursor(), seeds=seeds, max_depth=ns.depth, plugins=ns.plugins,
+                         config=config, machine_id=rt.machine.id)
+    result = cli.run_crawl(rt, crawl["id"], ns.concurrency)
+    wall = time.perf_counter() - t0
+    cur = rt.store.cursor()
+    snaps = cur.execute("SELECT count(*) FILTER (WHERE status = 'sealed'), count(*) "
+                        "FROM snapshot WHERE crawl_id = ?", [crawl["id"]]).fetchone()
+    res = dict(cur.execute(
+        "SELECT a.status, count(*) FROM archiveresult a JOIN snapshot s ON s.id = a.snapshot_id "
+        "WHERE s.crawl_id = ? GROUP BY ALL", [crawl["id"]]).fetchall())
+    rt.close()
+    print("BENCH-RESULT " + json.dumps({
+        "wall": wall, "setup": setup, "sealed": snaps[0], "snapshots": snaps[1],
+        "results": res, "status": result.get("status"), "failures": result.get("failures"),
+    }), flush=True)
+
+
+def run_crawl_child(data: Path, seeds: Sequence[str], *, depth: int, plugins: str,
+                    plugins_path: Path | None, concurrency: int, granularity: str = "snapshot",
+                    profile: Path | None = None, timeout: float = 7200) -> dict[str, Any]:
+    """Run child_crawl in a subprocess, sampling its RSS; returns its result + peaks."""
+    seeds_file = data.parent / f"{data.name}-seeds-{len(seeds)}.txt"
+    seeds_file.write_text("\n".join(seeds) + "\n", encoding="utf-8")
+    cmd = [sys.executable, str(Path(__file__).resolve()), "_crawl", "--data", str(data),
+           "--seeds", str(seeds_file), "--depth", str(depth), "--plugins", plugins,
+           "--concurrency", str(concurrency), "--granularity", granularity]
+    if plugins_path:
+        cmd += ["--plugins-path", str(plugins_path)]
+    if profile is not None:
+        spy = Path(sys.executable).parent / "py-spy"
+        cmd = [str(spy), "record", "--format", "raw", "--rate", "50", "--nonblocking",
+               "-o", str(profile), "--", *cmd]
+    log = data.parent / f"{data.name}-child.log"
+    with open(log, "ab") as err:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, env=child_env(),
+                                cwd=ROOT)
+        pid = proc.pid
+        if profile is not None:  # sample the python child, not py-spy
+            import psutil
+            for _ in range(100):
+                kids = psutil.Process(proc.pid).children()
+                if kids:
+                    pid = kids[0].pid
+                    break
+                time.sleep(0.05)
+        with RssSampler(pid, data) as rss:
+            out, _ = proc.communicate(timeout=timeout)
+    for line in out.decode(errors="replace").splitlines():
+        if line.startswith("BENCH-RESULT "):
+            res = json.loads(line.split(" ", 1)[1])
+            res.update(peak_rss=rss.peak, server_rss=rss.server_peak)
+            return res
+    raise RuntimeError(f"crawl child failed (exit {proc.returncode}); see {log}")
+
+
+# --- the floor: the same hook processes, spawned directly ---------------------------------
+
+def hook_setup(plugins: str, plugins_path: Path | None) -> tuple[list[Any], dict[str, str]]:
+    """The Snapshot hooks and base hook environment archiveflow would use (scratch index)."""
+    from tasks.runtime import open_runtime
+
+    scratch = fresh_dir("floor-runtime")
+    rt = open_runtime(scratch, env=child_env())
+    try:
+        cfg = rt.config({"PLUGINS_PATH": str(plugins_path)} if plugins_path else {})
+        hooks = rt.hooks("Snapshot", cfg, plugins.split(","))
+        env = rt.hook_env(cfg)
+    finally:
+        rt.close()
+    return hooks, env
+
+
+def spawn_floor(urls: Sequence[str], hooks: Sequence[Any], env: dict[str, str],
+                concurrency: int, out_dir: Path, timeout: float = 120) -> float:
+    """Each URL's hooks in order (like a snapshot's foreground hooks), C URLs at once, with
+    subprocess.run: same interpreter, argv and environment shape as run_hook. Seconds."""
+    from tasks.discover import build_command
+
+    shutil.rmtree(out_dir, ignore_errors=True)
+    commands = [build_command(h.path) for h in hooks]
+
+    def one(item: tuple[int, str]) -> None:
+        i, url = item
+        snap = out_dir / f"s{i}"
+        for hook, cmd in zip(hooks, commands, strict=True):
+            d = snap / hook.plugin
+            d.mkdir(parents=True, exist_ok=True)
+            argv = [*cmd, f"--url={url}", f"--snapshot-id=s{i}", "--crawl-id=floor", "--depth=0"]
+            hook_env = {**env, "SNAP_DIR": str(snap), "EXTRA_CONTEXT": json.dumps(
+                {"plugin": hook.plugin, "hook_name": hook.name, "snapshot_id": f"s{i}"})}
+            with open(d / "stdout.log", "wb") as o, open(d / "stderr.log", "wb") as e:
+                subprocess.run(argv, cwd=d, env=hook_env, stdout=o, stderr=e,
+                               start_new_session=True, timeout=timeout, check=False)
+
+    t = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as ex:
+        list(ex.map(one, enumerate(urls)))
+    return time.perf_counter() - t
+
+
+# --- sections -----------------------------------------------------------------------------
+
+def section_ingest(tab: Table, ns: argparse.Namespace) -> None:
+    import polars as pl  # noqa: F401 - imported before timing
+
+    from store.db import Store
+    from store.ids import new_id
+    from store.load import load_snapshot_jsonl
+
+    n, m = ns.ingest_n, ns.ingest_rows
+    lines = [json.dumps({"type": "Snapshot", "url": f"https://example.com/a/{i}?q={i * 7}",
+                         "depth": i % 3, "title": f"page {i}"}) for i in range(n)]
+    d = fresh_dir("ingest")
+    bulk = Store(d / "bulk.duckdb")
+    try:
+        with bulk.transaction() as cur:  # warm-up: first statement, plan cache
+            load_snapshot_jsonl(cur, lines[:100], crawl_id="warm")
+        t = time.perf_counter()
+        with bulk.transaction() as cur:
+            rep = load_snapshot_jsonl(cur, lines, crawl_id="bench")
+        bulk_s = time.perf_counter() - t
+        assert rep.inserted.get("snapshot") == n, rep.inserted
+    finally:
+        bulk.close()
+    rows_store = Store(d / "rows.duckdb")
+    try:
+        cur = rows_store.cursor()
+        t = time.perf_counter()
+        rows = []
+        for ln in lines[:m]:  # the same work per record: parse, id, folder, insert
+            rec = json.loads(ln)
+            sid = new_id()
+            rows.append((sid, "bench", rec["url"], f"users/default/snapshots/x/example.com/{sid}",
+                         rec["depth"], rec["title"]))
+        cur.executemany("INSERT INTO snapshot (id, crawl_id, url, output_dir, depth, title) "
+                        "VALUES (?, ?, ?, ?, ?, ?)", rows)
+        rows_s = time.perf_counter() - t
+        got = cur.execute("SELECT count(*) FROM snapshot").fetchone()[0]
+        assert got == m, got
+    finally:
+        rows_store.close()
+    ours, base = n / bulk_s, m / rows_s
+    tab.add(Row("ingest", f"Snapshot JSONL -> DuckDB, records/s ({n:,} bulk; {m:,} per-row)",
+                f"{ours:,.0f}/s ({bulk_s:.2f} s)", f"{base:,.0f}/s executemany "
+                f"({rows_s / m * 1e3:.2f} ms/row)", ours / base, ">= 200x", ours / base >= 200))
+    tab.add(Row("ingest", "store/load.py absolute rate", f"{ours:,.0f} records/s", "-", None,
+                ">= 250,000/s", ours >= 250_000))
+
+
+def _stamps(path: Path) -> dict[str, float]:
+    out: dict[str, float] = {}
+    try:
+        for line in path.read_text().splitlines():
+            event, t = line.split()
+            out.setdefault(event, float(t))
+    except (OSError, ValueError):
+        pass
+    return out
+
+
+def _add_once(data: Path, stamp: Path) -> tuple[dict[str, float], float, int]:
+    cmd = [str(CLI), "--data-dir", str(data), "add", "https://example.com/startup",
+           "--plugins", "stamp", "--config", f"PLUGINS_PATH={STAMP_PLUGINS}"]
+    t0 = time.time()
+    proc = subprocess.run(cmd, env=child_env(BENCH_STAMP_FILE=str(stamp)), cwd=WORK,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=900,
+                          check=False)
+    total = time.time() - t0
+    if proc.returncode != 0:
+        print(proc.stderr.decode(errors="replace")[-2000:], flush=True)
+    return {k: v - t0 for k, v in _stamps(stamp).items()}, total, proc.returncode
+
+
+def section_startup(tab: Table, ns: argparse.Namespace) -> None:
+    from flows.runtime import _template_path
+
+    hook = STAMP_PLUGINS / "stamp" / "on_Crawl__00_stamp.py"
+    floor = []
+    for i in range(3):
+        stamp = WORK / f"startup-floor-{i}.txt"
+        stamp.unlink(missing_ok=True)
+        t0 = time.time()
+        subprocess.run([sys.executable, str(hook)], env=child_env(BENCH_STAMP_FILE=str(stamp)),
+                       stdout=subprocess.DEVNULL, check=True, cwd=WORK)
+        floor.append(_stamps(stamp)["on_Crawl"] - t0)
+    base = statistics.median(floor)
+    template = _template_path().exists()
+    data = fresh_dir("startup")
+    try:
+        runs = {}
+        for case in ("cold", "warm"):
+            stamp = WORK / f"startup-{case}.txt"
+            stamp.unlink(missing_ok=True)
+            runs[case] = _add_once(data, stamp)
+        for case, limit in (("cold", 3.0), ("warm", 1.5)):
+            st, total, rc = runs[case]
+            first = st.get("on_Crawl")
+            snap = st.get("on_Snapshot")
+            what = ("fresh data dir, server started" +
+                    (", Prefect DB template present" if template else ", no DB template")
+                    if case == "cold" else "server of that data dir running")
+            if first is None:
+                tab.add(Row("startup", f"{case}: add -> first hook", f"no hook ran (exit {rc})",
+                            fmt_s(base), None, f"<= {limit} s", False, what))
+                continue
+            tab.add(Row("startup", f"{case}: add -> first (on_Crawl) hook", fmt_s(first),
+                        f"{fmt_s(base)} bare hook spawn", first / base, f"<= {limit} s",
+                        first <= limit, what))
+            if snap is not None:
+                tab.add(Row("startup", f"{case}: add -> first on_Snapshot hook", fmt_s(snap),
+                            fmt_s(base), snap / base, "-", None,
+                            f"whole add command {fmt_s(total)}, exit {rc}"))
+    finally:
+        stop_server(data)
+
+
+def _noop_plugins(k: int) -> str:
+    return ",".join(f"noop{i}" for i in range(1, k + 1))
+
+
+def overhead_row(tab: Table, label: str, n: int, k: int, crawl: dict[str, Any],
+                 floor: float, target: float | None) -> None:
+    wall = crawl["wall"]
+    ratio = wall / floor
+    per_snap = (wall - floor) / n * 1e3
+    per_ar = (wall - floor) / (n * k) * 1e3
+    ok_count = crawl["sealed"] == n and sum(crawl["results"].values()) == n * k
+    tab.add(Row("overhead", f"{label}: N={n} x K={k} no-op, crawl vs floor", fmt_s(wall),
+                fmt_s(floor), ratio, f"<= {target}x" if target else "-",
+                (ratio <= target and ok_count) if target else None,
+                f"+{per_snap:.0f} ms/Snapshot, +{per_ar:.1f} ms/ArchiveResult above the floor; "
+                f"{crawl['sealed']}/{n} sealed, results {crawl['results']}; orchestrator peak "
+                f"RSS {crawl['peak_rss'] / 2**20:.0f} MB, server {crawl['server_rss'] / 2**20:.0f}"
+                " MB"))
+
+
+def section_overhead(tab: Table, ns: argparse.Namespace) -> None:
+    n, k, c = ns.n, ns.k, ns.concurrency
+    plugins = _noop_plugins(k)
+    hooks, env = hook_setup(plugins, NOOP_PLUGINS)
+    assert len(hooks) == k, hooks
+    data = fresh_dir("overhead")
+    floor_dir = WORK / "overhead-floor"
+    try:
+        # Warm the data dir's Prefect server (and the page cache) with a tiny crawl first.
+        run_crawl_child(data, [f"https://example.com/warm/{i}" for i in range(4)], depth=0,
+                        plugins=plugins, plugins_path=NOOP_PLUGINS, concurrency=c)
+        urls = [f"https://example.com/bench/{i}" for i in range(n)]
+        f1 = spawn_floor(urls, hooks, env, c, floor_dir)
+        print(f"  floor before: {f1:.1f} s (load {loadavg()})", flush=True)
+        prof = OUT / f"profile-overhead-n{n}.txt" if ns.profile else None
+        crawl = run_crawl_child(data, [u + "?g=s" for u in urls], depth=0, plugins=plugins,
+                                plugins_path=NOOP_PLUGINS, concurrency=c, profile=prof)
+        print(f"  crawl: {crawl['wall']:.1f} s (load {loadavg()})", flush=True)
+        f2 = spawn_floor(urls, hooks, env, c, floor_dir)
+        print(f"  floor after: {f2:.1f} s (load {loadavg()})", flush=True)
+        floor = (f1 + f2) / 2
+        overhead_row(tab, f"granularity=snapshot (default), C={c}", n, k, crawl, floor,
+                     1.3 if n >= 1000 else None)
+        if abs(f1 - f2) / floor > 0.15:
+            tab.note(f"overhead N={n}: the floor moved {f1:.1f} -> {f2:.1f} s during the run "
+                     "(machine load); the ratio uses their mean")
+        if prof is not None:
+            tab.note(f"profile of the N={n} crawl: {summarize_profile(prof)}")
+        nt = ns.task_n
+        turls = urls[:nt]
+        g1 = spawn_floor(turls, hooks, env, c, floor_dir)
+        crawl_t = run_crawl_child(data, [u + "?g=t" for u in turls], depth=0, plugins=plugins,
+                                  plugins_path=NOOP_PLUGINS, concurrency=c, granularity="task")
+        crawl_s = run_crawl_child(data, [u + "?g=s2" for u in turls], depth=0, plugins=plugins,
+                                  plugins_path=NOOP_PLUGINS, concurrency=c)
+        g2 = spawn_floor(turls, hooks, env, c, floor_dir)
+        overhead_row(tab, "granularity=task", nt, k, crawl_t, (g1 + g2) / 2, None)
+        overhead_row(tab, "granularity=snapshot, same small N", nt, k, crawl_s, (g1 + g2) / 2,
+                     None)
+    finally:
+        stop_server(data)
+        shutil.rmtree(floor_dir, ignore_errors=True)
+
+
+def load_site() -> Any:
+    """bench/site.py by path: the name `site` is the standard library's."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_site", BENCH / "site.py")
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["bench_site"] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def section_crawl(tab: Table, ns: argparse.Namespace) -> None:
+    site_mod = load_site()
+    Server, generate = site_mod.Server, site_mod.generate
+
+    n, c = ns.site_n, ns.concurrency
+    site = generate(n)
+    data = fresh_dir("crawl")
+    with Server(site) as srv:
+        seeds, pages = site.seed_urls(srv.base), site.page_urls(srv.base)
+        try:
+            # wget -r -l 2 of the site, fetch only: context for what the network side costs.
+            wdir = WORK / "crawl-wget"
+            shutil.rmtree(wdir, ignore_errors=True)
+            seeds_file = WORK / "crawl-seeds.txt"
+            seeds_file.write_text("\n".join(seeds) + "\n")
+            t = time.perf_counter()
+            subprocess.run(["wget", "-q", "-r", "-l", "2", "-P", str(wdir), "-i",
+                            str(seeds_file)], check=False, timeout=600)
+            wget_s = time.perf_counter() - t
+            fetched = len(list(wdir.rglob("*.html")))
+            hooks, env = hook_setup(REAL_PLUGINS, None)
+            floor = spawn_floor(pages, hooks, env, c, WORK / "crawl-floor")
+            print(f"  floor: {floor:.1f} s for {n} pages (load {loadavg()})", flush=True)
+            crawl = run_crawl_child(data, seeds, depth=2, plugins=REAL_PLUGINS,
+                                    plugins_path=None, concurrency=c)
+            print(f"  crawl: {crawl['wall']:.1f} s, {crawl['snapshots']} snapshots "
+                  f"(load {loadavg()})", flush=True)
+            abx = run_abx(pages[: ns.abx_pages], srv.base) if ns.abx_pages else None
+        finally:
+            stop_server(data)
+            shutil.rmtree(WORK / "crawl-floor", ignore_errors=True)
+    got = crawl["snapshots"]
+    ours = got / crawl["wall"]
+    floor_ps = n / floor
+    tab.add(Row("crawl", f"depth-2 crawl of {n} pages ({REAL_PLUGINS}), C={c}: pages/s vs "
+                "floor", f"{ours:.2f} pages/s ({fmt_s(crawl['wall'])})",
+                f"{floor_ps:.2f} pages/s ({fmt_s(floor)}) same hooks spawned directly",
+                ours / floor_ps, "-", None,
+                f"{got} snapshots ({crawl['sealed']} sealed), results {crawl['results']}"))
+    tab.add(Row("crawl", "context: wget -r -l 2 of the site (fetch only)",
+                f"{ours:.2f} pages/s", f"{fetched / wget_s:.0f} pages/s ({fetched} pages, "
+                f"{wget_s:.2f} s)", ours / (fetched / wget_s), "-", None))
+    if abx and abx.get("pages"):
+        abx_ps = abx["pages"] / abx["seconds"]
+        tab.add(Row("crawl", f"vs ArchiveBox runner (abx-dl, sequential, {abx['pages']} pages of "
+                    "the same list)", f"{ours:.2f} pages/s", f"{abx_ps:.3f} pages/s "
+                    f"({abx['seconds'] / abx['pages']:.2f} s/page)", ours / abx_ps, ">= 10x",
+                    ours / abx_ps >= 10, abx.get("how", "")))
+    else:
+        why = (abx or {}).get("error", "not run (--abx-pages 0)")
+        tab.add(Row("crawl", "vs ArchiveBox runner (abx-dl): NOT MEASURED HERE",
+                    f"{ours:.2f} pages/s", "0.40-0.48 pages/s (MEASUREMENTS.md)",
+                    ours / 0.44, ">= 10x", ours / 0.44 >= 10, why))
+
+
+def run_abx(pages: Sequence[str], base: str) -> dict[str, Any]:
+    """abx-dl over the page list, one page at a time (bench/abx.py, in its own venv)."""
+    py = OUT / "abx-venv" / "bin" / "python"
+    if not py.exists():
+        return {"error": f"{py} missing: run `bench/abx.py --setup` (see bench/README.md)"}
+    out = WORK / "abx"
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    urls = out / "urls.txt"
+    urls.write_text("\n".join(pages) + "\n")
+    proc = subprocess.run([str(py), str(BENCH / "abx.py"), "--urls", str(urls), "--out",
+                           str(out)], capture_output=True, text=True, timeout=7200,
+                          env=child_env(), check=False)
+    for line in proc.stdout.splitlines():
+        if line.startswith("ABX-RESULT "):
+            return json.loads(line.split(" ", 1)[1])
+    return {"error": f"abx-dl run failed (exit {proc.returncode}): "
+                     f"{(proc.stderr or proc.stdout)[-300:]!r}"}
+
+
+def section_scale(tab: Table, ns: argparse.Namespace) -> None:
+    c = ns.concurrency
+    points = list(ns.scale_n)
+    data = fresh_dir("scale")
+    res: dict[int, dict[str, Any]] = {}
+    try:
+        run_crawl_child(data, [f"https://example.com/warm/{i}" for i in range(4)], depth=0,
+                        plugins="noop1", plugins_path=NOOP_PLUGINS, concurrency=c)
+        for n in points:
+            urls = [f"https://example.com/scale{n}/{i}" for i in range(n)]
+            res[n] = run_crawl_child(data, urls, depth=0, plugins="noop1",
+                                     plugins_path=NOOP_PLUGINS, concurrency=c)
+            r = res[n]
+            print(f"  N={n}: {r['wall']:.1f} s, {r['wall'] / n * 1e3:.1f} ms/snapshot, peak RSS "
+                  f"{r['peak_rss'] / 2**20:.0f} MB (load {loadavg()})", flush=True)
+    finally:
+        stop_server(data)
+    small = points[0]
+    per_small = res[small]["wall"] / small * 1e3
+    for n in points[1:]:
+        per = res[n]["wall"] / n * 1e3
+        tab.add(Row("scale", f"time per Snapshot, N={n:,} vs N={small:,} (K=1 no-op, C={c})",
+                    f"{per:.1f} ms", f"{per_small:.1f} ms", per / per_small, "<= 1.2x",
+                    per / per_small <= 1.2,
+                    f"{res[n]['sealed']}/{n} sealed; wall {fmt_s(res[n]['wall'])}"))
+    for n in points:
+        r = res[n]
+        tab.add(Row("scale", f"orchestrator peak RSS at N={n:,}", f"{r['peak_rss'] / 2**20:.0f} MB",
+                    f"Prefect server {r['server_rss'] / 2**20:.0f} MB (reported apart)", None,
+                    "<= 500 MB", r["peak_rss"] <= 500 * 2**20 if n >= 10_000 else None))
+
+
+# --- profile summary (py-spy raw = collapsed stacks) --------------------------------------
+
+def summarize_profile(path: Path, top: int = 12) -> str:
+    """Inclusive sample share of our functions and Prefect's, from py-spy's raw output."""
+    if not path.exists():
+        return f"no profile ({path} missing: pip install py-spy into .venv)"
+    incl: dict[str, int] = {}
+    total = 0
+    for line in path.read_text(errors="replace").splitlines():
+        stack, _, count = line.rpartition(" ")
+        try:
+            k = int(count)
+        except ValueError:
+            continue
+        total += k
+        seen = set()
+        for frame in stack.split(";"):
+            name = frame.split(" (", 1)[0]
+            loc = frame.split(" (", 1)[1].rstrip(")") if " (" in frame else ""
+            key = f"{name} ({loc.split(':')[0].replace(str(ROOT) + '/', '')})"
+            if key not in seen:
+                seen.add(key)
+                incl[key] = incl.get(key, 0) + k
+    if not total:
+        return "empty profile"
+    ranked = sorted(incl.items(), key=lambda kv: -kv[1])
+    ours = [(k, v) for k, v in ranked if any(p in k for p in ("(tasks/", "(store/", "(flows/"))]
+    pref = [(k, v) for k, v in ranked if "site-packages/prefect" in k]
+    def show(xs: list[tuple[str, int]]) -> str:
+        return ", ".join(f"{k} {v / total:.0%}" for k, v in xs[:top])
+    return (f"{total} samples; ours (inclusive): {show(ours)}; prefect (inclusive): "
+            f"{show([(k.split('site-packages/')[-1], v) for k, v in pref])}")
+
+
+# --- main ---------------------------------------------------------------------------------
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["_crawl"]:
+        cp = argparse.ArgumentParser(prog="run.py _crawl")
+        cp.add_argument("--data", required=True)
+        cp.add_argument("--seeds", required=True)
+        cp.add_argument("--depth", type=int, default=0)
+        cp.add_argument("--plugins", required=True)
+        cp.add_argument("--plugins-path")
+        cp.add_argument("--concurrency", type=int, default=4)
+        cp.add_argument("--granularity", default="snapshot")
+        cp.add_argument("--config", action="append")
+        child_crawl(cp.parse_args(argv[1:]))
+        return 0
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 epilog="\n".join(__doc__.splitlines()[1:]))
+    ap.add_argument("--quick", action="store_true", help="N=100, smaller scale points")
+    ap.add_argument("--scale", action="store_true", help="add N=100k to the scale section")
+    ap.add_argument("--n", type=int, help="overhead: snapshots (default 1000, quick 100)")
+    ap.add_argument("--k", type=int, default=5, help="overhead: no-op hooks per snapshot")
+    ap.add_argument("--concurrency", type=int, default=4, help="snapshots at once (CLI default)")
+    ap.add_argument("--task-n", type=int, help="overhead at granularity=task: snapshots "
+                    "(default 50, quick 20)")
+    ap.add_argument("--site-n", type=int, default=200, help="crawl: pages of the site")
+    ap.add_argument("--abx-pages", type=int, help="crawl: pages given to abx-dl (default 40, "
+                    "quick 10; 0 = skip)")
+    ap.add_argument("--scale-n", type=lambda s: [int(x) for x in s.split(",")],
+                    help="scale: snapshot counts, first is the reference (default 1000,10000; "
+                    "quick 300,1000)")
+    ap.add_argument("--ingest-n", type=int, default=100_000)
+    ap.add_argument("--ingest-rows", type=int, help="ingest: rows for executemany "
+                    "(default 2000, quick 1000)")
+    ap.add_argument("--sections", default=",".join(SECTIONS),
+                    help=f"comma-separated subset of {','.join(SECTIONS)}")
+    ap.add_argument("--profile", action="store_true",
+                    help="run the overhead crawl under py-spy (needs .venv/bin/py-spy)")
+    ns = ap.parse_args(argv)
+    q = ns.quick
+    ns.n = ns.n or (100 if q else 1000)
+    ns.task_n = ns.task_n or (20 if q else 50)
+    ns.abx_pages = (10 if q else 40) if ns.abx_pages is None else ns.abx_pages
+    ns.scale_n = ns.scale_n or ([300, 1000] if q else [1000, 10_000])
+    if ns.scale and 100_000 not in ns.scale_n:
+        ns.scale_n.append(100_000)
+    ns.ingest_rows = ns.ingest_rows or (1000 if q else 2000)
+    wanted = [s.strip() for s in ns.sections.split(",") if s.strip()]
+    unknown = set(wanted) - set(SECTIONS)
+    if unknown:
+        ap.error(f"unknown sections {sorted(unknown)}; choose from {SECTIONS}")
+    WORK.mkdir(parents=True, exist_ok=True)
+    tab = Table(argv="bench/run.py " + " ".join(argv))
+    print(f"archiveflow bench, {machine()}, load {loadavg()}", flush=True)
+    print("| section | figure | ours | baseline | ratio | target | result |", flush=True)
+    fns: dict[str, Callable[[Table, argparse.Namespace], None]] = {
+        "ingest": section_ingest, "startup": section_startup, "overhead": section_overhead,
+        "crawl": section_crawl, "scale": section_scale}
+    failed = False
+    for name in SECTIONS:
+        if name not in wanted:
+            continue
+        tab.loads.append(f"{name} {loadavg()}")
+        t = time.perf_counter()
+        try:
+            fns[name](tab, ns)
+        except Exception as e:  # noqa: BLE001 - one broken section must not hide the others
+            failed = True
+            tab.note(f"section {name} failed: {type(e).__name__}: {e}")
+        print(f"  [{name}: {time.perf_counter() - t:.0f} s]", flush=True)
+    tab.loads.append(f"end {loadavg()}")
+    tab.write()
+    print(f"table written to {OUT / 'latest.md'}", flush=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    tempfile.tempdir = None
+    sys.exit(main())
