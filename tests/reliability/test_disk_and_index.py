@@ -1,0 +1,140 @@
+"""Disk and index: a bulk load killed mid-way never corrupts index.duckdb; a full disk fails
+the affected results with a clear reason, and the crawl resumes once space is freed."""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from store.db import Store
+from tests.reliability.conftest import PLUGINS, REPO, SEED, hook_processes, query, run_cli
+
+N_RECORDS = 200_000
+LOADER = """
+import sys
+from store.db import Store
+from store.crawls import create_crawl
+from store.load import load_snapshot_jsonl
+store = Store(sys.argv[1])
+crawl = create_crawl(store.cursor(), seeds="bulk")
+lines = open(sys.argv[2], encoding="utf-8").read().splitlines()
+print(crawl["id"], flush=True)
+with store.transaction() as cur:
+    rep = load_snapshot_jsonl(cur, lines, crawl_id=crawl["id"])
+print("done", flush=True)
+"""
+
+
+def test_kill_during_bulk_load_leaves_a_sound_index(tmp_path: Path) -> None:
+    rng = random.Random(SEED)
+    src = tmp_path / "snapshots.jsonl"
+    with open(src, "w", encoding="utf-8") as f:
+        for i in range(N_RECORDS):
+            f.write(json.dumps({"type": "Snapshot", "url": f"https://example.com/p/{i}",
+                                "depth": i % 3, "title": f"page {i}"}) + "\n")
+    index = tmp_path / "index.duckdb"
+    outcomes = []
+    span = 0.0
+    for attempt in range(4):
+        proc = subprocess.Popen([sys.executable, "-c", LOADER, str(index), str(src)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                cwd=REPO)
+        assert proc.stdout is not None
+        crawl_id = proc.stdout.readline().strip()
+        assert crawl_id, proc.communicate()[1][-2000:]
+        t0 = time.monotonic()
+        if attempt == 0:  # uninterrupted: how long a load takes here
+            assert proc.stdout.readline().strip() == "done", proc.communicate()[1][-2000:]
+            span = time.monotonic() - t0
+            delay = span
+        else:  # killed anywhere in (and a little past) that span
+            delay = rng.uniform(0.3 * span, 1.1 * span)
+            time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=30)
+        store = Store(index)  # opens, replays the WAL, migrates: must not raise
+        try:
+            cur = store.cursor()
+            n = cur.execute("SELECT count(*) FROM snapshot WHERE crawl_id = ?",
+                            [crawl_id]).fetchone()
+            assert n is not None and n[0] in (0, N_RECORDS), (attempt, delay, n)
+            if attempt == 0:
+                assert n[0] == N_RECORDS
+            outcomes.append((round(delay, 2), n[0]))
+            total, ids = cur.execute("SELECT count(*), count(DISTINCT id) FROM snapshot"
+                                     ).fetchone() or (0, 0)
+            assert total == ids
+            cur.execute("CHECKPOINT")
+        finally:
+            store.close()
+    print(f"seed {SEED}: load took {span:.2f}s; (kill delay, rows kept): {outcomes}")
+
+
+def _mount_tmpfs(where: Path, size: str) -> None:
+    where.mkdir(parents=True, exist_ok=True)
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
+                         capture_output=True, text=True)
+    if res.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs for the full-disk test ({res.stderr.strip()}); "
+                    "needs root or CAP_SYS_ADMIN")
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Any:
+    mnt = tmp_path / "disk"
+    _mount_tmpfs(mnt, "8m")
+    try:
+        yield mnt
+    finally:
+        for p in hook_processes(mnt):
+            p.kill()
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def test_full_disk_fails_results_clearly_then_resumes(small_disk: Path, site_url: str,
+                                                      prefect_api: str) -> None:
+    data = small_disk / "data"
+    # Open the index first so it exists with room to grow, then fill the disk.
+    first = run_cli(data, "status")
+    assert first.returncode in (0, 1)
+    Store(data / "index.duckdb").close()
+    ballast = small_disk / "ballast"
+    with open(ballast, "wb") as f:
+        try:
+            while True:
+                f.write(b"\0" * 65536)
+                f.flush()
+        except OSError:
+            pass
+    # Leave a little room: the index can take a few pages, hook outputs cannot fit.
+    with open(ballast, "r+b") as f:
+        f.truncate(max(0, ballast.stat().st_size - 1536 * 1024))
+    proc = run_cli(data, "add", "--allow-private", "--plugins", "filler,ledger",
+                   "--config", f"PLUGINS_PATH={PLUGINS}", "--config", "RELIABILITY_WORK=0",
+                   f"{site_url}/index.html", f"{site_url}/page1.html",
+                   f"{site_url}/page2.html")
+    text = proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr or "No space left" in text, proc.stderr[-3000:]
+    if (data / "index.duckdb").exists() and proc.returncode in (0, 3):
+        failed = query(data, "SELECT plugin, error FROM archiveresult WHERE status = 'failed'")
+        assert failed and all("No space left" in (e or "") for _, e in failed), failed
+    else:
+        assert "space" in text.lower(), text[-3000:]
+    ballast.unlink()
+    subprocess.run(["mount", "-o", "remount,size=64m", str(small_disk)], check=True)
+    again = run_cli(data, "resume")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert query(data, "SELECT status, count(*) FROM crawl GROUP BY 1") == [("sealed", 1)]
+    assert query(data, "SELECT count(*) FROM archiveresult WHERE status IN "
+                       "('queued', 'started')") == [(0,)]
+    assert hook_processes(data) == []
+    shutil.rmtree(data, ignore_errors=True)
