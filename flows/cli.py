@@ -320,7 +320,7 @@ def cmd_sql(args: argparse.Namespace) -> int:
     query = args.query
     if query == "-" or query is None:
         query = sys.stdin.read()
-    elif Path(query).is_file():
+    elif "\n" not in query and query.endswith(".sql") and Path(query).is_file():
         query = Path(query).read_text(encoding="utf-8")
     reader = _open(args, read_only=True)
     with reader:
