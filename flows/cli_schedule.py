@@ -256,6 +256,7 @@ async def _serve(data_dir: Path, args: argparse.Namespace, t0: float) -> None:
     if limit is not None:
         await ensure_limit(*limit)
     pid_file = _serve_pid_file(data_dir)
+    pid_file.parent.mkdir(parents=True, exist_ok=True)
     pid_file.write_text(json.dumps({"pid": os.getpid(),
                                     "create_time": psutil.Process().create_time()}))
     _say(f"serving {len(names)} deployment(s) after {time.perf_counter() - t0:.1f}s: "

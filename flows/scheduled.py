@@ -197,6 +197,7 @@ def _open(data_dir: str | None) -> bool:
 # --- global concurrency limits ------------------------------------------------------------
 
 _ensured: set[str] = set()
+_ensure_locks: dict[int, asyncio.Lock] = {}  # per event loop: a Lock is bound to one
 
 
 def plugin_limit(plugin: str, config: Mapping[str, str]) -> tuple[str, int] | None:
@@ -221,6 +222,14 @@ async def ensure_limit(name: str, slots: int) -> None:
     `concurrency()` silently does nothing for a limit that does not exist, hence this."""
     if name in _ensured:
         return
+    lock = _ensure_locks.setdefault(id(asyncio.get_running_loop()), asyncio.Lock())
+    async with lock:  # the tasks of one process ask the API once, not all at once
+        if name not in _ensured:
+            await _create_if_missing(name, slots)
+            _ensured.add(name)
+
+
+async def _create_if_missing(name: str, slots: int) -> None:
     from prefect import get_client
     from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
     from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
@@ -232,7 +241,6 @@ async def ensure_limit(name: str, slots: int) -> None:
             with contextlib.suppress(ObjectAlreadyExists):  # another process won the race
                 await client.create_global_concurrency_limit(
                     GlobalConcurrencyLimitCreate(name=name, limit=slots))
-    _ensured.add(name)
 
 
 @contextlib.asynccontextmanager
