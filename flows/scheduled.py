@@ -25,7 +25,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Mapping
+import threading
+from collections.abc import AsyncIterator, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
@@ -257,4 +258,28 @@ async def limit_slot(name: str | None, slots: int = 1,
 
     await ensure_limit(name, slots)
     async with concurrency(name, occupy=1, timeout_seconds=timeout_seconds, strict=True):
+        yield
+
+
+_ensured_sync = threading.Lock()
+
+
+@contextlib.contextmanager
+def hook_slot(plugin: str, config: Mapping[str, str]) -> Iterator[None]:
+    """Synchronous form for plain-Python work in a thread (tasks/work.run_snapshot): hold
+    the plugin's global limit slot (see plugin_limit) around a hook run, or nothing."""
+    limit = plugin_limit(plugin, config)
+    if limit is None:
+        yield
+        return
+    from prefect.concurrency.sync import concurrency
+    from prefect.utilities.asyncutils import run_coro_as_sync
+
+    name, slots = limit
+    if name not in _ensured:
+        with _ensured_sync:
+            if name not in _ensured:
+                run_coro_as_sync(_create_if_missing(name, slots))
+                _ensured.add(name)
+    with concurrency(name, occupy=1, strict=True):
         yield

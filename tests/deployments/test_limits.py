@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 
 import pytest
@@ -52,3 +53,29 @@ def test_limit_slot_creates_the_limit_and_serializes(prefect_api: str) -> None:
             return (await client.read_global_concurrency_limit_by_name(name)).limit
 
     assert asyncio.run(read()) == 1
+
+
+@pytest.mark.timeout(300)
+def test_hook_slot_holds_across_threads(prefect_api: str) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from flows.scheduled import hook_slot
+
+    cfg = {"BROWSER_PLUGINS": "fakebrowser", "BROWSER_CONCURRENCY": "1"}
+    lock = threading.Lock()
+    state = {"running": 0, "peak": 0}
+
+    def hold() -> None:
+        with hook_slot("fakebrowser", cfg):
+            with lock:
+                state["running"] += 1
+                state["peak"] = max(state["peak"], state["running"])
+            time.sleep(0.3)
+            with lock:
+                state["running"] -= 1
+        with hook_slot("headers", cfg):  # not limited: no API call at all
+            pass
+
+    with ThreadPoolExecutor(3) as pool:
+        list(pool.map(lambda _: hold(), range(3)))
+    assert state["peak"] == 1
