@@ -16,7 +16,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from functools import cache
@@ -135,7 +135,7 @@ def write_text_rows(cur: duckdb.DuckDBPyConnection, df: pl.DataFrame) -> int:
     cur.register("_af_text", df.to_arrow())
     try:
         cur.execute("DELETE FROM snapshot_text WHERE snapshot_id IN "
-                    "(SELECT snapshot_id FROM _af_text)")
+                    "(SELECT unnest(?::VARCHAR[]))", [df["snapshot_id"].to_list()])
         cur.execute("INSERT INTO snapshot_text SELECT snapshot_id, url, title, url_domain(url), "
                     "captured_at, text FROM _af_text")
     finally:
@@ -272,68 +272,116 @@ def rows_with_snippets(columns: Sequence[str], rows: Sequence[Sequence[Any]], q:
     return out
 
 
+# Whether search can run as is: (text table exists, FTS index exists, index stale,
+# sealed snapshots whose text is not indexed yet).
 _STATE_SQL: Final[str] = f"""
     SELECT
       (SELECT count(*) FROM duckdb_tables()
-       WHERE schema_name = 'main' AND table_name = 'snapshot_text') AS has_text,
-      (SELECT count(*) FROM duckdb_schemas() WHERE schema_name = '{FTS_SCHEMA}') AS has_fts
+       WHERE schema_name = 'main' AND table_name = 'snapshot_text') > 0,
+      (SELECT count(*) FROM duckdb_schemas() WHERE schema_name = '{FTS_SCHEMA}') > 0
 """
+_STALE_SQL: Final[str] = """
+    SELECT coalesce((SELECT dirty FROM fts_state WHERE id = 1), true),
+           (SELECT count(*) FROM snapshot s WHERE s.status = 'sealed'
+            AND NOT EXISTS (SELECT 1 FROM snapshot_text t WHERE t.snapshot_id = s.id))
+"""
+_MISSING_SQL: Final[str] = """
+    SELECT s.id, s.output_dir FROM snapshot s WHERE s.status = 'sealed'
+    AND NOT EXISTS (SELECT 1 FROM snapshot_text t WHERE t.snapshot_id = s.id)
+"""
+_CATCH_UP_SQL: Final[str] = """
+    UPDATE fts_state SET dirty = true WHERE id = 1;
+    INSERT INTO snapshot_text (snapshot_id, url, title, domain, captured_at, text)
+    SELECT s.id, s.url, s.title, url_domain(s.url), s.created_at, x.text
+    FROM (SELECT unnest(?::VARCHAR[]) AS id, unnest(?::VARCHAR[]) AS text) x
+    JOIN snapshot s ON s.id = x.id
+    WHERE NOT EXISTS (SELECT 1 FROM snapshot_text t WHERE t.snapshot_id = s.id)
+"""
+CATCH_UP_BATCH: Final[int] = 500
+
+Run = Callable[[str, Any], tuple[list[str], list[tuple[Any, ...]]]]
+
+
+def _cursor_runner(cur: duckdb.DuckDBPyConnection) -> Run:
+    def run(sql: str, params: Any = None) -> tuple[list[str], list[tuple[Any, ...]]]:
+        statements = cur.extract_statements(sql)
+        for st in statements[:-1]:
+            cur.execute(st)
+        res = cur.execute(statements[-1], params) if params else cur.execute(statements[-1])
+        if res.description is None:
+            return [], []
+        return [d[0] for d in res.description], res.fetchall()
+    return run
+
+
+def _reader_runner(reader: Any) -> Run:
+    def run(sql: str, params: Any = None) -> tuple[list[str], list[tuple[Any, ...]]]:
+        # write=True because LOAD, the text catch-up and the index rebuild are not SELECTs;
+        # these statements are ours, never the user's.
+        res = reader.query(sql, params, write=True)
+        return res.columns, res.rows
+    return run
+
+
+def _prepare(run: Run, data_dir: Path, rebuild: bool) -> None:
+    """Create the tables, index the text of sealed snapshots not indexed yet, rebuild the
+    FTS index when stale. Works on any connection that may write."""
+    run(DDL, None)
+    if rebuild:
+        run("DELETE FROM snapshot_text; UPDATE fts_state SET dirty = true WHERE id = 1", None)
+    _, missing = run(_MISSING_SQL, None)
+    for i in range(0, len(missing), CATCH_UP_BATCH):
+        chunk = missing[i:i + CATCH_UP_BATCH]
+        run(_CATCH_UP_SQL, [[sid for sid, _ in chunk],
+                            [_read_text(data_dir / out) for _, out in chunk]])
+    _, rows = run(_STALE_SQL, None)
+    _, state = run(_STATE_SQL, None)
+    if rows[0][0] or not state[0][1]:
+        # LOAD on its own: the PRAGMA cannot even be parsed before the extension is loaded.
+        run(load_sql(), None)
+        run(rebuild_sql(), None)
+
+
+def _search_with(run: Run, q: SearchQuery) -> list[dict[str, Any]]:
+    run(load_sql(), None)
+    cols, rows = run(search_sql(), search_params(q))
+    return rows_with_snippets(cols, rows, q)
 
 
 def run_search(index_path: Path, q: SearchQuery, *, rebuild: bool = False
                ) -> list[dict[str, Any]]:
     """Search the index at `index_path`, whoever holds it.
 
-    When no process writes the index, a stale FTS index is rebuilt here (read-write,
-    briefly) and the search runs on that connection. When a crawl holds it, the search (and
-    a rebuild if stale) is sent to that process, which loads the extension too.
-    `rebuild` also refills snapshot_text from the snapshot folders first.
+    First the text of sealed snapshots not indexed yet is added (read from their folders)
+    and a stale FTS index rebuilt; then the ranked search. When no process writes the
+    index, a read-only connection is enough unless that work is needed (then it opens the
+    index read-write, briefly). When a crawl holds it, everything is sent to that process.
+    `rebuild` re-reads every snapshot's text first.
     """
     from store.db import Store, map_errors
     from store.reader import Reader
 
+    data_dir = index_path.parent
     with Reader(index_path) as reader:
         if reader.via_writer:
-            return _search_via_writer(reader, q, rebuild)
+            run = _reader_runner(reader)
+            _prepare(run, data_dir, rebuild)
+            return _search_with(run, q)
     if not rebuild:
         with map_errors(index_path):
             con = duckdb.connect(str(index_path), read_only=True)
         try:
-            has_text, _ = con.execute(_STATE_SQL).fetchone() or (0, 0)
-            if has_text and not is_dirty(con):
-                load_fts(con)
-                return search(con, q)
+            has_text, has_fts = con.execute(_STATE_SQL).fetchone() or (False, False)
+            if has_text and has_fts:
+                dirty, missing = con.execute(_STALE_SQL).fetchone() or (True, 1)
+                if not dirty and not missing:
+                    return _search_with(_cursor_runner(con), q)
         finally:
             con.close()
     store = Store(index_path)  # free: the FTS index lives in the file, so write it here
     try:
-        cur = store.cursor()
-        ensure_tables(cur)
-        empty = cur.execute("SELECT count(*) FROM snapshot_text").fetchone()
-        if rebuild or not empty or not empty[0]:
-            rebuild_text(cur, index_path.parent)
-        if rebuild or is_dirty(cur):
-            rebuild_fts(cur)
-        else:
-            load_fts(cur)
-        return search(cur, q)
+        run = _cursor_runner(store.cursor())
+        _prepare(run, data_dir, rebuild)
+        return _search_with(run, q)
     finally:
         store.close()
-
-
-def _search_via_writer(reader: Any, q: SearchQuery, rebuild: bool) -> list[dict[str, Any]]:
-    if rebuild:
-        raise SearchError("--rebuild needs the index free: wait for the running crawl to end")
-    has_text, _ = reader.query(_STATE_SQL).rows[0]
-    if not has_text:
-        raise SearchError("no text indexed yet: search again when the running crawl has "
-                          "sealed a snapshot, or after it ends")
-    dirty = reader.query(
-        f"SELECT coalesce((SELECT dirty FROM fts_state WHERE id = 1), true) "
-        f"OR (SELECT count(*) FROM duckdb_schemas() WHERE schema_name = '{FTS_SCHEMA}') = 0"
-    ).rows[0][0]
-    sql = "; ".join([load_sql(), *([rebuild_sql()] if dirty else []), search_sql()])
-    # write=True only because LOAD and the index rebuild are not SELECTs; the statements
-    # are ours, never the user's.
-    res = reader.query(sql, search_params(q), write=True)  # type: ignore[arg-type]
-    return rows_with_snippets(res.columns, res.rows, q)
