@@ -231,8 +231,9 @@ def child_crawl(ns: argparse.Namespace) -> None:
     data = Path(ns.data)
     t = time.perf_counter()
     rt = open_runtime(data)
-    configure_prefect(data)
-    import flows.crawl  # noqa: F401 - the flow engine import, off the timed path
+    if ns.granularity != "none":
+        configure_prefect(data)
+        import flows.crawl  # noqa: F401 - the flow engine import, off the timed path
     setup = time.perf_counter() - t
     config = {"URL_ALLOW_PRIVATE": "true"}
     if ns.plugins_path:
@@ -244,7 +245,10 @@ def child_crawl(ns: argparse.Namespace) -> None:
     t0 = time.perf_counter()
     crawl = create_crawl(rt.store.cursor(), seeds=seeds, max_depth=ns.depth, plugins=ns.plugins,
                          config=config, machine_id=rt.machine.id)
-    result = cli.run_crawl(rt, crawl["id"], ns.concurrency)
+    if ns.granularity == "none":
+        result = plain_crawl(rt, crawl["id"], ns.concurrency)
+    else:
+        result = cli.run_crawl(rt, crawl["id"], ns.concurrency)
     wall = time.perf_counter() - t0
     cur = rt.store.cursor()
     snaps = cur.execute("SELECT count(*) FILTER (WHERE status = 'sealed'), count(*) "
@@ -257,6 +261,42 @@ def child_crawl(ns: argparse.Namespace) -> None:
         "wall": wall, "setup": setup, "sealed": snaps[0], "snapshots": snaps[1],
         "results": res, "status": result.get("status"), "failures": result.get("failures"),
     }), flush=True)
+
+
+def plain_crawl(rt: Any, crawl_id: str, concurrency: int) -> dict[str, Any]:
+    """The crawl flow's loop without Prefect (diagnostic): the same tasks/work.py calls,
+    C snapshots at once in threads, claiming as slots free up (no polling sleep)."""
+    from concurrent.futures import FIRST_COMPLETED, Future, wait
+
+    from flows import context
+    from store import snapshots as snapshot_store
+    from tasks import work
+
+    cur = context.install(rt)
+    try:
+        crawl = work.claim_crawl(rt, crawl_id)
+        start = work.run_crawl_hooks(rt, crawl)
+        running: set[Future[dict[str, int]]] = set()
+        with ThreadPoolExecutor(concurrency) as ex:
+            while True:
+                free = concurrency - len(running)
+                claimed = snapshot_store.claim_snapshots(
+                    rt.store.cursor(), crawl_id, limit=free, lease=work.SNAPSHOT_LEASE
+                ) if free else []
+                for snap in claimed:
+                    running.add(ex.submit(work.run_snapshot, rt, cur.recorder, crawl, snap))
+                if not running:
+                    if snapshot_store.is_crawl_done(rt.store.cursor(), crawl_id):
+                        break
+                    time.sleep(0.05)
+                    continue
+                done, running = wait(running, return_when=FIRST_COMPLETED)
+                for f in done:
+                    f.result()
+        sealed = work.finish_crawl(rt, crawl, start.background)
+        return {"status": sealed["status"], "failures": start.failures}
+    finally:
+        context.uninstall()
 
 
 def run_crawl_child(data: Path, seeds: Sequence[str], *, depth: int, plugins: str,
@@ -492,20 +532,29 @@ def section_overhead(tab: Table, ns: argparse.Namespace) -> None:
         urls = [f"https://example.com/bench/{i}" for i in range(n)]
         f1 = spawn_floor(urls, hooks, env, c, floor_dir)
         print(f"  floor before: {f1:.1f} s (load {loadavg()})", flush=True)
-        prof = OUT / f"profile-overhead-n{n}.txt" if ns.profile else None
         crawl = run_crawl_child(data, [u + "?g=s" for u in urls], depth=0, plugins=plugins,
-                                plugins_path=NOOP_PLUGINS, concurrency=c, profile=prof)
+                                plugins_path=NOOP_PLUGINS, concurrency=c)
         print(f"  crawl: {crawl['wall']:.1f} s (load {loadavg()})", flush=True)
+        plain = run_crawl_child(data, [u + "?g=n" for u in urls], depth=0, plugins=plugins,
+                                plugins_path=NOOP_PLUGINS, concurrency=c, granularity="none")
+        print(f"  same work without Prefect: {plain['wall']:.1f} s (load {loadavg()})",
+              flush=True)
         f2 = spawn_floor(urls, hooks, env, c, floor_dir)
         print(f"  floor after: {f2:.1f} s (load {loadavg()})", flush=True)
         floor = (f1 + f2) / 2
         overhead_row(tab, f"granularity=snapshot (default), C={c}", n, k, crawl, floor,
                      1.3 if n >= 1000 else None)
+        overhead_row(tab, "diagnostic: same tasks/work.py calls, no Prefect", n, k, plain,
+                     floor, None)
         if abs(f1 - f2) / floor > 0.15:
             tab.note(f"overhead N={n}: the floor moved {f1:.1f} -> {f2:.1f} s during the run "
                      "(machine load); the ratio uses their mean")
-        if prof is not None:
-            tab.note(f"profile of the N={n} crawl: {summarize_profile(prof)}")
+        if ns.profile:  # an extra, untimed run under py-spy (it costs CPU itself)
+            prof = OUT / f"profile-overhead-n{n}.txt"
+            run_crawl_child(data, [u + "?g=p" for u in urls], depth=0, plugins=plugins,
+                            plugins_path=NOOP_PLUGINS, concurrency=c, profile=prof)
+            tab.note(f"profile of an N={n} crawl (granularity=snapshot): "
+                     f"{summarize_profile(prof)}")
         nt = ns.task_n
         turls = urls[:nt]
         g1 = spawn_floor(turls, hooks, env, c, floor_dir)
@@ -643,11 +692,24 @@ def section_scale(tab: Table, ns: argparse.Namespace) -> None:
 
 # --- profile summary (py-spy raw = collapsed stacks) --------------------------------------
 
-def summarize_profile(path: Path, top: int = 12) -> str:
-    """Inclusive sample share of our functions and Prefect's, from py-spy's raw output."""
+def _owner(loc: str) -> str:
+    for pkg in ("tasks/", "store/", "flows/"):
+        if loc.startswith(pkg) or f"/{pkg}" in loc:
+            return "ours"
+    for pkg in ("prefect", "duckdb", "polars", "psutil", "httpx", "httpcore", "anyio",
+                "pydantic", "websockets", "sqlalchemy"):
+        if loc.startswith(pkg) or f"/{pkg}" in loc:
+            return pkg
+    return "other"
+
+
+def summarize_profile(path: Path, top: int = 10) -> str:
+    """Where the orchestrator's CPU samples went, from py-spy's raw (collapsed) output:
+    by the package that owns the innermost known frame, and the top inclusive functions."""
     if not path.exists():
         return f"no profile ({path} missing: pip install py-spy into .venv)"
     incl: dict[str, int] = {}
+    buckets: dict[str, int] = {}
     total = 0
     for line in path.read_text(errors="replace").splitlines():
         stack, _, count = line.rpartition(" ")
@@ -657,22 +719,31 @@ def summarize_profile(path: Path, top: int = 12) -> str:
             continue
         total += k
         seen = set()
+        owner = "other"
         for frame in stack.split(";"):
-            name = frame.split(" (", 1)[0]
-            loc = frame.split(" (", 1)[1].rstrip(")") if " (" in frame else ""
-            key = f"{name} ({loc.split(':')[0].replace(str(ROOT) + '/', '')})"
-            if key not in seen:
+            name, _, loc = frame.partition(" (")
+            loc = loc.rstrip(")").split(":")[0].replace(str(ROOT) + "/", "")
+            o = _owner(loc)
+            if o != "other":
+                owner = o  # the innermost known frame wins
+            key = f"{name} ({loc})"
+            if key not in seen and o in ("ours", "prefect"):
                 seen.add(key)
                 incl[key] = incl.get(key, 0) + k
+        buckets[owner] = buckets.get(owner, 0) + k
     if not total:
         return "empty profile"
     ranked = sorted(incl.items(), key=lambda kv: -kv[1])
-    ours = [(k, v) for k, v in ranked if any(p in k for p in ("(tasks/", "(store/", "(flows/"))]
-    pref = [(k, v) for k, v in ranked if "site-packages/prefect" in k]
+
     def show(xs: list[tuple[str, int]]) -> str:
         return ", ".join(f"{k} {v / total:.0%}" for k, v in xs[:top])
-    return (f"{total} samples; ours (inclusive): {show(ours)}; prefect (inclusive): "
-            f"{show([(k.split('site-packages/')[-1], v) for k, v in pref])}")
+
+    by = ", ".join(f"{k} {v / total:.0%}"
+                   for k, v in sorted(buckets.items(), key=lambda kv: -kv[1]))
+    ours = [(k, v) for k, v in ranked if _owner(k.split(" (", 1)[1]) == "ours"]
+    pref = [(k, v) for k, v in ranked if _owner(k.split(" (", 1)[1]) == "prefect"]
+    return (f"{total} CPU samples (py-spy, 50/s, idle excluded); by innermost owner: {by}; "
+            f"ours, inclusive: {show(ours)}; Prefect, inclusive: {show(pref)}")
 
 
 # --- main ---------------------------------------------------------------------------------
@@ -687,7 +758,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         cp.add_argument("--plugins", required=True)
         cp.add_argument("--plugins-path")
         cp.add_argument("--concurrency", type=int, default=4)
-        cp.add_argument("--granularity", default="snapshot")
+        cp.add_argument("--granularity", default="snapshot",
+                        choices=["snapshot", "task", "none"])
         cp.add_argument("--config", action="append")
         child_crawl(cp.parse_args(argv[1:]))
         return 0
