@@ -31,6 +31,23 @@ def _say(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
+def _cli_errors(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """Report flows.cli.CliError here: under `python -m flows.cli`, main() catches
+    `__main__.CliError`, another class than the `flows.cli.CliError` this module raises."""
+
+    def run(args: argparse.Namespace) -> int:
+        from flows.cli import CliError
+
+        try:
+            return fn(args)
+        except CliError as e:
+            _say(f"archiveflow: {e}")
+            return e.code
+
+    run.__doc__ = fn.__doc__
+    return run
+
+
 def _data_dir(args: argparse.Namespace) -> Path:
     return Path(args.data_dir or os.environ.get("ARCHIVEFLOW_DATA_DIR") or "./data").resolve()
 
@@ -186,7 +203,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_schedule(args: argparse.Namespace) -> int:
-    return int(args.schedule_fn(args))
+    return int(_cli_errors(args.schedule_fn)(args))
 
 
 # --- serve --------------------------------------------------------------------------------
@@ -361,8 +378,8 @@ def register(command: Command) -> None:
     rn = _sub(sub, "run", cmd_run, "Start a run of a schedule now (served by `serve`).")
     rn.add_argument("name")
 
-    sv = command("serve", cmd_serve, "Run every schedule (and the per-machine binaries "
-                 "install) until stopped; runs show in the Prefect UI.")
+    sv = command("serve", _cli_errors(cmd_serve), "Run every schedule (and the per-machine "
+                 "binaries install) until stopped; runs show in the Prefect UI.")
     sv.add_argument("--limit", type=int, default=1,
                     help="runs at once (default 1: one process writes the index at a time)")
     sv.add_argument("--poll", type=float, default=5.0,

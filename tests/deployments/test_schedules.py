@@ -224,11 +224,24 @@ def test_only_new_archives_nothing_the_second_time(scheduled: dict[str, Any],
 
 
 def test_timings(scheduled: dict[str, Any]) -> None:
-    pickups = [(r.start_time - r.created).total_seconds()
-               for pair in scheduled["runs"] for r in pair if r.start_time and r.created]
-    print(f"\nschedule add {scheduled['add_seconds']:.1f}s; serve ready "
-          f"{scheduled['serve_ready_seconds']:.1f}s; run pickup (created → running) "
-          + ", ".join(f"{p:.1f}s" for p in pickups))
+    from prefect import get_client
+
+    async def states(run_id: UUID) -> dict[str, float]:
+        async with get_client() as client:
+            return {s.type.value: s.timestamp.timestamp()
+                    for s in await client.read_flow_run_states(run_id)}
+
+    runs = [r for pair in scheduled["runs"] for r in pair]
+    spans = []
+    for r in runs:
+        st = asyncio.run(states(r.id))
+        created = r.created.timestamp()
+        spans.append(f"{st.get('PENDING', created) - created:.1f}/"
+                     f"{st.get('RUNNING', created) - created:.1f}/"
+                     f"{st.get('COMPLETED', created) - created:.1f}")
+    print(f"\nschedule add {scheduled['add_seconds']:.1f}s (CLI process); serve ready "
+          f"{scheduled['serve_ready_seconds']:.1f}s; runs created → pending (picked up) / "
+          f"running (subprocess started) / completed: {', '.join(spans)} s")
 
 
 def test_remove_deletes_schedule_and_deployment(scheduled: dict[str, Any]) -> None:
