@@ -58,11 +58,14 @@ def _query_while_running(data: Path, proc: subprocess.Popen[str]) -> dict[str, A
                 held = r.via_writer
         except Exception:  # noqa: BLE001 - the index may be between owners
             held = False
-        if held and "stats" not in seen:
-            seen["stats"] = _cli_in_process(data, "stats")
-            seen["search"] = _cli_in_process(data, "search", "quick zebra", "--json")
-            seen["running_after"] = proc.poll() is None
-            break
+        if held:
+            stats = _cli_in_process(data, "stats")
+            # The writer opens the index a moment before it starts serving queries.
+            if stats[0] == 0 or "serves no queries" not in stats[2]:
+                seen["stats"] = stats
+                seen["search"] = _cli_in_process(data, "search", "quick zebra", "--json")
+                seen["running_after"] = proc.poll() is None
+                break
         time.sleep(0.2)
     return seen
 

@@ -35,7 +35,7 @@ def exported(archive: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
 def _table(archive: dict[str, Any], sql: str) -> Any:
     con = duckdb.connect(str(archive["data"] / "index.duckdb"), read_only=True)
     try:
-        return con.execute(sql).fetch_arrow_table()
+        return con.execute(sql).to_arrow_table()
     finally:
         con.close()
 
