@@ -43,7 +43,13 @@ def _pct(value: Any) -> str:
 
 
 def _mib(n: Any) -> str:
-    return f"{(n or 0) / 1048576:.1f} MiB"
+    """A byte count for people: 812 B, 3.4 KiB, 1.2 MiB, 5.0 GiB."""
+    size = float(n or 0)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GiB"
 
 
 # --- stats ----------------------------------------------------------------------------------

@@ -5,8 +5,10 @@
   search works on air-gapped machines.
 - `snapshot_text` holds one row per sealed Snapshot: id, url, title, domain, its capture
   time and the text `htmltotext` saved. `index_snapshots()` keeps it in step; the pipeline
-  calls it in the same transaction that seals a batch of snapshots. It is cheap (it reads
+  calls it after it seals a batch of snapshots. It is cheap (it reads
   small text files and writes two set-based statements) and marks the FTS index stale.
+  Any sealed snapshot still missing from it is added by the next search, so a failure or a
+  missed call here only delays its text until then.
 - The FTS index itself (`PRAGMA create_fts_index`) cannot be updated in place: it is a full
   rebuild, linear in the corpus. Rebuilding it per sealed batch would make a crawl of N
   snapshots cost O(N²); so it is rebuilt lazily, by the first search that finds it stale
