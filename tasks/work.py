@@ -6,7 +6,9 @@ takes the process's Runtime; DuckDB writes go through store/ (set-based) and the
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import re
 import signal
 from dataclasses import dataclass, field
@@ -41,6 +43,32 @@ from tasks.runtime import Runtime
 ARG_INLINE_MAX: Final[int] = 8 * 1024  # longer seed text goes through a file
 SNAPSHOT_LEASE: Final[float] = 6 * 3600.0
 _URLISH = re.compile(r"""[A-Za-z][A-Za-z0-9+.-]*://[^\s"]+""")  # not into JSON quotes
+
+
+# A full disk (or quota) is not transient for a hook: retrying at once fails the same way.
+_DISK_FULL: Final[frozenset[int]] = frozenset({errno.ENOSPC, errno.EDQUOT})
+DISK_LOW_BYTES: Final[int] = 1024 * 1024  # below this a failed hook gets a disk-full note
+
+
+def _disk_full(hook: Hook, e: OSError) -> HookOutcome:
+    return failed_outcome(f"hook {hook.name} could not run: the data folder's disk is full "
+                          f"({e.strerror}: {e.filename or ''}); free space, then archive "
+                          "this URL again")
+
+
+def _with_disk_note(outcome: HookOutcome, folder: Path) -> HookOutcome:
+    """A failed hook on a full disk often could not even log why: say it for it."""
+    if outcome.status != "failed":
+        return outcome
+    try:
+        st = os.statvfs(folder)
+    except OSError:
+        return outcome
+    free = st.f_bavail * st.f_frsize
+    if free < DISK_LOW_BYTES:
+        note = f"the data folder's disk is full ({free // 1024} KB free)"
+        outcome.error = f"{outcome.error}\n{note}" if outcome.error else note
+    return outcome
 
 
 class TransientHookError(RuntimeError):
@@ -205,9 +233,14 @@ def prepare_snapshot(rt: Runtime, crawl: dict[str, Any], snapshot: dict[str, Any
     """
     cfg = rt.config(_json(crawl.get("config")), _json(snapshot.get("config")))
     snap_dir = rt.data_dir / snapshot["output_dir"]
-    snap_dir.mkdir(parents=True, exist_ok=True)
     env = rt.hook_env(cfg, crawl_dir=rt.data_dir / crawl["output_dir"], snap_dir=snap_dir)
-    write_snapshot_json(rt, crawl, snapshot, snap_dir)
+    try:
+        snap_dir.mkdir(parents=True, exist_ok=True)
+        write_snapshot_json(rt, crawl, snapshot, snap_dir)
+    except OSError as e:
+        if e.errno not in _DISK_FULL:
+            raise
+        # Go on: each hook then fails with the reason instead of the whole crawl crashing.
     plan = SnapshotPlan(crawl, snapshot, cfg, env, snap_dir)
     hooks = {h.name: h for h in rt.hooks("Snapshot", cfg, plugin_list(crawl))}
     with rt.store.transaction() as cur:
@@ -299,9 +332,11 @@ def run_result(rt: Runtime, plan: SnapshotPlan, item: PlanItem) -> ResultDone:
     except HookLaunchError as e:
         return ResultDone(item.ar_id, hook, failed_outcome(f"hook {hook.name} cannot start: {e}"))
     except OSError as e:  # EAGAIN/ENOMEM: the machine is out of something for now
+        if e.errno in _DISK_FULL:
+            return ResultDone(item.ar_id, hook, _disk_full(hook, e))
         raise TransientHookError(f"hook {hook.name} could not start: {e}") from e
     outcome = update_from_output(run, output_dir=plan.snap_dir, snapshot_dir=plan.snap_dir)
-    return ResultDone(item.ar_id, hook, outcome, run)
+    return ResultDone(item.ar_id, hook, _with_disk_note(outcome, plan.snap_dir), run)
 
 
 def start_background(rt: Runtime, plan: SnapshotPlan, item: PlanItem) -> HookRun | ResultDone:
@@ -312,6 +347,10 @@ def start_background(rt: Runtime, plan: SnapshotPlan, item: PlanItem) -> HookRun
                         extra_context=plan.extra_context)
     except HookLaunchError as e:
         return ResultDone(item.ar_id, item.hook, failed_outcome(f"hook cannot start: {e}"))
+    except OSError as e:
+        if e.errno in _DISK_FULL:
+            return ResultDone(item.ar_id, item.hook, _disk_full(item.hook, e))
+        raise
 
 
 def finish_background(rt: Runtime, plan: SnapshotPlan, runs: dict[str, HookRun]
@@ -327,10 +366,16 @@ def finish_background(rt: Runtime, plan: SnapshotPlan, runs: dict[str, HookRun]
     for ar_id, run in runs.items():
         reason = None if run.hook.is_daemon else (
             f"timed out after {hook_timeout(run.hook, plan.config):g}s")
-        finalize_background(run, reason=reason if process_is_alive(run.paths.pid_file)
-                            else None)
+        try:
+            finalize_background(run, reason=reason if process_is_alive(run.paths.pid_file)
+                                else None)
+        except OSError as e:  # its exit record could not be written
+            if e.errno not in _DISK_FULL:
+                raise
+            out.append(ResultDone(ar_id, run.hook, _disk_full(run.hook, e), run))
+            continue
         outcome = update_from_output(run, output_dir=plan.snap_dir, snapshot_dir=plan.snap_dir)
-        out.append(ResultDone(ar_id, run.hook, outcome, run))
+        out.append(ResultDone(ar_id, run.hook, _with_disk_note(outcome, plan.snap_dir), run))
     return out
 
 
