@@ -242,6 +242,7 @@ def child_crawl(ns: argparse.Namespace) -> None:
         k, v = kv.split("=", 1)
         config[k] = v
     seeds = Path(ns.seeds).read_text(encoding="utf-8")
+    c0 = os.times()
     t0 = time.perf_counter()
     crawl = create_crawl(rt.store.cursor(), seeds=seeds, max_depth=ns.depth, plugins=ns.plugins,
                          config=config, machine_id=rt.machine.id)
@@ -250,6 +251,8 @@ def child_crawl(ns: argparse.Namespace) -> None:
     else:
         result = cli.run_crawl(rt, crawl["id"], ns.concurrency)
     wall = time.perf_counter() - t0
+    c1 = os.times()
+    cpu = (c1.user - c0.user) + (c1.system - c0.system)  # this process only, not the hooks
     cur = rt.store.cursor()
     snaps = cur.execute("SELECT count(*) FILTER (WHERE status = 'sealed'), count(*) "
                         "FROM snapshot WHERE crawl_id = ?", [crawl["id"]]).fetchone()
@@ -258,7 +261,7 @@ def child_crawl(ns: argparse.Namespace) -> None:
         "WHERE s.crawl_id = ? GROUP BY ALL", [crawl["id"]]).fetchall())
     rt.close()
     print("BENCH-RESULT " + json.dumps({
-        "wall": wall, "setup": setup, "sealed": snaps[0], "snapshots": snaps[1],
+        "wall": wall, "setup": setup, "cpu": cpu, "sealed": snaps[0], "snapshots": snaps[1],
         "results": res, "status": result.get("status"), "failures": result.get("failures"),
     }), flush=True)
 
@@ -513,6 +516,7 @@ def overhead_row(tab: Table, label: str, n: int, k: int, crawl: dict[str, Any],
                 fmt_s(floor), ratio, f"<= {target}x" if target else "-",
                 (ratio <= target and ok_count) if target else None,
                 f"+{per_snap:.0f} ms/Snapshot, +{per_ar:.1f} ms/ArchiveResult above the floor; "
+                f"orchestrator CPU {crawl['cpu'] / n * 1e3:.0f} ms/Snapshot; "
                 f"{crawl['sealed']}/{n} sealed, results {crawl['results']}; orchestrator peak "
                 f"RSS {crawl['peak_rss'] / 2**20:.0f} MB, server {crawl['server_rss'] / 2**20:.0f}"
                 " MB"))
