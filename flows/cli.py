@@ -406,4 +406,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m flows.cli`: run the importable module's main, so that the CliError that
+    # extension modules import is the one main() catches (not __main__'s copy).
+    from flows.cli import main as _main
+
+    sys.exit(_main())
