@@ -74,6 +74,22 @@ def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], out: Any 
 
 # --- add / resume -------------------------------------------------------------------------
 
+_SEED_FILE_SUFFIXES = (".xml", ".rss", ".atom", ".jsonl", ".txt")
+_SEED_FILE_NAMES = ("feed", "rss", "atom")
+_SEED_FILE_PREFIXES = ("sitemap", "bookmark")
+
+
+def _looks_like_seed_file(arg: str) -> bool:
+    """A URL that names a list of URLs (the rule the seeds plugin applies too)."""
+    if not arg.startswith(("http://", "https://")):
+        return False
+    path = arg.split("?", 1)[0].split("#", 1)[0].lower()
+    path = path.split("://", 1)[1].partition("/")[2].rstrip("/")
+    last = path.rsplit("/", 1)[-1]
+    return (path.endswith(_SEED_FILE_SUFFIXES) or last in _SEED_FILE_NAMES
+            or last.startswith(_SEED_FILE_PREFIXES))
+
+
 def _read_seeds(inputs: list[str]) -> tuple[str, list[tuple[str, str]]]:
     """Seed text from args, a file, or stdin; plus URL args refused with reasons."""
     from tasks.urls import check_url
@@ -86,9 +102,8 @@ def _read_seeds(inputs: list[str]) -> tuple[str, list[tuple[str, str]]]:
         return text, []
     if len(inputs) == 1 and Path(inputs[0]).is_file():
         return str(Path(inputs[0]).resolve()), []
-    if len(inputs) == 1 and inputs[0].startswith(("http://", "https://")) and \
-            inputs[0].rsplit("?", 1)[0].endswith((".xml", ".rss", ".atom", ".jsonl")):
-        return inputs[0], []  # a feed or sitemap URL: the seed parser fetches it
+    if len(inputs) == 1 and _looks_like_seed_file(inputs[0]):
+        return inputs[0], []  # a feed, sitemap or bookmarks URL: the seed parser fetches it
     refused = []
     kept = []
     for raw in inputs:
@@ -250,7 +265,7 @@ def cmd_add(args: argparse.Namespace) -> int:
             if url not in said:
                 _say(f"refused {url!r}: {reason}")
         for failure in result["failures"]:
-            _say(f"error: {failure}")
+            _say(f"error: {failure.splitlines()[0] if failure else 'failed'}")
         summarize(rt, crawl["id"])
         if result["failures"] and result["snapshots"] == 0:
             return EXIT_FAILED
