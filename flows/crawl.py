@@ -11,6 +11,7 @@ from prefect.cache_policies import NO_CACHE
 from flows.binaries import require_binaries
 from flows.context import current
 from flows.runtime import granularity
+from flows.scheduled import hook_slot
 from flows.snapshot import snapshot_flow
 from store import snapshots as snapshot_store
 from tasks import work
@@ -31,7 +32,8 @@ async def archive_snapshot(url: str, snapshot_id: str, slot: str) -> dict[str, i
     """
     cur = current()
     crawl, snapshot = cur.slots[slot]
-    return await asyncio.to_thread(work.run_snapshot, cur.rt, cur.recorder, crawl, snapshot)
+    return await asyncio.to_thread(work.run_snapshot, cur.rt, cur.recorder, crawl, snapshot,
+                                   hook_slot)
 
 
 @flow(name="crawl", flow_run_name="crawl {crawl_id}", persist_result=False,

@@ -6,11 +6,14 @@ takes the process's Runtime; DuckDB writes go through store/ (set-based) and the
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
 import re
 import signal
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -386,26 +389,41 @@ def record_snapshot(rt: Runtime, recorder: Recorder, plan: SnapshotPlan,
     return recorder.submit(item).wait()
 
 
+Hold = Callable[[str, Mapping[str, str]], AbstractContextManager[None]]
+
+
+def _hold_nothing(plugin: str, config: Mapping[str, str]) -> AbstractContextManager[None]:
+    return contextlib.nullcontext()
+
+
 def run_snapshot(rt: Runtime, recorder: Recorder, crawl: dict[str, Any],
-                 snapshot: dict[str, Any]) -> dict[str, int]:
+                 snapshot: dict[str, Any], hold: Hold | None = None) -> dict[str, int]:
     """A whole snapshot in one call: foreground hooks in order, background hooks alongside,
-    then cleanup and record. Returns result counts by status."""
+    then cleanup and record. Returns result counts by status.
+
+    `hold(plugin, config)` is entered around each hook run (a background hook holds it
+    until it is finished): the flows pass a global concurrency slot for browser plugins.
+    """
+    hold = hold or _hold_nothing
     plan = prepare_snapshot(rt, crawl, snapshot)
     results: list[ResultDone] = []
     background: dict[str, HookRun] = {}
-    for item in plan.items:
-        if item.hook.is_background:
-            started = start_background(rt, plan, item)
-            if isinstance(started, ResultDone):
-                results.append(started)
-            else:
-                background[item.ar_id] = started
-            continue
-        try:
-            results.append(run_result(rt, plan, item))
-        except TransientHookError:
-            results.append(run_result(rt, plan, item))  # once more, then let it raise
-    results.extend(finish_background(rt, plan, background))
+    with contextlib.ExitStack() as held:
+        for item in plan.items:
+            if item.hook.is_background:
+                held.enter_context(hold(item.hook.plugin, plan.config))
+                started = start_background(rt, plan, item)
+                if isinstance(started, ResultDone):
+                    results.append(started)
+                else:
+                    background[item.ar_id] = started
+                continue
+            with hold(item.hook.plugin, plan.config):
+                try:
+                    results.append(run_result(rt, plan, item))
+                except TransientHookError:
+                    results.append(run_result(rt, plan, item))  # once more, then raise
+        results.extend(finish_background(rt, plan, background))
     record_snapshot(rt, recorder, plan, results)
     counts: dict[str, int] = {}
     for r in [*plan.done, *results]:
