@@ -134,7 +134,7 @@ def write_batch(store: Store, items: list[SnapshotDone]) -> list[IngestReport]:
 
 
 class Recorder:
-    """The batch writer thread of one process."""
+    """The batch writer thread of one process, and its search-text indexer thread."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
@@ -142,6 +142,38 @@ class Recorder:
         self._thread = threading.Thread(target=self._loop, name="archiveflow-recorder",
                                         daemon=True)
         self._thread.start()
+        # Sealed snapshots' text goes into the search table off the write path: it is
+        # derived data (a search adds whatever is missing), so it never delays a seal.
+        self._text_q: queue.Queue[list[str] | None] = queue.Queue()
+        self._indexer = threading.Thread(target=self._index_loop,
+                                         name="archiveflow-search-text", daemon=True)
+        self._indexer.start()
+
+    def _index_loop(self) -> None:
+        from store import search
+
+        while True:
+            first = self._text_q.get()
+            if first is None:
+                return
+            ids = list(first)
+            stop = False
+            while True:
+                try:
+                    more = self._text_q.get(timeout=0.5)
+                except queue.Empty:
+                    break
+                if more is None:
+                    stop = True
+                    break
+                ids.extend(more)
+            try:
+                with self.store.transaction() as cur:
+                    search.index_snapshots(cur, self.store.path.parent, ids)
+            except Exception:  # noqa: BLE001 - derived data; the next search catches up
+                pass
+            if stop:
+                return
 
     def submit(self, item: SnapshotDone) -> SnapshotDone:
         """Queue a finished snapshot for the next batch."""
@@ -173,10 +205,16 @@ class Recorder:
                     item.error = e
             for item in batch:
                 item._done.set()
+            sealed = [i.ctx.snapshot["id"] for i in batch
+                      if i.seal and i.ctx.snapshot and i.error is None]
+            if sealed:
+                self._text_q.put(sealed)
             if stop:
                 return
 
     def close(self) -> None:
-        """Write what is queued, then stop the thread."""
+        """Write what is queued, index its text, then stop both threads."""
         self._q.put(None)
         self._thread.join()
+        self._text_q.put(None)
+        self._indexer.join()

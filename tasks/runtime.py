@@ -64,7 +64,12 @@ class Runtime:
         with self._lock:
             hit = self._config_cache.get(key)
             if hit is None:
-                hit = resolve_config(self.plugin_dirs().values(), self.user_config,
+                # A crawl may add plugin folders (PLUGINS_PATH): their defaults count too.
+                extra = [str((snapshot_config or {}).get("PLUGINS_PATH") or ""),
+                         str((crawl_config or {}).get("PLUGINS_PATH") or "")]
+                folders = [*self.search_path,
+                           *(Path(p) for e in extra for p in e.split(os.pathsep) if p)]
+                hit = resolve_config(plugin_dirs(folders).values(), self.user_config,
                                      self.base_env, crawl_config, snapshot_config)
                 self._config_cache[key] = hit
             return hit

@@ -331,7 +331,7 @@ def run_result(rt: Runtime, plan: SnapshotPlan, item: PlanItem) -> ResultDone:
     try:
         run = run_hook(hook, args=plan.args, output_dir=plan.snap_dir, env=plan.env,
                        timeout=hook_timeout(hook, plan.config),
-                       extra_context=plan.extra_context)
+                       extra_context={**plan.extra_context, "archiveresult_id": item.ar_id})
     except HookLaunchError as e:
         return ResultDone(item.ar_id, hook, failed_outcome(f"hook {hook.name} cannot start: {e}"))
     except OSError as e:  # EAGAIN/ENOMEM: the machine is out of something for now
@@ -347,7 +347,7 @@ def start_background(rt: Runtime, plan: SnapshotPlan, item: PlanItem) -> HookRun
     try:
         return run_hook(item.hook, args=plan.args, output_dir=plan.snap_dir, env=plan.env,
                         timeout=hook_timeout(item.hook, plan.config),
-                        extra_context=plan.extra_context)
+                        extra_context={**plan.extra_context, "archiveresult_id": item.ar_id})
     except HookLaunchError as e:
         return ResultDone(item.ar_id, item.hook, failed_outcome(f"hook cannot start: {e}"))
     except OSError as e:
