@@ -305,6 +305,14 @@ def main(argv: list[str]) -> int:
                 if left <= 0:
                     raise subprocess.TimeoutExpired(cmd, timeout)
                 rc, out = run(cmd, left, env=env)
+                if rc == 0 and not is_executable(binary):
+                    # Already installed, but its console script was deleted: pip calls the
+                    # requirement satisfied and restores nothing unless forced.
+                    say("package present without its script; reinstalling it")
+                    left = timeout - (time.monotonic() - started)
+                    if left <= 0:
+                        raise subprocess.TimeoutExpired(cmd, timeout)
+                    rc, out = run([*cmd, "--force-reinstall", "--no-deps"], left, env=env)
             except subprocess.TimeoutExpired:
                 return fail(f"pip install {' '.join(packages)} timed out after {timeout:g}s")
             if rc != 0:

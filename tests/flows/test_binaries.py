@@ -224,9 +224,6 @@ def test_deleted_binary_is_detected_and_reinstalled(
     assert rt.binaries["cowsay"] == cowsay["abspath"]
 
 
-@pytest.mark.xfail(strict=True, reason="pip provider: `pip install` of a package already in "
-                   "the venv does not restore its deleted console script (needs "
-                   "--force-reinstall); plugins/pip is not this module's")
 def test_deleted_console_script_alone_is_reinstalled(
         rt: Runtime, first_install: binaries.InstallReport) -> None:
     script = rt.lib_dir / "pip" / "venv" / "bin" / "cowsay"
