@@ -662,6 +662,59 @@ def run_abx(pages: Sequence[str], base: str) -> dict[str, Any]:
                      f"{(proc.stderr or proc.stdout)[-300:]!r}"}
 
 
+def index_growth(sizes: Sequence[int], k: int = 5, reps: int = 40) -> dict[int, float]:
+    """ms of one snapshot's per-snapshot writes that scan a whole table (create_pending's
+    and the process rows' anti-join in store/load.insert_frame) on an index that already
+    holds `size` ArchiveResults and process rows, for each size."""
+    import polars as pl
+
+    from store.db import Store
+    from store.ids import new_id
+    from store.load import frame, insert_frame
+    from store.results import create_pending
+
+    out: dict[int, float] = {}
+    for size in sizes:
+        d = fresh_dir(f"index-growth-{size}")
+        st = Store(d / "index.duckdb")
+        try:
+            now = datetime.now(UTC)
+            with st.transaction() as cur:
+                if size:
+                    ids = pl.Series([new_id() for _ in range(size)])
+                    snaps = pl.Series([f"s{i // k}" for i in range(size)])
+                    insert_frame(cur, "archiveresult", frame("archiveresult", pl.DataFrame({
+                        "id": ids, "snapshot_id": snaps, "plugin": pl.Series(
+                            [f"noop{i % k}" for i in range(size)]),
+                        "hook_name": pl.Series([f"on_Snapshot__{i % k}" for i in range(size)]),
+                        "output_dir": snaps, "status": ["succeeded"] * size})),
+                        on_conflict="error")
+                    insert_frame(cur, "process", frame("process", pl.DataFrame({
+                        "id": ids, "owner_type": ["archiveresult"] * size, "owner_id": ids,
+                        "hook_name": ["h"] * size, "pid": [1] * size, "cmd": ["x"] * size,
+                        "cwd": ["/"] * size, "started_at": [now] * size})),
+                        on_conflict="error")
+            times = []
+            for r in range(reps):
+                sid = f"new{r}"
+                t = time.perf_counter()
+                with st.transaction() as cur:
+                    create_pending(cur, [{"id": new_id(), "snapshot_id": sid, "plugin": f"p{j}",
+                                          "hook_name": f"h{j}", "output_dir": sid,
+                                          "is_background": False} for j in range(k)])
+                    insert_frame(cur, "process", frame("process", [
+                        {"id": new_id(), "owner_type": "archiveresult", "owner_id": sid,
+                         "hook_name": f"h{j}", "pid": 1, "cmd": "x", "cwd": "/",
+                         "started_at": now}
+                        for j in range(k)]))
+                times.append(time.perf_counter() - t)
+            out[size] = statistics.median(times) * 1e3
+        finally:
+            st.close()
+            shutil.rmtree(d, ignore_errors=True)
+    return out
+
+
 def section_scale(tab: Table, ns: argparse.Namespace) -> None:
     c = ns.concurrency
     points = list(ns.scale_n)
@@ -679,6 +732,15 @@ def section_scale(tab: Table, ns: argparse.Namespace) -> None:
                   f"{r['peak_rss'] / 2**20:.0f} MB (load {loadavg()})", flush=True)
     finally:
         stop_server(data)
+    growth = index_growth([5 * points[0], 50_000, 500_000])
+    base_size = 5 * points[0]
+    for size, ms in growth.items():
+        if size == base_size:
+            continue
+        tab.add(Row("scale", f"diagnostic: create_pending + process insert per Snapshot on an "
+                    f"index of {size:,} results (~{size // 5:,} snapshots)", f"{ms:.1f} ms",
+                    f"{growth[base_size]:.1f} ms at {base_size:,}", ms / growth[base_size],
+                    "-", None, "insert_frame anti-joins the whole table"))
     small = points[0]
     per_small = res[small]["wall"] / small * 1e3
     for n in points[1:]:
