@@ -349,6 +349,23 @@ def cmd_sql(args: argparse.Namespace) -> int:
 
 # --- parser -------------------------------------------------------------------------------
 
+def add_crawl_options(p: argparse.ArgumentParser, per: str) -> None:
+    """The options that shape a crawl (shared by `add` and `schedule add`)."""
+    p.add_argument("--depth", type=int, default=0, help="follow links this deep (default 0)")
+    p.add_argument("--tag", action="append", help="tag every snapshot (repeatable)")
+    p.add_argument("--plugins", help="only these plugins, comma-separated")
+    p.add_argument("--allow", help="regex a discovered URL must match to be followed")
+    p.add_argument("--deny", help="regex a discovered URL must not match")
+    p.add_argument("--max-urls", type=int, help=f"at most this many snapshots per {per}")
+    p.add_argument("--parser", help="force a seed format: txt, netscape, rss, atom, sitemap, "
+                   "jsonl")
+    p.add_argument("--concurrency", type=int, default=4, help="snapshots at once (default 4)")
+    p.add_argument("--config", action="append", metavar="KEY=VALUE",
+                   help=f"config for this {per} (repeatable), e.g. WGET_TIMEOUT=30")
+    p.add_argument("--allow-private", action="store_true",
+                   help="allow loopback/private-network targets (URL_ALLOW_PRIVATE)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argparse tree of every command."""
     p = argparse.ArgumentParser(
@@ -367,19 +384,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     a = command("add", cmd_add, "Archive URLs (args, a file, or - for stdin) as a new crawl.")
     a.add_argument("inputs", nargs="*", metavar="URL|FILE|-")
-    a.add_argument("--depth", type=int, default=0, help="follow links this deep (default 0)")
-    a.add_argument("--tag", action="append", help="tag every snapshot (repeatable)")
-    a.add_argument("--plugins", help="only these plugins, comma-separated")
-    a.add_argument("--allow", help="regex a discovered URL must match to be followed")
-    a.add_argument("--deny", help="regex a discovered URL must not match")
-    a.add_argument("--max-urls", type=int, help="at most this many snapshots in the crawl")
-    a.add_argument("--parser", help="force a seed format: txt, netscape, rss, atom, sitemap, "
-                   "jsonl")
-    a.add_argument("--concurrency", type=int, default=4, help="snapshots at once (default 4)")
-    a.add_argument("--config", action="append", metavar="KEY=VALUE",
-                   help="config for this crawl (repeatable), e.g. WGET_TIMEOUT=30")
-    a.add_argument("--allow-private", action="store_true",
-                   help="allow loopback/private-network targets (URL_ALLOW_PRIVATE)")
+    add_crawl_options(a, per="crawl")
 
     r = command("resume", cmd_resume, "Finish every crawl that was interrupted.")
     r.add_argument("--concurrency", type=int, default=4)

@@ -195,24 +195,12 @@ def cmd_reindex(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _reporting(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    # Under `python -m flows.cli`, main() catches __main__.CliError, not flows.cli.CliError:
-    # report ours here so the user gets the one-line message either way.
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return fn(args)
-        except CliError as e:
-            _say(f"archiveflow: {e}")
-            return e.code
-    return run
-
-
 def register(add_command: Command) -> None:
     """Add this module's commands to the CLI."""
 
     def command(name: str, fn: Callable[[argparse.Namespace], int], helptext: str
                 ) -> argparse.ArgumentParser:
-        return add_command(name, _reporting(fn), helptext)
+        return add_command(name, fn, helptext)
 
     command("stats", cmd_stats, "A one-screen summary of the archive (works during a crawl).")
 

@@ -31,23 +31,6 @@ def _say(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def _cli_errors(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    """Report flows.cli.CliError here: under `python -m flows.cli`, main() catches
-    `__main__.CliError`, another class than the `flows.cli.CliError` this module raises."""
-
-    def run(args: argparse.Namespace) -> int:
-        from flows.cli import CliError
-
-        try:
-            return fn(args)
-        except CliError as e:
-            _say(f"archiveflow: {e}")
-            return e.code
-
-    run.__doc__ = fn.__doc__
-    return run
-
-
 def _data_dir(args: argparse.Namespace) -> Path:
     return Path(args.data_dir or os.environ.get("ARCHIVEFLOW_DATA_DIR") or "./data").resolve()
 
@@ -203,7 +186,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_schedule(args: argparse.Namespace) -> int:
-    return int(_cli_errors(args.schedule_fn)(args))
+    return int(args.schedule_fn(args))
 
 
 # --- serve --------------------------------------------------------------------------------
@@ -337,6 +320,8 @@ def _sub(parent: argparse._SubParsersAction, name: str, fn: Callable[[argparse.N
 
 def register(command: Command) -> None:
     """Add `schedule` and `serve` to the archiveflow parser."""
+    from flows.cli import add_crawl_options
+
     s = command("schedule", cmd_schedule, "Recurring crawls: add, list, remove, run now.")
     sub = s.add_subparsers(dest="schedule_command", required=True, metavar="ACTION")
 
@@ -353,19 +338,7 @@ def register(command: Command) -> None:
     a.add_argument("--only-new", action="store_true",
                    help="archive only seeds never archived in this data folder (feeds); "
                    "default: every run captures every seed again")
-    a.add_argument("--depth", type=int, default=0, help="follow links this deep (default 0)")
-    a.add_argument("--tag", action="append", help="tag every snapshot (repeatable)")
-    a.add_argument("--plugins", help="only these plugins, comma-separated")
-    a.add_argument("--allow", help="regex a discovered URL must match to be followed")
-    a.add_argument("--deny", help="regex a discovered URL must not match")
-    a.add_argument("--max-urls", type=int, help="at most this many snapshots per run")
-    a.add_argument("--parser", help="force a seed format: txt, netscape, rss, atom, sitemap, "
-                   "jsonl")
-    a.add_argument("--concurrency", type=int, default=4, help="snapshots at once (default 4)")
-    a.add_argument("--config", action="append", metavar="KEY=VALUE",
-                   help="config for every run (repeatable)")
-    a.add_argument("--allow-private", action="store_true",
-                   help="allow loopback/private-network targets (URL_ALLOW_PRIVATE)")
+    add_crawl_options(a, per="run")
 
     ls = _sub(sub, "list", cmd_list, "Schedules of the data folder, with their deployments.")
     ls.add_argument("--json", action="store_true", help="one JSON object per line")
@@ -378,7 +351,7 @@ def register(command: Command) -> None:
     rn = _sub(sub, "run", cmd_run, "Start a run of a schedule now (served by `serve`).")
     rn.add_argument("name")
 
-    sv = command("serve", _cli_errors(cmd_serve), "Run every schedule (and the per-machine "
+    sv = command("serve", cmd_serve, "Run every schedule (and the per-machine "
                  "binaries install) until stopped; runs show in the Prefect UI.")
     sv.add_argument("--limit", type=int, default=1,
                     help="runs at once (default 1: one process writes the index at a time)")
