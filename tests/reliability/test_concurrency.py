@@ -65,7 +65,7 @@ def test_reads_go_through_the_writer(both: dict[str, Any]) -> None:
     assert both["still_running"], "the first crawl ended before the reads: test proves nothing"
     status, sql = both["status"], both["sql"]
     assert status.returncode == 0 and "snapshot:" in status.stdout, status.stderr[-2000:]
-    assert sql.returncode == 0 and sql.stdout.splitlines()[0].strip() == "n", sql
+    assert sql.returncode == 0 and sql.stdout.splitlines()[0].strip('"') == "n", sql
     assert int(sql.stdout.splitlines()[1]) >= 0
     bad = both["refused_write"]
     assert bad.returncode != 0 and "--write" in bad.stderr, bad.stderr[-2000:]
