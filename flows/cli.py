@@ -112,9 +112,12 @@ def _read_seeds(inputs: list[str]) -> tuple[str, list[tuple[str, str]]]:
             refused.append((raw, reason or "refused"))
         else:
             kept.append(raw)
-    # As JSONL, so the seed parser takes each URL verbatim: its text parser would cut a URL
-    # at a quote, as URLs in prose end there.
-    return "\n".join(json.dumps({"url": u}) for u in kept), refused
+    # The seed parser's text rules cut a URL at quotes and brackets (URLs in prose end
+    # there): such URLs go as JSONL, taken verbatim. Plain ones stay text, so that a lone
+    # feed or sitemap URL is still fetched and parsed by the seed parser.
+    if any(c in u for u in kept for c in "\"'<>`{}|\\^"):
+        return "\n".join(json.dumps({"url": u}) for u in kept), refused
+    return "\n".join(kept), refused
 
 
 def _refused_lines(inputs: list[str], text: str | None, *, allow_private: bool,
