@@ -6,13 +6,14 @@ The second `add` also carries URLs with raw quotes and SQL fragments: stored ver
 
 from __future__ import annotations
 
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.reliability.conftest import PLUGINS, kill9, query, run_cli, start_cli
+from tests.reliability.conftest import PLUGINS, kill9, query, start_cli
 
 SQL_TAG = "a'); DELETE FROM snapshot; --"
 
@@ -25,7 +26,7 @@ def both(tmp_path_factory: pytest.TempPathFactory, site_url: str, prefect_api: s
     env = {"RELIABILITY_LEDGER": str(ledger)}
     first = start_cli(data, "add", "--depth", "2", "--allow-private", "--plugins",
                       "parse_html_urls,ledger", "--config", f"PLUGINS_PATH={PLUGINS}",
-                      "--config", "RELIABILITY_WORK=1.5", "--concurrency", "2",
+                      "--config", "RELIABILITY_WORK=3", "--concurrency", "2",
                       f"{site_url}/index.html", env=env)
     try:
         deadline = time.monotonic() + 180
@@ -38,9 +39,17 @@ def both(tmp_path_factory: pytest.TempPathFactory, site_url: str, prefect_api: s
         second = start_cli(data, "add", "--allow-private", "--plugins", "ledger",
                            "--config", f"PLUGINS_PATH={PLUGINS}", "--tag", SQL_TAG, *quoted,
                            env={**env, "RELIABILITY_WORK": "0"})
-        status = run_cli(data, "status")
-        sql = run_cli(data, "sql", "SELECT count(*) AS n FROM archiveresult", "--format", "csv")
-        refused_write = run_cli(data, "sql", "DELETE FROM snapshot")
+        reads = {  # at once, while the first crawl writes
+            "status": start_cli(data, "status"),
+            "sql": start_cli(data, "sql", "SELECT count(*) AS n FROM archiveresult",
+                             "--format", "csv"),
+            "refused_write": start_cli(data, "sql", "DELETE FROM snapshot"),
+        }
+        done = {}
+        for name, p in reads.items():
+            out, err = p.communicate(timeout=240)
+            done[name] = subprocess.CompletedProcess(p.args, p.returncode, out, err)
+        status, sql, refused_write = done["status"], done["sql"], done["refused_write"]
         still_running = first.poll() is None
         out1, err1 = first.communicate(timeout=300)
         out2, err2 = second.communicate(timeout=300)
