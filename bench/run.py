@@ -539,17 +539,21 @@ def section_overhead(tab: Table, ns: argparse.Namespace) -> None:
         crawl = run_crawl_child(data, [u + "?g=s" for u in urls], depth=0, plugins=plugins,
                                 plugins_path=NOOP_PLUGINS, concurrency=c)
         print(f"  crawl: {crawl['wall']:.1f} s (load {loadavg()})", flush=True)
-        plain = run_crawl_child(data, [u + "?g=n" for u in urls], depth=0, plugins=plugins,
-                                plugins_path=NOOP_PLUGINS, concurrency=c, granularity="none")
-        print(f"  same work without Prefect: {plain['wall']:.1f} s (load {loadavg()})",
-              flush=True)
+        plain = None
+        if ns.diagnostic:
+            plain = run_crawl_child(data, [u + "?g=n" for u in urls], depth=0,
+                                    plugins=plugins, plugins_path=NOOP_PLUGINS, concurrency=c,
+                                    granularity="none")
+            print(f"  same work without Prefect: {plain['wall']:.1f} s (load {loadavg()})",
+                  flush=True)
         f2 = spawn_floor(urls, hooks, env, c, floor_dir)
         print(f"  floor after: {f2:.1f} s (load {loadavg()})", flush=True)
         floor = (f1 + f2) / 2
         overhead_row(tab, f"granularity=snapshot (default), C={c}", n, k, crawl, floor,
                      1.3 if n >= 1000 else None)
-        overhead_row(tab, "diagnostic: same tasks/work.py calls, no Prefect", n, k, plain,
-                     floor, None)
+        if plain is not None:
+            overhead_row(tab, "diagnostic: same tasks/work.py calls, no Prefect", n, k, plain,
+                         floor, None)
         if abs(f1 - f2) / floor > 0.15:
             tab.note(f"overhead N={n}: the floor moved {f1:.1f} -> {f2:.1f} s during the run "
                      "(machine load); the ratio uses their mean")
@@ -560,6 +564,8 @@ def section_overhead(tab: Table, ns: argparse.Namespace) -> None:
             tab.note(f"profile of an N={n} crawl (granularity=snapshot): "
                      f"{summarize_profile(prof)}")
         nt = ns.task_n
+        if not nt:
+            return
         turls = urls[:nt]
         g1 = spawn_floor(turls, hooks, env, c, floor_dir)
         crawl_t = run_crawl_child(data, [u + "?g=t" for u in turls], depth=0, plugins=plugins,
@@ -628,7 +634,9 @@ def section_crawl(tab: Table, ns: argparse.Namespace) -> None:
                 f"{got} snapshots ({crawl['sealed']} sealed), results {crawl['results']}"))
     tab.add(Row("crawl", "context: wget -r -l 2 of the site (fetch only)",
                 f"{ours:.2f} pages/s", f"{fetched / wget_s:.0f} pages/s ({fetched} pages, "
-                f"{wget_s:.2f} s)", ours / (fetched / wget_s), "-", None))
+                f"{wget_s:.2f} s)", None, "-", None,
+                f"fetching alone is {fetched / wget_s / ours:.0f}x ours: the hooks' own work "
+                "bounds the crawl, not the network"))
     if abx and abx.get("pages"):
         abx_ps = abx["pages"] / abx["seconds"]
         tab.add(Row("crawl", f"vs ArchiveBox runner (abx-dl, sequential, {abx['pages']} pages of "
@@ -838,13 +846,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--k", type=int, default=5, help="overhead: no-op hooks per snapshot")
     ap.add_argument("--concurrency", type=int, default=4, help="snapshots at once (CLI default)")
     ap.add_argument("--task-n", type=int, help="overhead at granularity=task: snapshots "
-                    "(default 50, quick 20)")
+                    "(default 50, quick 20; 0 = skip)")
     ap.add_argument("--site-n", type=int, default=200, help="crawl: pages of the site")
     ap.add_argument("--abx-pages", type=int, help="crawl: pages given to abx-dl (default 40, "
                     "quick 10; 0 = skip)")
     ap.add_argument("--scale-n", type=lambda s: [int(x) for x in s.split(",")],
                     help="scale: snapshot counts, first is the reference (default 1000,10000; "
                     "quick 300,1000)")
+    ap.add_argument("--no-diagnostic", dest="diagnostic", action="store_false",
+                    help="overhead: skip the crawl without Prefect")
     ap.add_argument("--ingest-n", type=int, default=100_000)
     ap.add_argument("--ingest-rows", type=int, help="ingest: rows for executemany "
                     "(default 2000, quick 1000)")
@@ -855,7 +865,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ns = ap.parse_args(argv)
     q = ns.quick
     ns.n = ns.n or (100 if q else 1000)
-    ns.task_n = ns.task_n or (20 if q else 50)
+    ns.task_n = (20 if q else 50) if ns.task_n is None else ns.task_n
     ns.abx_pages = (10 if q else 40) if ns.abx_pages is None else ns.abx_pages
     ns.scale_n = ns.scale_n or ([300, 1000] if q else [1000, 10_000])
     if ns.scale and 100_000 not in ns.scale_n:
