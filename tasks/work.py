@@ -143,6 +143,11 @@ def run_crawl_hooks(rt: Runtime, crawl: dict[str, Any]) -> CrawlStart:
     ctx = crawl_context(rt, crawl)
     procs: list[dict[str, Any]] = []
     for hook in rt.hooks("Crawl", cfg):
+        # Resuming after a crash: a run of this hook that the dead process started (a
+        # crawl-wide service runs until stopped) is stopped before the new one starts.
+        stale = HookPaths(crawl_dir / hook.plugin, hook.name).pid_file
+        if stale.exists() and process_is_alive(stale):
+            kill_process(stale, signal.SIGTERM, grace=2.0)
         try:
             run = run_hook(hook, args=args, output_dir=crawl_dir, env=env,
                            timeout=hook_timeout(hook, cfg),
