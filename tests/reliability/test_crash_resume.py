@@ -13,9 +13,10 @@ one Snapshot; each (snapshot, hook) exactly one final ArchiveResult; nothing is 
 no hook process of any killed run is alive; and every result noted as done was not run again
 and its files are unchanged.
 
-Fixture plugins (tests/reliability/plugins): svc (a service hook that runs until stopped, so
-a killed orchestrator leaves it running), ledger_bg (finite background), ledger (foreground);
-each appends its runs to a ledger file outside the data folder. parse_html_urls (real)
+Fixture plugins (tests/reliability/plugins): crawlsvc (a crawl-wide on_Crawl service) and svc
+(a snapshot's service), which run until stopped, so a killed orchestrator leaves them
+running; ledger_bg (finite background), ledger (foreground); each appends its runs to a
+ledger file outside the data folder. parse_html_urls (real)
 finds the links.
 """
 
