@@ -112,12 +112,9 @@ def _read_seeds(inputs: list[str]) -> tuple[str, list[tuple[str, str]]]:
             refused.append((raw, reason or "refused"))
         else:
             kept.append(raw)
-    # The seed parser's text rules cut a URL at quotes and brackets (URLs in prose end
-    # there): such URLs go as JSONL, taken verbatim. Plain ones stay text, so that a lone
-    # feed or sitemap URL is still fetched and parsed by the seed parser.
-    if any(c in u for u in kept for c in "\"'<>`{}|\\^"):
-        return "\n".join(json.dumps({"url": u}) for u in kept), refused
-    return "\n".join(kept), refused
+    # As JSONL, so the seed parser takes each URL verbatim: its text rules cut a URL at
+    # quotes (URLs in prose end there) and skip URLs without a host (file:///…) silently.
+    return "\n".join(json.dumps({"url": u}) for u in kept), refused
 
 
 def _refused_lines(inputs: list[str], text: str | None, *, allow_private: bool,
