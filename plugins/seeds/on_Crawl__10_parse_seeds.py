@@ -218,7 +218,11 @@ def parse_txt(name: str, text: str, timeout: int) -> list[dict]:
             if url[-1] == ")" and url.count("(") >= url.count(")"):
                 break
             url = url[:-1]
-        if looks_like_url(url) and "://" in url and urlsplit(url).netloc:
+        try:
+            has_host = bool(urlsplit(url).netloc)
+        except ValueError:  # e.g. an unbalanced IPv6 bracket: the pipeline refuses it
+            has_host = True  # with its reason, instead of this hook failing the import
+        if looks_like_url(url) and "://" in url and has_host:
             out.append(seed(url))
     return out
 

@@ -134,10 +134,6 @@ def test_private_and_file_targets_need_config(added: dict[str, Any]) -> None:
     assert not query(strict.args[4] and Path(strict.args[4]), "SELECT url FROM snapshot")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG (plugins/seeds parse_txt): urlsplit raises ValueError on an unbalanced IPv6 "
-    "bracket ('http://[::1/'), the seeds hook exits 1 and the whole import archives "
-    "nothing; catch ValueError per URL and skip that one"))
 def test_one_malformed_line_does_not_sink_the_import(tmp_path: Path) -> None:
     hook = REPO / "plugins" / "seeds" / "on_Crawl__10_parse_seeds.py"
     src = tmp_path / "urls.txt"
