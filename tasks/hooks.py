@@ -65,6 +65,7 @@ from tasks.output import (
     build_outcome,
     cap_log,
     snapshot_files,
+    write_atomic,
 )
 from tasks.process import (
     RUN_ID_ENV,
@@ -173,7 +174,7 @@ def _now() -> datetime:
 def _write_cmd_file(path: Path, cwd: Path, cmd: list[str], env: Mapping[str, str]) -> None:
     env_part = " ".join(f"{k}={shlex.quote(env[k])}" for k in _SH_ENV if k in env)
     line = f"cd {shlex.quote(str(cwd))} && {env_part + ' ' if env_part else ''}{shlex.join(cmd)}"
-    path.write_text(f"#!/bin/sh\n{line}\n", encoding="utf-8")
+    write_atomic(path, f"#!/bin/sh\n{line}\n")
 
 
 def _over_cap(paths: HookPaths, cap: int) -> str | None:

@@ -6,10 +6,13 @@ Everything here works from the files alone (invariant 2): the stdout log, the st
 
 from __future__ import annotations
 
+import errno
 import json
 import mimetypes
 import os
+import secrets
 import signal
+import stat
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -82,7 +85,7 @@ class ExitInfo:
         data: dict[str, Any] = dict(self.__dict__)
         for key in ("started_at", "ended_at"):
             data[key] = data[key].isoformat() if data[key] else None
-        path.write_text(json.dumps(data), encoding="utf-8")
+        write_atomic(path, json.dumps(data))
 
     @classmethod
     def read(cls, path: Path) -> ExitInfo | None:
@@ -128,19 +131,52 @@ class HookOutcome:
     record_errors: list[RecordError] = field(default_factory=list)
 
 
+def write_atomic(path: Path, text: str) -> None:
+    """Write `text` to `path` via a fresh temp file and a rename.
+
+    A hook owns the folder its runner files live in: it may plant a symlink at any name.
+    The temp file is created with O_EXCL | O_NOFOLLOW under an unguessable name, and
+    rename() replaces a symlink at `path` instead of writing through it.
+    """
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def open_regular(path: Path, flags: int) -> int | None:
+    """os.open a runner file only if it is still a regular file (not a symlink or FIFO a
+    hook put in its place); a planted symlink is removed. None when there is none."""
+    try:
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        if e.errno == errno.ELOOP:  # a symlink: never follow it out of the folder
+            path.unlink(missing_ok=True)
+            return None
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        return None
+    return fd
+
+
 def cap_log(path: Path, cap: int = LOG_CAP) -> bool:
     """Shrink a log above `cap` bytes to its head and tail around a marker line, in place.
 
     Cuts fall on line boundaries so no half JSON line is left. True if it was shrunk.
     """
-    try:
-        size = path.stat().st_size
-    except FileNotFoundError:
+    fd = open_regular(path, os.O_RDWR)
+    if fd is None:
         return False
+    size = os.fstat(fd).st_size
     if size <= cap:
+        os.close(fd)
         return False
     half = cap // 2
-    with open(path, "r+b") as f:
+    with os.fdopen(fd, "r+b") as f:
         head = f.read(half)
         nl = head.rfind(b"\n")
         head_len = nl + 1 if nl >= 0 else len(head)
@@ -159,16 +195,16 @@ def cap_log(path: Path, cap: int = LOG_CAP) -> bool:
 
 def read_bounded(path: Path, cap: int = LOG_CAP) -> bytes:
     """A log's bytes, or its head and tail when it is larger than `cap` (file untouched)."""
-    try:
-        with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            if size <= cap:
-                return f.read()
-            head = f.read(cap // 2)
-            f.seek(size - cap // 2)
-            return head + b"\n" + f.read()
-    except FileNotFoundError:
+    fd = open_regular(path, os.O_RDONLY)
+    if fd is None:
         return b""
+    with os.fdopen(fd, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size <= cap:
+            return f.read()
+        head = f.read(cap // 2)
+        f.seek(size - cap // 2)
+        return head + b"\n" + f.read()
 
 
 def stderr_tail(path: Path) -> str:

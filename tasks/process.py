@@ -20,11 +20,12 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import psutil
 
 from tasks.discover import HookLaunchError
+from tasks.output import write_atomic
 
 RUN_ID_ENV: Final[str] = "ARCHIVEFLOW_RUN_ID"
 _CREATE_TIME_TOLERANCE: Final[float] = 0.02
@@ -47,6 +48,14 @@ class PidInfo:
     descendants: dict[int, float] = field(default_factory=dict)  # pid → create_time
 
 
+def _fresh(path: Path) -> Any:
+    """A new, empty log file at `path` (whatever an earlier run left there, symlinks
+    included, is removed first, so a log is never written through a planted link)."""
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    return os.fdopen(fd, "wb")
+
+
 def spawn(
     cmd: Sequence[str], *, cwd: Path, env: dict[str, str], stdout: Path, stderr: Path
 ) -> subprocess.Popen[bytes]:
@@ -55,7 +64,7 @@ def spawn(
     Raises HookLaunchError when it can never start (missing interpreter, not executable),
     OSError (EAGAIN, ENOMEM, ...) when it might on a retry.
     """
-    with open(stdout, "wb") as out, open(stderr, "wb") as err:
+    with _fresh(stdout) as out, _fresh(stderr) as err:
         try:
             return subprocess.Popen(
                 list(cmd),
@@ -83,9 +92,7 @@ def write_pid_file(path: Path, info: PidInfo) -> None:
         "started_at": info.started_at,
         "descendants": [[p, t] for p, t in info.descendants.items()],
     }
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data), encoding="utf-8")
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(data))  # never through a symlink the hook planted
 
 
 def read_pid_file(path: Path) -> PidInfo | None:

@@ -141,11 +141,6 @@ def test_nothing_outside_the_data_folder_changed(crawl: dict[str, Any]) -> None:
     assert after["canary.txt"] == crawl["before"]["canary.txt"]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG (tasks/hooks.py _finish, tasks/output.py ExitInfo.write/cap_log, tasks/process.py "
-    "write_pid_file): the runner writes <stem>.exit.json, caps <stem>.stdout.log and writes "
-    "<stem>.pid.tmp by name, following symlinks the hook planted, so a hook can overwrite or "
-    "truncate any file the archiver may write; open them with O_NOFOLLOW / replace them"))
 def test_runner_files_cannot_be_redirected_outside(crawl: dict[str, Any]) -> None:
     after = {p.name: _digest(p) for p in crawl["outside"].iterdir()}
     assert after["clobber_canary.txt"] == crawl["before"]["clobber_canary.txt"]
