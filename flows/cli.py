@@ -190,7 +190,8 @@ class Progress:
             print("\r" + " " * 160 + "\r", end="", file=sys.stderr, flush=True)
 
 
-def run_crawl(rt: Any, crawl_id: str, concurrency: int) -> dict[str, Any]:
+def run_crawl(rt: Any, crawl_id: str, concurrency: int, prefect_ready: Any = None
+              ) -> dict[str, Any]:
     """Run the crawl flow in this process with a live progress line."""
     from flows import context
     from flows.crawl import crawl_flow
@@ -239,9 +240,17 @@ def cmd_add(args: argparse.Namespace) -> int:
         _say(f"refused {raw!r}: {reason}")
     if not seeds.strip():
         raise CliError("no valid URL to archive (see the reasons above)", EXIT_USAGE)
+    bad = [kv for kv in args.config or [] if "=" not in kv or not kv.split("=", 1)[0].strip()]
+    if bad:
+        raise CliError(f"--config takes KEY=VALUE, got {bad[0]!r}", EXIT_USAGE)
     config = dict(kv.split("=", 1) for kv in args.config or [])
     if args.allow_private:
         config["URL_ALLOW_PRIVATE"] = "true"
+    # Reuse-or-start the Prefect server and import its engine while this thread opens the
+    # index and runs the first hooks: Prefect stays off the path to the first hook.
+    from flows.runtime import start_in_background
+
+    prefect_ready = start_in_background(_data_dir(args).resolve())
     rt = _open(args)
     try:
         ctx = work.crawl_context(rt, {"config": config})
@@ -260,7 +269,7 @@ def cmd_add(args: argparse.Namespace) -> int:
             max_urls=args.max_urls, parser=args.parser, config=config,
             machine_id=rt.machine.id)
         _say(f"crawl {crawl['id']} queued: depth {args.depth}, data folder {rt.data_dir}")
-        result = run_crawl(rt, crawl["id"], args.concurrency)
+        result = run_crawl(rt, crawl["id"], args.concurrency, prefect_ready)
         for url, reason in result["refused"]:
             if url not in said:
                 _say(f"refused {url!r}: {reason}")
