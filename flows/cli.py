@@ -192,18 +192,30 @@ class Progress:
 
 def run_crawl(rt: Any, crawl_id: str, concurrency: int, prefect_ready: Any = None
               ) -> dict[str, Any]:
-    """Run the crawl flow in this process with a live progress line."""
+    """Run a crawl in this process with a live progress line.
+
+    Prefect is kept off the critical path of the first hook: its server is reused or
+    started, and its engine imported, in a background thread (`prefect_ready`, started by
+    the caller as early as it can) while this thread claims the crawl and runs the on_Crawl
+    hooks (seed parsing); the crawl flow then takes over from there.
+    """
     from flows import context
-    from flows.crawl import crawl_flow
-    from flows.runtime import configure_prefect
+    from flows.runtime import start_in_background
+    from tasks import work
 
     # The live progress line is the display; Prefect's per-run INFO lines would bury it.
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-    configure_prefect(rt.data_dir)
-    context.install(rt)
+    if prefect_ready is None:
+        prefect_ready = start_in_background(rt.data_dir)
+    current = context.install(rt)
     try:
         with Progress(rt, crawl_id):
-            return asyncio.run(crawl_flow(crawl_id, concurrency=concurrency))
+            crawl = work.claim_crawl(rt, crawl_id)
+            current.slots[f"{crawl_id}:start"] = (crawl, work.run_crawl_hooks(rt, crawl))
+            prefect_ready.result()
+            from flows.crawl import crawl_flow
+
+            return asyncio.run(crawl_flow(crawl_id, concurrency=concurrency, started=True))
     finally:
         context.uninstall()
 
