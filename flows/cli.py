@@ -36,7 +36,7 @@ def _say(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def _open(args: argparse.Namespace, *, read_only: bool = False) -> Any:
+def _open(args: argparse.Namespace, *, read_only: bool = False, write: bool = False) -> Any:
     from store.errors import StoreError
     from tasks.runtime import open_runtime
 
@@ -45,7 +45,7 @@ def _open(args: argparse.Namespace, *, read_only: bool = False) -> Any:
         if read_only:
             from flows import readers
 
-            return readers.open_reader(data_dir)
+            return readers.open_reader(data_dir, write=write)
         wait = float(os.environ.get("ARCHIVEFLOW_LOCK_WAIT", "600"))
         return open_runtime(data_dir, wait_for_lock=wait, on_wait=_say)
     except PermissionError as e:
@@ -358,7 +358,7 @@ def cmd_sql(args: argparse.Namespace) -> int:
         query = sys.stdin.read()
     elif "\n" not in query and query.endswith(".sql") and Path(query).is_file():
         query = Path(query).read_text(encoding="utf-8")
-    reader = _open(args, read_only=True)
+    reader = _open(args, read_only=True, write=args.write)
     with reader:
         try:
             res = reader.query(query, write=args.write)

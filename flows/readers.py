@@ -15,9 +15,9 @@ from store.reader import QueryError, Reader, Result
 __all__ = ["QueryError", "Reader", "Result", "open_reader", "write_result"]
 
 
-def open_reader(data_dir: Path) -> Reader:
+def open_reader(data_dir: Path, *, write: bool = False) -> Reader:
     """A Reader of `<data_dir>/index.duckdb` (through the writer if one is running)."""
-    return Reader(data_dir.resolve() / "index.duckdb")
+    return Reader(data_dir.resolve() / "index.duckdb", write=write)
 
 
 def write_result(res: Result, fmt: str, output: str | None) -> None:

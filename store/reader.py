@@ -156,8 +156,9 @@ class QueryServer:
 class Reader:
     """Query the index: directly when no one writes it, else through the writer."""
 
-    def __init__(self, index_path: Path) -> None:
+    def __init__(self, index_path: Path, *, write: bool = False) -> None:
         self.index_path = index_path
+        self.write = write
         self._con: duckdb.DuckDBPyConnection | None = None
         self.via_writer = False
         if not index_path.exists():
@@ -165,7 +166,7 @@ class Reader:
                              "(archiveflow add URL)")
         try:
             with map_errors(index_path):
-                self._con = duckdb.connect(str(index_path), read_only=True)
+                self._con = duckdb.connect(str(index_path), read_only=not write)
         except IndexLocked:
             self.via_writer = True
 
@@ -173,10 +174,10 @@ class Reader:
               ) -> Result:
         """Run `sql` (the last statement's rows are returned)."""
         if self._con is not None:
-            if write:
-                raise QueryError("--write needs the index free of other writers; "
-                                 "none is running, so reopen with write access")
-            check_read_only(self._con, sql)
+            if write and not self.write:
+                raise QueryError("this reader was opened read-only; open it with write=True")
+            if not write:
+                check_read_only(self._con, sql)
             return Result(_run(self._con, sql, params))
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
             try:
@@ -201,8 +202,3 @@ class Reader:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def open_writer_for_query(index_path: Path) -> Store:
-    """A read-write Store for `sql --write` when no other process holds the index."""
-    return Store(index_path)
