@@ -80,7 +80,7 @@ def _run(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any] | None) -> 
         res = con.execute(statements[-1], params) if params else con.execute(statements[-1])
         if res.description is None:
             return pa.table({"ok": [True]})
-        return res.fetch_arrow_table()
+        return res.to_arrow_table()
     except duckdb.Error as e:
         raise QueryError(f"SQL error: {str(e).splitlines()[0]}") from e
 
