@@ -169,13 +169,15 @@ class Progress:
     def _loop(self) -> None:
         last = 0.0
         while not self._stop.wait(self.interval):
+            if not self._tty and time.monotonic() - last < 5:
+                continue  # a log gets a line every 5 s: don't query the index in between
             try:
                 text = self.line()
             except Exception:  # noqa: BLE001 - progress must never break a crawl
                 continue
             if self._tty:
                 print("\r" + text[:160].ljust(160), end="", file=sys.stderr, flush=True)
-            elif time.monotonic() - last >= 5:
+            else:
                 _say(text)
                 last = time.monotonic()
 

@@ -217,7 +217,9 @@ def _supervise(
             run.kill_reason = reason
             kill_tree(info, signal.SIGTERM, grace, popen)
             return
-        interval = min(interval * 2, 0.05)
+        # The pidfd wakes wait_exit the moment the hook exits; this interval only paces the
+        # timeout, output-cap and descendant checks (10 ms polling cost 8% of a crawl).
+        interval = min(interval * 2, 0.2)
 
 
 def run_hook(
