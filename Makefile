@@ -35,8 +35,12 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
+# The fault-injection suite (tests/reliability) runs in a session of its own: it counts
+# every process left under its data folders, and a session shared with the rest of the
+# suite has been seen to leave processes there (cause not found yet; see the issue notes).
 test: setup lint
-	$(BIN)/pytest
+	$(BIN)/pytest --ignore=tests/reliability
+	$(BIN)/pytest tests/reliability
 
 bench: setup
 	$(BIN)/python bench/run.py
