@@ -300,7 +300,7 @@ def test_install_flow_runs_as_the_crawls_subflow_only_when_needed(
         ms = (time.perf_counter() - t0) * 1000
         print(f"\nrequire_binaries with everything installed: {ms:.1f} ms")
         assert asyncio.run(crawl_like([WGET])) is None
-        assert len(asyncio.run(install_runs())[0]) == 1
+        assert len([r for r in asyncio.run(install_runs())[0] if r.id not in earlier]) == 1
         assert binary_processes(rt2) == procs
     finally:
         context.uninstall()
