@@ -66,11 +66,6 @@ def seal_crawl(cur: duckdb.DuckDBPyConnection, crawl_id: str) -> dict[str, Any]:
     return move(cur, "crawl", "seal", crawl_id)[0]
 
 
-def set_flow_run(cur: duckdb.DuckDBPyConnection, crawl_id: str, flow_run_id: str) -> None:
-    """Remember which Prefect flow run works on this crawl (not a state change)."""
-    cur.execute("UPDATE crawl SET flow_run_id = ? WHERE id = ?", [flow_run_id, crawl_id])
-
-
 def unfinished_crawls(cur: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
     """Crawls not yet sealed, oldest first (what `resume` picks up)."""
     res = cur.execute("SELECT * FROM crawl WHERE status <> 'sealed' ORDER BY created_at")
