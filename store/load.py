@@ -112,9 +112,13 @@ def insert_frame(
     view = f"_af_batch_{next(_counter)}"
     # An anti-join rather than ON CONFLICT DO NOTHING: with duckdb 1.5.5 the latter took
     # 15 s for 20k rows into a populated table with two unique keys; the anti-join ≈ 0.3 s.
+    # The existing keys are looked up only where the batch's first key column matches, so
+    # the cost follows the batch, not the table (a whole-table anti-join cost 29 ms per
+    # snapshot at 5k results and 220 ms at 500k).
     skip = ""
     if on_conflict == "nothing" and key:
-        skip = f" ANTI JOIN (SELECT {', '.join(key)} FROM {table}) _e USING ({', '.join(key)})"
+        skip = (f" ANTI JOIN (SELECT {', '.join(key)} FROM {table} WHERE {key[0]} IN "
+                f"(SELECT {key[0]} FROM {view})) _e USING ({', '.join(key)})")
     ret_col = "id" if "id" in df.columns else (key[0] if key else df.columns[0])
     with map_errors():
         cur.register(view, df.to_arrow())
