@@ -272,24 +272,21 @@ def plain_crawl(rt: Any, crawl_id: str, concurrency: int) -> dict[str, Any]:
     from concurrent.futures import FIRST_COMPLETED, Future, wait
 
     from flows import context
-    from store import snapshots as snapshot_store
     from tasks import work
 
     cur = context.install(rt)
     try:
         crawl = work.claim_crawl(rt, crawl_id)
         start = work.run_crawl_hooks(rt, crawl)
+        feed = work.SnapshotFeed(rt, cur.recorder, crawl, concurrency)
         running: set[Future[dict[str, int]]] = set()
         with ThreadPoolExecutor(concurrency) as ex:
             while True:
-                free = concurrency - len(running)
-                claimed = snapshot_store.claim_snapshots(
-                    rt.store.cursor(), crawl_id, limit=free, lease=work.SNAPSHOT_LEASE
-                ) if free else []
-                for snap in claimed:
-                    running.add(ex.submit(work.run_snapshot, rt, cur.recorder, crawl, snap))
+                for plan in feed.take(concurrency - len(running), not running):
+                    running.add(ex.submit(work.run_snapshot, rt, cur.recorder, crawl,
+                                          plan.snapshot, plan=plan, wait=False))
                 if not running:
-                    if snapshot_store.is_crawl_done(rt.store.cursor(), crawl_id):
+                    if feed.done():
                         break
                     time.sleep(0.05)
                     continue

@@ -13,7 +13,6 @@ from flows.context import current
 from flows.runtime import granularity
 from flows.scheduled import hook_slot
 from flows.snapshot import snapshot_flow
-from store import snapshots as snapshot_store
 from tasks import work
 
 POLL_SECONDS = 0.2
@@ -31,9 +30,10 @@ async def archive_snapshot(url: str, snapshot_id: str, slot: str) -> dict[str, i
     already final are kept (prepare_snapshot resumes).
     """
     cur = current()
-    crawl, snapshot = cur.slots[slot]
+    crawl, snapshot, plan = cur.slots[slot]
+    cur.slots[slot] = (crawl, snapshot, None)  # a retry prepares again (resume rules)
     return await asyncio.to_thread(work.run_snapshot, cur.rt, cur.recorder, crawl, snapshot,
-                                   hook_slot)
+                                   hook_slot, plan=plan, wait=False)
 
 
 @flow(name="crawl", flow_run_name="crawl {crawl_id}", persist_result=False,
@@ -57,32 +57,29 @@ async def crawl_flow(crawl_id: str, concurrency: int = 4, data_dir: str | None =
     # Before the first Snapshot: install what the crawl's plugins need (milliseconds and no
     # Prefect run when everything is present).
     await require_binaries(work.plugin_list(crawl), data_dir)
-    running: set[asyncio.Task[dict[str, int]]] = set()
-    n = 0
+    feed = work.SnapshotFeed(rt, cur.recorder, crawl, concurrency)
+    running: dict[asyncio.Task[dict[str, int]], str] = {}
     while True:
-        free = max(0, concurrency - len(running))
-        claimed = []
-        if free:
-            claimed = await asyncio.to_thread(
-                snapshot_store.claim_snapshots, rt.store.cursor(), crawl_id,
-                limit=free, lease=work.SNAPSHOT_LEASE)
-        for snap in claimed:
-            n += 1
+        plans = await asyncio.to_thread(feed.take, concurrency - len(running), not running)
+        for plan in plans:
+            snap = plan.snapshot
             slot = f"{crawl_id}:{snap['id']}"
-            cur.slots[slot] = (crawl, snap)
-            running.add(asyncio.create_task(
+            cur.slots[slot] = (crawl, snap, plan)
+            running[asyncio.create_task(
                 snapshot_flow(snap["url"], snap["id"], crawl_id, slot) if per_result
-                else archive_snapshot(snap["url"], snap["id"], slot)))
+                else archive_snapshot(snap["url"], snap["id"], slot))] = slot
         if not running:
-            if await asyncio.to_thread(snapshot_store.is_crawl_done, rt.store.cursor(),
-                                       crawl_id):
+            if await asyncio.to_thread(feed.done):
                 break
             await asyncio.sleep(POLL_SECONDS)  # queued rows not due yet (retry backoff)
             continue
-        done, running = await asyncio.wait(running, timeout=POLL_SECONDS,
-                                           return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait(running, timeout=POLL_SECONDS,
+                                     return_when=asyncio.FIRST_COMPLETED)
         for t in done:
+            slot = running.pop(t)
+            cur.slots.pop(slot, None)
             t.result()  # a snapshot that crashed past its retries stops the crawl loudly
+    n = feed.started
     sealed = await asyncio.to_thread(work.finish_crawl, rt, crawl, start.background)
     return {"crawl_id": crawl_id, "status": sealed["status"], "snapshots": n,
             "seeded": start.created, "refused": start.refused, "failures": start.failures}

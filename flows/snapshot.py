@@ -47,8 +47,9 @@ async def snapshot_flow(url: str, snapshot_id: str, crawl_id: str, slot: str) ->
     """Run every enabled on_Snapshot hook of one claimed snapshot, record, seal."""
     cur = current()
     rt = cur.rt
-    crawl, snapshot = cur.slots.pop(slot)
-    plan = await asyncio.to_thread(work.prepare_snapshot, rt, crawl, snapshot)
+    crawl, snapshot, plan = cur.slots.pop(slot)
+    if plan is None:
+        plan = await asyncio.to_thread(work.prepare_snapshot, rt, crawl, snapshot)
     results: list[ResultDone] = []
     background: dict[str, HookRun] = {}
     for i, item in enumerate(plan.items):

@@ -9,6 +9,7 @@ from typing import Any, Final
 import duckdb
 import polars as pl
 
+from store.db import map_errors
 from store.errors import IllegalTransition
 from store.load import TS, frame, insert_frame
 from store.records import FINAL_RESULT_STATUSES
@@ -30,6 +31,45 @@ def create_pending(cur: duckdb.DuckDBPyConnection, rows: Sequence[Mapping[str, A
     """Insert queued ArchiveResults (snapshot_id, plugin, hook_name, output_dir, is_background);
     existing (snapshot_id, hook_name) pairs are kept as they are. Returns new ids."""
     return insert_frame(cur, "archiveresult", frame("archiveresult", rows))
+
+
+def results_of(cur: duckdb.DuckDBPyConnection, snapshot_ids: Sequence[str]
+               ) -> list[dict[str, Any]]:
+    """Every ArchiveResult of these snapshots (id, snapshot_id, plugin, hook_name, status,
+    is_background): one query for a whole batch of snapshots."""
+    if not snapshot_ids:
+        return []
+    res = cur.execute(
+        "SELECT id, snapshot_id, plugin, hook_name, status, is_background FROM archiveresult "
+        "WHERE snapshot_id IN (SELECT unnest(?::VARCHAR[]))",
+        [list(snapshot_ids)],
+    )
+    cols = [d[0] for d in res.description or []]
+    return [dict(zip(cols, r, strict=True)) for r in res.fetchall()]
+
+
+def create_started(cur: duckdb.DuckDBPyConnection, rows: Sequence[Mapping[str, Any]],
+                   lease: float) -> int:
+    """Insert new ArchiveResults (id, snapshot_id, plugin, hook_name, output_dir,
+    is_background) already `started` under a lease: the create and the claim of a fresh
+    snapshot's results in one statement. The caller knows the (snapshot_id, hook_name)
+    pairs are new (it read them in the same transaction); a duplicate is an error."""
+    df = frame("archiveresult", rows)
+    if df.is_empty():
+        return 0
+    cur.register("_af_started", df.select(
+        "id", "snapshot_id", "plugin", "hook_name", "output_dir", "is_background").to_arrow())
+    try:
+        with map_errors():
+            cur.execute(
+                "INSERT INTO archiveresult (id, snapshot_id, plugin, hook_name, output_dir, "
+                "is_background, status, retry_at) "
+                "SELECT *, 'started', now() + to_seconds(?::DOUBLE) FROM _af_started",
+                [float(lease)],
+            )
+    finally:
+        cur.unregister("_af_started")
+    return df.height
 
 
 def claim_result(cur: duckdb.DuckDBPyConnection, result_id: str, lease: float) -> dict[str, Any]:

@@ -22,6 +22,18 @@ def claim_snapshots(
     )
 
 
+def tags_of(cur: duckdb.DuckDBPyConnection, snapshot_ids: list[str]) -> dict[str, list[str]]:
+    """Each snapshot's tags, sorted, for a batch of snapshots in one query."""
+    out: dict[str, list[str]] = {i: [] for i in snapshot_ids}
+    if snapshot_ids:
+        for sid, tag in cur.execute(
+            "SELECT snapshot_id, tag FROM snapshot_tag WHERE snapshot_id IN "
+            "(SELECT unnest(?::VARCHAR[])) ORDER BY tag", [snapshot_ids]
+        ).fetchall():
+            out[sid].append(tag)
+    return out
+
+
 def seal_snapshots(cur: duckdb.DuckDBPyConnection, ids: str | list[str]) -> list[dict[str, Any]]:
     """started → sealed for one id (strict) or many."""
     return move(cur, "snapshot", "seal", ids)
