@@ -145,6 +145,74 @@ def domain_expr(col: str = "url") -> pl.Expr:
     )
 
 
+def _domains(df: pl.DataFrame) -> pl.Series:
+    """domain_expr() of each row's url, with the regex run once per distinct URL head.
+
+    The regex reads a URL only up to the first '/', '?' or '#' after its "://" (unless the
+    URL holds a '[': an "[…]" host may span them), so every URL cut there has the same
+    domain, and a batch's URLs share few heads. 100k URLs: 85–100 ms → ≈25 ms.
+    """
+    url = pl.col("url")
+    start = url.str.find("://", literal=True) + 3
+    # str.find counts bytes and str.slice characters: with non-ASCII text the cut falls
+    # further right, which still keeps the whole head (the key is only less shared).
+    end = start + url.str.slice(start).str.find(r"[/?#]")
+    head = (
+        pl.when(url.str.contains("[", literal=True) | end.is_null()).then(url)
+        .otherwise(url.str.slice(0, end))
+        .alias("_head")
+    )
+    heads = df.select(head)
+    domains = heads.unique().select("_head", domain_expr("_head").alias("_domain"))
+    # A null url has a null head, which the join does not match: domain_expr gives "_".
+    return (
+        heads.join(domains, on="_head", how="left", maintain_order="left")["_domain"]
+        .fill_null("_")
+    )
+
+
+def _insert_snapshot_rows(
+    cur: duckdb.DuckDBPyConnection,
+    rows: pl.DataFrame,
+    *,
+    crawl_id: str,
+    username: str,
+    returning: bool,
+) -> list[tuple[Any, ...]]:
+    """The one INSERT … SELECT behind insert_snapshots and load_snapshot_jsonl.
+
+    returning=True gives the (id, url) of each Snapshot created; False gives [(count,)]:
+    shipping 100k (id, url) pairs back to Python cost ≈70–100 ms of a bulk load.
+    """
+    if rows.is_empty():
+        return [] if returning else [(0,)]
+    day = datetime.now(UTC).strftime("%Y%m%d")
+    df = frame("snapshot", rows).drop("id", "crawl_id", "output_dir", "status")
+    # First row of each url only (same as unique(keep="first", maintain_order=True), 18 →
+    # 12 ms at 100k); URLs already in the crawl are skipped by the anti-join below.
+    df = df.filter(pl.col("url").is_first_distinct())
+    df = df.with_columns(_domains(df).alias("_domain"))
+    view = f"_af_batch_{next(_counter)}"
+    prefix = f"users/{username}/snapshots/{day}/"
+    # crawl_id is a parameter, not a column of 100k copies in the frame.
+    sql = f"""
+        INSERT INTO snapshot (id, crawl_id, url, output_dir, depth, parent_id, title,
+                              bookmarked_at, config)
+        SELECT id, ?, url, ? || _domain || '/' || id, depth, parent_id, title,
+               bookmarked_at, config
+        FROM (SELECT uuidv7()::VARCHAR AS id, * FROM {view}
+              ANTI JOIN (SELECT url FROM snapshot WHERE crawl_id = ?) _e USING (url))
+        """
+    with map_errors():
+        cur.register(view, df.to_arrow())
+        try:
+            res = cur.execute(sql + ("RETURNING id, url" if returning else ""),
+                              [crawl_id, prefix, crawl_id])
+            return res.fetchall()
+        finally:
+            cur.unregister(view)
+
+
 def insert_snapshots(
     cur: duckdb.DuckDBPyConnection,
     rows: pl.DataFrame,
@@ -159,32 +227,9 @@ def insert_snapshots(
     anti-join; see insert_frame for why not ON CONFLICT). Returns
     (id, url) of each Snapshot created.
     """
-    if rows.is_empty():
-        return []
-    day = datetime.now(UTC).strftime("%Y%m%d")
-    df = frame("snapshot", rows.with_columns(pl.lit(crawl_id).alias("crawl_id")))
-    df = df.unique(subset=["url"], keep="first", maintain_order=True)
-    df = df.with_columns(domain_expr().alias("_domain")).drop("id", "output_dir", "status")
-    view = f"_af_batch_{next(_counter)}"
-    prefix = f"users/{username}/snapshots/{day}/"
-    with map_errors():
-        cur.register(view, df.to_arrow())
-        try:
-            res = cur.execute(
-                f"""
-                INSERT INTO snapshot (id, crawl_id, url, output_dir, depth, parent_id, title,
-                                      bookmarked_at, config)
-                SELECT id, crawl_id, url, ? || _domain || '/' || id, depth, parent_id, title,
-                       bookmarked_at, config
-                FROM (SELECT uuidv7()::VARCHAR AS id, * FROM {view}
-                      ANTI JOIN (SELECT url FROM snapshot WHERE crawl_id = ?) _e USING (url))
-                RETURNING id, url
-                """,
-                [prefix, crawl_id],
-            )
-            return [(r[0], r[1]) for r in res.fetchall()]
-        finally:
-            cur.unregister(view)
+    created = _insert_snapshot_rows(cur, rows, crawl_id=crawl_id, username=username,
+                                    returning=True)
+    return [(r[0], r[1]) for r in created]
 
 
 @dataclass
@@ -211,7 +256,7 @@ def load_snapshot_jsonl(
     """
     report = LoadReport()
     texts = pl.Series("line", [ln.strip() for ln in lines], dtype=pl.Utf8)
-    texts = texts.filter(texts.str.len_chars() > 0)
+    texts = texts.filter(texts.str.len_bytes() > 0)
     is_obj = texts.str.starts_with("{")
     report.errors.extend(
         RecordError(ln[:500], "not a JSON object") for ln in texts.filter(~is_obj)
@@ -235,8 +280,10 @@ def load_snapshot_jsonl(
     good = checked.filter(pl.col("reason").is_null()).select(
         "url", pl.col("depth").fill_null(default_depth).cast(pl.Int32), "title"
     )
-    created = insert_snapshots(cur, good, crawl_id=crawl_id, username=username)
-    report.inserted["snapshot"] = len(created)
+    # Only the count is needed here: no RETURNING of 100k (id, url) pairs.
+    ((count,),) = _insert_snapshot_rows(cur, good, crawl_id=crawl_id, username=username,
+                                        returning=False)
+    report.inserted["snapshot"] = int(count)
     return report
 
 

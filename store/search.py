@@ -115,33 +115,34 @@ def text_rows(data_dir: Path, snapshots: Sequence[dict[str, Any]]) -> pl.DataFra
 
 
 def index_snapshots(cur: duckdb.DuckDBPyConnection, data_dir: Path,
-                    snapshot_ids: Sequence[str]) -> int:
+                    snapshot_ids: Sequence[str], *, ensure: bool = True) -> int:
     """Put the text of these snapshots into snapshot_text (replacing earlier rows) and mark
-    the FTS index stale. Runs inside the caller's transaction; returns rows written."""
+    the FTS index stale. Runs inside the caller's transaction; returns rows written.
+    `ensure=False`: the caller already made the tables (DDL in every batch costs ms)."""
     if not snapshot_ids:
         return 0
-    ensure_tables(cur)
+    if ensure:
+        ensure_tables(cur)
     res = cur.execute(
         "SELECT id, url, title, output_dir, created_at FROM snapshot "
         "WHERE id IN (SELECT unnest(?::VARCHAR[]))", [list(snapshot_ids)])
     cols = [d[0] for d in res.description or []]
     snaps = [dict(zip(cols, r, strict=True)) for r in res.fetchall()]
-    return write_text_rows(cur, text_rows(Path(data_dir), snaps))
+    return write_text_rows(cur, text_rows(Path(data_dir), snaps), ensure=False)
 
 
-def write_text_rows(cur: duckdb.DuckDBPyConnection, df: pl.DataFrame) -> int:
+def write_text_rows(cur: duckdb.DuckDBPyConnection, df: pl.DataFrame, *,
+                    ensure: bool = True) -> int:
     """Replace snapshot_text rows with these (one DELETE, one INSERT) and mark it stale."""
     if df.is_empty():
         return 0
-    ensure_tables(cur)
-    cur.register("_af_text", df.to_arrow())
-    try:
-        cur.execute("DELETE FROM snapshot_text WHERE snapshot_id IN "
-                    "(SELECT unnest(?::VARCHAR[]))", [df["snapshot_id"].to_list()])
-        cur.execute("INSERT INTO snapshot_text SELECT snapshot_id, url, title, url_domain(url), "
-                    "captured_at, text FROM _af_text")
-    finally:
-        cur.unregister("_af_text")
+    if ensure:
+        ensure_tables(cur)
+    _af_text = df.to_arrow()  # noqa: F841 - read by name below (a replacement scan, no view)
+    cur.execute("DELETE FROM snapshot_text WHERE snapshot_id IN "
+                "(SELECT unnest(?::VARCHAR[]))", [df["snapshot_id"].to_list()])
+    cur.execute("INSERT INTO snapshot_text SELECT snapshot_id, url, title, url_domain(url), "
+                "captured_at, text FROM _af_text")
     cur.execute("UPDATE fts_state SET dirty = true WHERE id = 1")
     return df.height
 

@@ -29,7 +29,7 @@ from tasks.hooks import HookOutcome, HookRun
 from tasks.ingest import Context, IngestReport, ingest_records
 
 MAX_BATCH: Final[int] = 256
-LINGER: Final[float] = 0.25  # s a batch waits for more snapshots when nobody waits for it
+LINGER: Final[float] = 1.0  # s a batch waits for more snapshots when nobody waits for it
 _FLUSH: Final = object()  # queue marker: write what is queued now
 
 
@@ -166,6 +166,7 @@ class Recorder:
     def _index_loop(self) -> None:
         from store import search
 
+        ensured = False
         while True:
             first = self._text_q.get()
             if first is None:
@@ -183,7 +184,10 @@ class Recorder:
                 ids.extend(more)
             try:
                 with self.store.transaction() as cur:
-                    search.index_snapshots(cur, self.store.path.parent, ids)
+                    if not ensured:
+                        search.ensure_tables(cur)
+                        ensured = True
+                    search.index_snapshots(cur, self.store.path.parent, ids, ensure=False)
             except Exception:  # noqa: BLE001 - derived data; the next search catches up
                 pass
             if stop:
