@@ -93,3 +93,47 @@ def test_second_process_gets_a_clear_lock_error(tmp_path: Path) -> None:
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_folder_domain_matches_domain_expr_on_odd_urls() -> None:
+    """The fast per-head domain (load._domains) gives exactly domain_expr's answer."""
+    import random
+
+    import polars as pl
+
+    odd = ["https://Example.COM/path", "http://user:pw@host.com:8080/x", "http://user@/path",
+           "http://@host/", "http://[::1]:80/", "http://[::1/x]/y", "http://[abc/def",
+           "ftp://host?x=1", "http://host#frag", "http://host", "mailto:x@y.com",
+           "no-scheme.com/path", "1http://x.com/", "ht tp://x.com", "http:///path",
+           "HTTP://ÜNICODE.de/ä", "http://ünï.de:9/ä?q", "http://a/b://c/d", "javascript://x",
+           "http://us/er@host/x", "http://u@h@x/", "", "http://İSTANBUL.com/",
+           "https://例子.测试/路径", "//x.com/a", "x://", "a+b.c-d://Host/x", "http://host\\p",
+           "http://ho?st/", "http://h:/", "http://:80/", "é://x.com/", "http://x.com?u=http://y/"]
+    rng = random.Random(8)
+    alphabet = "aB:/?#@[]%.-_Üİ例 "
+    odd += [rng.choice(["http://", "h://", "", "x:", "1a://"])
+            + "".join(rng.choice(alphabet) for _ in range(rng.randrange(12)))
+            for _ in range(5000)]
+    df = pl.DataFrame({"url": [*odd, None]}, schema={"url": pl.Utf8})
+    want = df.select(load.domain_expr())["url"].to_list()
+    assert load._domains(df).to_list() == want
+
+
+def test_insert_snapshots_returns_created_pairs_and_folders(store: Store) -> None:
+    import polars as pl
+
+    cur = store.cursor()
+    rows = pl.DataFrame({"url": ["https://A.example/x", "https://b.example/y",
+                                 "https://A.example/x"]})
+    created = load.insert_snapshots(cur, rows, crawl_id="c1", username="ann")
+    assert [u for _, u in created] == ["https://A.example/x", "https://b.example/y"]
+    again = pl.DataFrame({"url": ["https://b.example/y", "https://c.example/"]})
+    assert [u for _, u in load.insert_snapshots(cur, again, crawl_id="c1", username="ann")
+            ] == ["https://c.example/"]
+    got = dict(cur.execute("SELECT id, output_dir FROM snapshot").fetchall())
+    assert len(got) == 3
+    for sid, out in got.items():
+        assert sid[14] == "7"  # UUIDv7
+        user, snaps, day, domain, tail = out.split("/")[1:]
+        assert (user, snaps, len(day), tail) == ("ann", "snapshots", 8, sid)
+        assert domain in ("a.example", "b.example", "c.example")
