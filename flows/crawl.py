@@ -1,8 +1,12 @@
-"""The `crawl` flow: seeds → Snapshots, run as nested `snapshot` flows, bounded, then seal."""
+"""The `crawl` flow: seeds → Snapshots (a task run each), C at a time, then seal."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 from prefect import flow, task
@@ -18,6 +22,24 @@ from tasks import work
 POLL_SECONDS = 0.2
 
 
+@dataclass
+class SnapshotRun:
+    """A snapshot handed to its task run: its work was started in the crawl's pool."""
+
+    crawl: dict[str, Any]
+    snapshot: dict[str, Any]
+    pool: ThreadPoolExecutor
+    future: Future[dict[str, int]] | None
+
+
+def _start(pool: ThreadPoolExecutor, run: SnapshotRun,
+           plan: work.SnapshotPlan | None) -> Future[dict[str, int]]:
+    # The flow's context goes along: the hook_slot concurrency limits talk to Prefect.
+    ctx = contextvars.copy_context()
+    return pool.submit(ctx.run, work.run_snapshot, current().rt, current().recorder, run.crawl,
+                       run.snapshot, hook_slot, plan=plan, wait=False)
+
+
 @task(name="snapshot", task_run_name="{url}", retries=2, retry_delay_seconds=2,
       cache_policy=NO_CACHE, persist_result=False)
 async def archive_snapshot(url: str, snapshot_id: str, slot: str) -> dict[str, int]:
@@ -26,14 +48,17 @@ async def archive_snapshot(url: str, snapshot_id: str, slot: str) -> dict[str, i
     The default granularity (ARCHIVEFLOW_PREFECT_GRANULARITY=snapshot): a task run per
     ArchiveResult or a subflow per Snapshot cost 2-8x the hooks themselves on the SQLite
     Prefect server (bench/PREFECT.md); one task run per Snapshot keeps Prefect's share small.
+    The snapshot's hooks were started by the crawl loop the moment a slot was free; this
+    task run follows that work (it is Running while the hooks run and ends with their
+    outcome), so the ~40 ms the task engine takes per run never delays a hook.
     Retries: a crash of the snapshot's own work (not a failed hook) runs it again; results
     already final are kept (prepare_snapshot resumes).
     """
-    cur = current()
-    crawl, snapshot, plan = cur.slots[slot]
-    cur.slots[slot] = (crawl, snapshot, None)  # a retry prepares again (resume rules)
-    return await asyncio.to_thread(work.run_snapshot, cur.rt, cur.recorder, crawl, snapshot,
-                                   hook_slot, plan=plan, wait=False)
+    run: SnapshotRun = current().slots[slot]
+    fut, run.future = run.future, None
+    if fut is None:  # a retry: prepare again (resume rules) and run in the same pool
+        fut = _start(run.pool, run, None)
+    return await asyncio.wrap_future(fut)
 
 
 @flow(name="crawl", flow_run_name="crawl {crawl_id}", persist_result=False,
@@ -58,27 +83,49 @@ async def crawl_flow(crawl_id: str, concurrency: int = 4, data_dir: str | None =
     # Prefect run when everything is present).
     await require_binaries(work.plugin_list(crawl), data_dir)
     feed = work.SnapshotFeed(rt, cur.recorder, crawl, concurrency)
-    running: dict[asyncio.Task[dict[str, int]], str] = {}
-    while True:
-        plans = await asyncio.to_thread(feed.take, concurrency - len(running), not running)
-        for plan in plans:
-            snap = plan.snapshot
-            slot = f"{crawl_id}:{snap['id']}"
-            cur.slots[slot] = (crawl, snap, plan)
-            running[asyncio.create_task(
-                snapshot_flow(snap["url"], snap["id"], crawl_id, slot) if per_result
-                else archive_snapshot(snap["url"], snap["id"], slot))] = slot
-        if not running:
-            if await asyncio.to_thread(feed.done):
-                break
-            await asyncio.sleep(POLL_SECONDS)  # queued rows not due yet (retry backoff)
-            continue
-        done, _ = await asyncio.wait(running, timeout=POLL_SECONDS,
-                                     return_when=asyncio.FIRST_COMPLETED)
-        for t in done:
-            slot = running.pop(t)
-            cur.slots.pop(slot, None)
-            t.result()  # a snapshot that crashed past its retries stops the crawl loudly
+    loop = asyncio.get_running_loop()
+    wake = asyncio.Event()
+
+    def poke(_: object) -> None:
+        loop.call_soon_threadsafe(wake.set)
+
+    busy: set[Any] = set()  # what holds a slot: a snapshot's work (or its subflow)
+    tasks: dict[asyncio.Task[dict[str, int]], str] = {}  # Prefect runs still open
+    with ThreadPoolExecutor(concurrency, thread_name_prefix="archiveflow-snapshot") as pool:
+        while True:
+            busy = {b for b in busy if not b.done()}
+            free = concurrency - len(busy)
+            plans = (await asyncio.to_thread(feed.take, free, not busy and not tasks)
+                     if free > 0 else [])
+            for plan in plans:
+                snap = plan.snapshot
+                slot = f"{crawl_id}:{snap['id']}"
+                if per_result:
+                    cur.slots[slot] = (crawl, snap, plan)
+                    t = asyncio.create_task(snapshot_flow(snap["url"], snap["id"], crawl_id,
+                                                          slot))
+                    busy.add(t)
+                else:
+                    run = SnapshotRun(crawl, snap, pool, None)
+                    run.future = _start(pool, run, plan)
+                    run.future.add_done_callback(poke)
+                    busy.add(run.future)
+                    cur.slots[slot] = run
+                    t = asyncio.create_task(archive_snapshot(snap["url"], snap["id"], slot))
+                t.add_done_callback(poke)
+                tasks[t] = slot
+            for t in [t for t in tasks if t.done()]:
+                cur.slots.pop(tasks.pop(t), None)
+                t.result()  # a snapshot that crashed past its retries stops the crawl loudly
+            if not busy and not tasks:
+                if await asyncio.to_thread(feed.done):
+                    break
+                await asyncio.sleep(POLL_SECONDS)  # queued rows not due yet (retry backoff)
+                continue
+            wake.clear()
+            if not any(b.done() for b in busy) and not any(t.done() for t in tasks):
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), POLL_SECONDS)
     n = feed.started
     sealed = await asyncio.to_thread(work.finish_crawl, rt, crawl, start.background)
     return {"crawl_id": crawl_id, "status": sealed["status"], "snapshots": n,
