@@ -150,19 +150,23 @@ def _domains(df: pl.DataFrame) -> pl.Series:
 
     The regex reads a URL only up to the first '/', '?' or '#' after its "://" (unless the
     URL holds a '[': an "[…]" host may span them), so every URL cut there has the same
-    domain, and a batch's URLs share few heads. 100k URLs: 85–100 ms → ≈25 ms.
+    domain, and a batch's URLs share few heads. 100k URLs, CPU: 65 ms → ≈25 ms (the
+    capturing regex costs ≈0.6 µs a URL; the finds and slices below ≈0.15 µs).
     """
     url = pl.col("url")
     start = url.str.find("://", literal=True) + 3
-    # str.find counts bytes and str.slice characters: with non-ASCII text the cut falls
-    # further right, which still keeps the whole head (the key is only less shared).
-    end = start + url.str.slice(start).str.find(r"[/?#]")
-    head = (
-        pl.when(url.str.contains("[", literal=True) | end.is_null()).then(url)
-        .otherwise(url.str.slice(0, end))
+    # Computed once (inside when/then it was evaluated twice: 32 → 15 ms). str.find counts
+    # bytes and str.slice characters: with non-ASCII text the cut falls further right,
+    # which still keeps the whole head (the head is only shared less).
+    cut = df.select(
+        end=start + url.str.slice(start).str.find(r"[/?#]"),
+        whole=url.str.contains("[", literal=True),
+    )
+    heads = df.select(
+        pl.when(cut["whole"] | cut["end"].is_null()).then(url)
+        .otherwise(url.str.slice(0, cut["end"]))
         .alias("_head")
     )
-    heads = df.select(head)
     domains = heads.unique().select("_head", domain_expr("_head").alias("_domain"))
     # A null url has a null head, which the join does not match: domain_expr gives "_".
     return (
@@ -192,25 +196,23 @@ def _insert_snapshot_rows(
     # 12 ms at 100k); URLs already in the crawl are skipped by the anti-join below.
     df = df.filter(pl.col("url").is_first_distinct())
     df = df.with_columns(_domains(df).alias("_domain"))
-    view = f"_af_batch_{next(_counter)}"
     prefix = f"users/{username}/snapshots/{day}/"
+    # Read by its Python name (a DuckDB replacement scan): register + unregister of a view
+    # cost ≈4 ms at 100k rows.
+    _af_snapshots = df.to_arrow()  # noqa: F841 - read by name below
     # crawl_id is a parameter, not a column of 100k copies in the frame.
-    sql = f"""
+    sql = """
         INSERT INTO snapshot (id, crawl_id, url, output_dir, depth, parent_id, title,
                               bookmarked_at, config)
         SELECT id, ?, url, ? || _domain || '/' || id, depth, parent_id, title,
                bookmarked_at, config
-        FROM (SELECT uuidv7()::VARCHAR AS id, * FROM {view}
+        FROM (SELECT uuidv7()::VARCHAR AS id, * FROM _af_snapshots
               ANTI JOIN (SELECT url FROM snapshot WHERE crawl_id = ?) _e USING (url))
         """
     with map_errors():
-        cur.register(view, df.to_arrow())
-        try:
-            res = cur.execute(sql + ("RETURNING id, url" if returning else ""),
-                              [crawl_id, prefix, crawl_id])
-            return res.fetchall()
-        finally:
-            cur.unregister(view)
+        res = cur.execute(sql + ("RETURNING id, url" if returning else ""),
+                          [crawl_id, prefix, crawl_id])
+        return res.fetchall()
 
 
 def insert_snapshots(
