@@ -11,13 +11,16 @@ from typing import Any
 
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
+from prefect.context import TaskRunContext
 
+from flows import result_runs
 from flows.binaries import require_binaries
 from flows.context import current
 from flows.runtime import granularity
 from flows.scheduled import hook_slot
 from flows.snapshot import snapshot_flow
 from tasks import work
+from tasks.recorder import ResultDone
 
 POLL_SECONDS = 0.2
 
@@ -29,15 +32,15 @@ class SnapshotRun:
     crawl: dict[str, Any]
     snapshot: dict[str, Any]
     pool: ThreadPoolExecutor
-    future: Future[dict[str, int]] | None
+    future: Future[list[ResultDone]] | None
 
 
 def _start(pool: ThreadPoolExecutor, run: SnapshotRun,
-           plan: work.SnapshotPlan | None) -> Future[dict[str, int]]:
+           plan: work.SnapshotPlan | None) -> Future[list[ResultDone]]:
     # The flow's context goes along: the hook_slot concurrency limits talk to Prefect.
     ctx = contextvars.copy_context()
-    return pool.submit(ctx.run, work.run_snapshot, current().rt, current().recorder, run.crawl,
-                       run.snapshot, hook_slot, plan=plan, wait=False)
+    return pool.submit(ctx.run, work.run_snapshot_results, current().rt, current().recorder,
+                       run.crawl, run.snapshot, hook_slot, plan=plan, wait=False)
 
 
 @task(name="snapshot", task_run_name="{url}", retries=2, retry_delay_seconds=2,
@@ -52,13 +55,20 @@ async def archive_snapshot(url: str, snapshot_id: str, slot: str) -> dict[str, i
     task run follows that work (it is Running while the hooks run and ends with their
     outcome), so the ~40 ms the task engine takes per run never delays a hook.
     Retries: a crash of the snapshot's own work (not a failed hook) runs it again; results
-    already final are kept (prepare_snapshot resumes).
+    already final are kept (prepare_snapshot resumes). Each ArchiveResult is then reported
+    as a task run under this one (flows/result_runs.py).
     """
     run: SnapshotRun = current().slots[slot]
     fut, run.future = run.future, None
     if fut is None:  # a retry: prepare again (resume rules) and run in the same pool
         fut = _start(run.pool, run, None)
-    return await asyncio.wrap_future(fut)
+    results = await asyncio.wrap_future(fut)
+    if result_runs.enabled():
+        ctx = TaskRunContext.get()
+        if ctx is not None:
+            result_runs.report(results, flow_run_id=ctx.task_run.flow_run_id,
+                               parent_task_run_id=ctx.task_run.id)
+    return work.count_results(results)
 
 
 @flow(name="crawl", flow_run_name="crawl {crawl_id}", persist_result=False,

@@ -440,8 +440,25 @@ def _hold_nothing(plugin: str, config: Mapping[str, str]) -> AbstractContextMana
 def run_snapshot(rt: Runtime, recorder: Recorder, crawl: dict[str, Any],
                  snapshot: dict[str, Any], hold: Hold | None = None, *,
                  plan: SnapshotPlan | None = None, wait: bool = True) -> dict[str, int]:
+    """run_snapshot_results, as result counts by status."""
+    return count_results(run_snapshot_results(rt, recorder, crawl, snapshot, hold, plan=plan,
+                                              wait=wait))
+
+
+def count_results(results: list[ResultDone]) -> dict[str, int]:
+    """Result counts by status."""
+    counts: dict[str, int] = {}
+    for r in results:
+        counts[r.outcome.status] = counts.get(r.outcome.status, 0) + 1
+    return counts
+
+
+def run_snapshot_results(rt: Runtime, recorder: Recorder, crawl: dict[str, Any],
+                         snapshot: dict[str, Any], hold: Hold | None = None, *,
+                         plan: SnapshotPlan | None = None, wait: bool = True
+                         ) -> list[ResultDone]:
     """A whole snapshot in one call: foreground hooks in order, background hooks alongside,
-    then cleanup and record. Returns result counts by status.
+    then cleanup and record. Returns every ArchiveResult's outcome.
 
     `hold(plugin, config)` is entered around each hook run (a background hook holds it
     until it is finished): the flows pass a global concurrency slot for browser plugins.
@@ -469,10 +486,7 @@ def run_snapshot(rt: Runtime, recorder: Recorder, crawl: dict[str, Any],
                     results.append(run_result(rt, plan, item))  # once more, then raise
         results.extend(finish_background(rt, plan, background))
     record_snapshot(rt, recorder, plan, results, wait=wait)
-    counts: dict[str, int] = {}
-    for r in [*plan.done, *results]:
-        counts[r.outcome.status] = counts.get(r.outcome.status, 0) + 1
-    return counts
+    return [*plan.done, *results]
 
 
 class SnapshotFeed:

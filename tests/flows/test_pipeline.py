@@ -148,6 +148,39 @@ def test_prefect_shows_the_crawl_and_a_run_per_snapshot(crawled: dict[str, Any])
     assert all(t.state.is_completed() for t in snapshot_runs)
 
 
+def test_prefect_shows_each_archiveresult_under_its_snapshot(crawled: dict[str, Any]) -> None:
+    """Default granularity: every ArchiveResult is reported as a task run (id = its row id)
+    nested under its Snapshot's task run, with the hook's own times and outcome."""
+    import time
+
+    con = duckdb.connect(str(crawled["data"] / "index.duckdb"), read_only=True)
+    rows = con.execute(
+        "SELECT a.id, a.plugin, a.status, a.error, a.start_ts, a.end_ts, s.url "
+        "FROM archiveresult a JOIN snapshot s ON s.id = a.snapshot_id").fetchall()
+    con.close()
+    deadline = time.monotonic() + 60  # the server records task-run events in batches
+    while True:
+        _, _, own, _ = _prefect_runs(crawled["snaps"][0][6])
+        reported = {str(t.id): t for t in own if "archiveresult" in t.tags}
+        if len(reported) >= len(rows) or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    snapshot_runs = {t.name: t.id for t in own if t.name.startswith(crawled["site"])}
+    assert sorted(reported) == sorted(r[0] for r in rows)
+    for ar_id, plugin, status, error, start, end, url in rows:
+        t = reported[ar_id]
+        assert t.name == plugin and plugin in t.tags
+        assert [p.id for p in t.task_inputs["__parents__"]] == [snapshot_runs[url]]
+        assert abs((t.start_time - start).total_seconds()) < 0.001
+        assert abs((t.end_time - end).total_seconds()) < 0.001
+        if status == "failed":
+            assert t.state.is_failed() and t.state.message == error[:2000]
+        else:
+            assert t.state.is_completed(), (plugin, url, t.state)
+    assert any(t.state.is_failed() and "404" in (t.state.message or "")
+               for t in reported.values())  # wget on /missing
+
+
 def test_task_granularity_nests_snapshot_flows_and_result_tasks(
         tmp_path: Path, site_url: str, prefect_api: str) -> None:
     proc = run_cli(tmp_path, "add", "--depth", "1", "--allow-private", "--plugins",
