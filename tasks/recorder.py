@@ -200,6 +200,12 @@ class Recorder:
         self._q.put(item)
         return item
 
+    def hurry(self) -> None:
+        """Have what is queued written now, without waiting for it."""
+        with self._cond:
+            if self._written < self._submitted:
+                self._q.put(_FLUSH)
+
     def flush(self) -> None:
         """Wait until everything submitted so far is written; raise a failed write."""
         with self._cond:

@@ -518,7 +518,12 @@ class SnapshotFeed:
             return []
         if len(self.ready) < free:
             self._claim(max(self.batch, free) - len(self.ready))
-        if not self.ready and idle:
+        if not self.ready:
+            # Nothing claimable: the recorder may hold discovered URLs (depth crawls). Idle,
+            # wait for it; otherwise have it write now, and the next take() finds them.
+            if not idle:
+                self.recorder.hurry()
+                return []
             self.recorder.flush()
             self._claim(max(self.batch, free))
         out, self.ready = self.ready[:free], self.ready[free:]
