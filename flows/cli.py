@@ -258,6 +258,10 @@ def cmd_add(args: argparse.Namespace) -> int:
     if bad:
         raise CliError(f"--config takes KEY=VALUE, got {bad[0]!r}", EXIT_USAGE)
     config = dict(kv.split("=", 1) for kv in args.config or [])
+    if config.get("PLUGINS_PATH"):  # stored with the crawl: relative to here, not to a hook
+        config["PLUGINS_PATH"] = os.pathsep.join(
+            str(Path(p).expanduser().absolute()) for p in config["PLUGINS_PATH"].split(
+                os.pathsep) if p.strip())
     if args.allow_private:
         config["URL_ALLOW_PRIVATE"] = "true"
     # Reuse-or-start the Prefect server and import its engine while this thread opens the

@@ -162,7 +162,8 @@ def discover_hooks(
 
 def _extra_folders(config: Mapping[str, str]) -> list[Path]:
     raw = config.get("PLUGINS_PATH") or ""
-    return [Path(p).expanduser() for p in raw.split(":") if p.strip()]
+    # Absolute: a hook runs in its own output folder, where a relative path means nothing.
+    return [Path(p).expanduser().absolute() for p in raw.split(":") if p.strip()]
 
 
 def _dedupe(folders: Iterable[Path]) -> list[Path]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from tasks.discover import discover_hooks, plugin_dirs, plugin_search_path
 
@@ -101,3 +102,12 @@ def test_hidden_folders_ignored_and_user_plugin_overrides(tmp_path: Path) -> Non
 
 def test_missing_folders_are_fine(tmp_path: Path) -> None:
     assert discover_hooks("Snapshot", [tmp_path / "nope"], {"PLUGINS_PATH": "/nonexistent:"}) == []
+
+
+def test_relative_plugins_path_gives_absolute_hook_paths(tmp_path: Path, monkeypatch: Any
+                                                         ) -> None:
+    """A hook runs in its own output folder: a relative PLUGINS_PATH must not reach it."""
+    _touch(tmp_path / "mine" / "more", "on_Snapshot__50_more.py")
+    monkeypatch.chdir(tmp_path)
+    hooks = discover_hooks("Snapshot", [], {"PLUGINS_PATH": "mine"})
+    assert [h.path for h in hooks] == [tmp_path / "mine" / "more" / "on_Snapshot__50_more.py"]
