@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import threading
 import time
@@ -10,7 +11,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
-from typing import Final, TypeVar
+from typing import Any, Final, TypeVar
 
 import duckdb
 
@@ -51,6 +52,12 @@ def map_errors(path: Path | str = "") -> Iterator[None]:
         raise
 
 
+def _connect_config() -> dict[str, Any]:
+    """DuckDB settings of the index connection: ARCHIVEFLOW_DUCKDB_THREADS (default: DuckDB's)."""
+    raw = os.environ.get("ARCHIVEFLOW_DUCKDB_THREADS", "").strip()
+    return {"threads": int(raw)} if raw.isdigit() and int(raw) > 0 else {}
+
+
 class Store:
     """The index of one data folder.
 
@@ -82,7 +89,8 @@ class Store:
         while True:
             try:
                 with map_errors(self.path):
-                    return duckdb.connect(str(self.path), read_only=self.read_only)
+                    return duckdb.connect(str(self.path), read_only=self.read_only,
+                                          config=_connect_config())
             except IndexLocked as e:
                 if time.monotonic() >= deadline:
                     raise
