@@ -301,7 +301,8 @@ def plain_crawl(rt: Any, crawl_id: str, concurrency: int) -> dict[str, Any]:
 
 def run_crawl_child(data: Path, seeds: Sequence[str], *, depth: int, plugins: str,
                     plugins_path: Path | None, concurrency: int, granularity: str = "snapshot",
-                    profile: Path | None = None, timeout: float = 7200) -> dict[str, Any]:
+                    profile: Path | None = None, timeout: float = 7200,
+                    env: dict[str, str] | None = None) -> dict[str, Any]:
     """Run child_crawl in a subprocess, sampling its RSS; returns its result + peaks."""
     seeds_file = data.parent / f"{data.name}-seeds-{len(seeds)}.txt"
     seeds_file.write_text("\n".join(seeds) + "\n", encoding="utf-8")
@@ -316,8 +317,8 @@ def run_crawl_child(data: Path, seeds: Sequence[str], *, depth: int, plugins: st
                "-o", str(profile), "--", *cmd]
     log = data.parent / f"{data.name}-child.log"
     with open(log, "ab") as err:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, env=child_env(),
-                                cwd=ROOT)
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err,
+                                env=child_env(**(env or {})), cwd=ROOT)
         pid = proc.pid
         if profile is not None:  # sample the python child, not py-spy
             import psutil
@@ -536,8 +537,13 @@ def section_overhead(tab: Table, ns: argparse.Namespace) -> None:
         crawl = run_crawl_child(data, [u + "?g=s" for u in urls], depth=0, plugins=plugins,
                                 plugins_path=NOOP_PLUGINS, concurrency=c)
         print(f"  crawl: {crawl['wall']:.1f} s (load {loadavg()})", flush=True)
-        plain = None
+        plain = lean = None
         if ns.diagnostic:
+            lean = run_crawl_child(data, [u + "?g=l" for u in urls], depth=0, plugins=plugins,
+                                   plugins_path=NOOP_PLUGINS, concurrency=c,
+                                   env={"ARCHIVEFLOW_PREFECT_RESULT_RUNS": "0"})
+            print(f"  without ArchiveResult task runs: {lean['wall']:.1f} s (load {loadavg()})",
+                  flush=True)
             plain = run_crawl_child(data, [u + "?g=n" for u in urls], depth=0,
                                     plugins=plugins, plugins_path=NOOP_PLUGINS, concurrency=c,
                                     granularity="none")
@@ -548,6 +554,9 @@ def section_overhead(tab: Table, ns: argparse.Namespace) -> None:
         floor = (f1 + f2) / 2
         overhead_row(tab, f"granularity=snapshot (default), C={c}", n, k, crawl, floor,
                      1.3 if n >= 1000 else None)
+        if lean is not None:
+            overhead_row(tab, "ARCHIVEFLOW_PREFECT_RESULT_RUNS=0 (Crawl + Snapshot runs only)",
+                         n, k, lean, floor, 1.3 if n >= 1000 else None)
         if plain is not None:
             overhead_row(tab, "diagnostic: same tasks/work.py calls, no Prefect", n, k, plain,
                          floor, None)

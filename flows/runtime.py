@@ -82,6 +82,11 @@ SERVER_SETTINGS = {
     "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_BATCH_SIZE": "500",
     "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_READ_BATCH_SIZE": "500",
     "PREFECT_SERVER_SERVICES_TRIGGERS_READ_BATCH_SIZE": "500",
+    # Prefect's raw event stream (the UI's Events page) is not stored: runs, their states and
+    # logs are (they come from the same events through the task-run recorder). Storing it cost
+    # ~30 ms of server CPU per Snapshot: N=1000 x 5 no-op hooks ran at 1.26x the floor without
+    # it, 1.40x with it. Set this variable to true to keep the stream.
+    "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_ENABLED": "false",
 }
 
 
