@@ -754,7 +754,7 @@ def section_scale(tab: Table, ns: argparse.Namespace) -> None:
         tab.add(Row("scale", f"diagnostic: create_pending + process insert per Snapshot on an "
                     f"index of {size:,} results (~{size // 5:,} snapshots)", f"{ms:.1f} ms",
                     f"{growth[base_size]:.1f} ms at {base_size:,}", ms / growth[base_size],
-                    "-", None, "insert_frame anti-joins the whole table"))
+                    "-", None, "insert_frame's duplicate check, restricted to the batch's keys"))
     small = points[0]
     per_small = res[small]["wall"] / small * 1e3
     for n in points[1:]:

@@ -126,8 +126,11 @@ def write_batch(store: Store, items: list[SnapshotDone]) -> list[IngestReport]:
             if rows["errors"]:
                 result_store.add_record_errors(cur, rows["errors"])
             if rows["procs"]:
+                # Fresh UUIDv7 ids, and a retry re-runs the whole rolled-back transaction:
+                # no duplicate check needed (it scans the id column of every process row).
                 insert_frame(cur, "process", frame("process", pl.DataFrame(
-                    rows["procs"], schema=frame("process", []).schema, orient="row")))
+                    rows["procs"], schema=frame("process", []).schema, orient="row")),
+                    on_conflict="error")
             reports = []
             for item in items:
                 records = [rec for r in item.results for rec in r.outcome.other_records]
