@@ -8,7 +8,6 @@ PREFECT.md); the default runs each Snapshot as one task (flows/crawl.py: archive
 from __future__ import annotations
 
 import asyncio
-from collections import Counter
 from typing import Any
 
 from prefect import flow, task
@@ -71,4 +70,4 @@ async def snapshot_flow(url: str, snapshot_id: str, crawl_id: str, slot: str) ->
             cur.slots.pop(key, None)
     results.extend(await asyncio.to_thread(work.finish_background, rt, plan, background))
     await asyncio.to_thread(work.record_snapshot, rt, cur.recorder, plan, results)
-    return dict(Counter(r.outcome.status for r in [*plan.done, *results]))
+    return work.count_results([*plan.done, *results])

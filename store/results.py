@@ -76,17 +76,6 @@ def claim_result(cur: duckdb.DuckDBPyConnection, result_id: str, lease: float) -
     return row
 
 
-def pending_results(cur: duckdb.DuckDBPyConnection, snapshot_id: str) -> list[dict[str, Any]]:
-    """Results of a snapshot not final yet, in hook order."""
-    res = cur.execute(
-        "SELECT * FROM archiveresult WHERE snapshot_id = ? AND status IN ('queued', 'started') "
-        "ORDER BY created_at, hook_name",
-        [snapshot_id],
-    )
-    cols = [d[0] for d in res.description or []]
-    return [dict(zip(cols, r, strict=True)) for r in res.fetchall()]
-
-
 def finish_results(cur: duckdb.DuckDBPyConnection, outcomes: Sequence[Mapping[str, Any]]
                    ) -> list[str]:
     """started → final status for many results in one UPDATE … FROM a frame.

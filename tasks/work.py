@@ -256,7 +256,6 @@ def prepare_snapshots(rt: Runtime, crawl: dict[str, Any], snapshots: list[dict[s
     # Snapshots of a crawl nearly always share one config: hooks and binaries once per config.
     per_config: dict[int, tuple[dict[str, Hook], dict[str, list[str]]]] = {}
     plans: list[SnapshotPlan] = []
-    hooks_of: list[dict[str, Hook]] = []
     for snapshot in snapshots:
         cfg = rt.config(crawl_cfg, _json(snapshot.get("config")))
         if id(cfg) not in per_config:
@@ -273,14 +272,14 @@ def prepare_snapshots(rt: Runtime, crawl: dict[str, Any], snapshots: list[dict[s
                 raise
             # Go on: each hook then fails with the reason instead of the whole crawl crashing.
         plans.append(SnapshotPlan(crawl, snapshot, cfg, env, snap_dir))
-        hooks_of.append(per_config[id(cfg)][0])
     with rt.store.transaction() as cur:
         existing: dict[str, list[dict[str, Any]]] = {s["id"]: [] for s in snapshots}
         for row in result_store.results_of(cur, list(existing)):
             existing[row["snapshot_id"]].append(row)
         fresh = []
-        for plan, hooks in zip(plans, hooks_of, strict=True):
+        for plan in plans:
             s = plan.snapshot
+            hooks = per_config[id(plan.config)][0]
             have = {r["hook_name"] for r in existing[s["id"]]}
             for h in hooks.values():
                 if h.name not in have:
@@ -295,12 +294,12 @@ def prepare_snapshots(rt: Runtime, crawl: dict[str, Any], snapshots: list[dict[s
             move(cur, "archiveresult", "claim", queued, lease=SNAPSHOT_LEASE, returning="id")
     fresh_ids = {r["id"] for r in fresh}
     stale_all: list[str] = []
-    for plan, hooks in zip(plans, hooks_of, strict=True):
+    for plan in plans:
+        hooks, missing_of = per_config[id(plan.config)]
         rows = [r for r in existing[plan.snapshot["id"]]
                 if r["status"] in ("queued", "started")]
         stale = {r["id"] for r in rows if r["status"] == "started" and r["id"] not in fresh_ids}
         stale_all.extend(stale)
-        missing_of = per_config[id(plan.config)][1]
         for row in sorted(rows, key=lambda r: (hooks[r["hook_name"]].order, r["hook_name"])
                           if r["hook_name"] in hooks else (10**6, r["hook_name"])):
             hook = hooks.get(row["hook_name"])
