@@ -20,8 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from tasks.discover import parse_hook_name
-from tasks.hooks import run_hook, update_from_output
+from archiveflow.tasks.discover import parse_hook_name
+from archiveflow.tasks.hooks import run_hook, update_from_output
 
 HOOK_PATH = (
     Path(__file__).resolve().parents[1]

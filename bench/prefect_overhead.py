@@ -30,7 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from flows.runtime import configure_prefect, stop_local_server  # noqa: E402
+from archiveflow.flows.prefect_server import configure_prefect, stop_local_server  # noqa: E402
 
 PY = sys.executable
 HOOK = [
@@ -43,7 +43,7 @@ CHILD = r"""
 import sys, time, json, subprocess
 t0 = float(sys.argv[2]); data = sys.argv[1]; bg = sys.argv[3] == "bg"
 sys.path.insert(0, %(root)r)
-from flows import runtime
+from archiveflow.flows import prefect_server as runtime
 out = {}
 hook = %(hook)r
 if bg:
@@ -180,7 +180,7 @@ def bench_per_run(api: str, n: int) -> list[tuple[str, float, float]]:
         for _ in range(count):
             sync_sub()
 
-    from flows.runtime import no_heartbeats
+    from archiveflow.flows.prefect_server import no_heartbeats
 
     count = max(n // 20, 5)
     for label, ctx in (

@@ -158,7 +158,7 @@ def stop_server(data_dir: Path) -> None:
     """Stop the Prefect server a crawl started for this data dir (never someone else's)."""
     if not (data_dir / "prefect").exists():
         return
-    from flows.runtime import stop_local_server
+    from archiveflow.flows.prefect_server import stop_local_server
 
     try:
         stop_local_server(data_dir)
@@ -223,17 +223,18 @@ def child_crawl(ns: argparse.Namespace) -> None:
     """In a fresh process: configure Prefect, then time one crawl (create -> sealed)."""
     os.environ["ARCHIVEFLOW_PREFECT_GRANULARITY"] = ns.granularity
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-    from flows import cli
-    from flows.runtime import configure_prefect
-    from store.crawls import create_crawl
-    from tasks.runtime import open_runtime
+    from archiveflow.flows.prefect_server import configure_prefect
+    from archiveflow.store.crawls import create_crawl
+    from archiveflow.tasks.runtime import open_runtime
+
+    from archiveflow.cli import app as cli
 
     data = Path(ns.data)
     t = time.perf_counter()
     rt = open_runtime(data)
     if ns.granularity != "none":
         configure_prefect(data)
-        import flows.crawl  # noqa: F401 - the flow engine import, off the timed path
+        import archiveflow.flows.crawl  # noqa: F401 - the flow engine import, off the timed path
     setup = time.perf_counter() - t
     config = {"URL_ALLOW_PRIVATE": "true"}
     if ns.plugins_path:
@@ -271,8 +272,8 @@ def plain_crawl(rt: Any, crawl_id: str, concurrency: int) -> dict[str, Any]:
     C snapshots at once in threads, claiming as slots free up (no polling sleep)."""
     from concurrent.futures import FIRST_COMPLETED, Future, wait
 
-    from flows import context
-    from tasks import work
+    from archiveflow.flows import context
+    from archiveflow.tasks import work
 
     cur = context.install(rt)
     try:
@@ -342,7 +343,7 @@ def run_crawl_child(data: Path, seeds: Sequence[str], *, depth: int, plugins: st
 
 def hook_setup(plugins: str, plugins_path: Path | None) -> tuple[list[Any], dict[str, str]]:
     """The Snapshot hooks and base hook environment archiveflow would use (scratch index)."""
-    from tasks.runtime import open_runtime
+    from archiveflow.tasks.runtime import open_runtime
 
     scratch = fresh_dir("floor-runtime")
     rt = open_runtime(scratch, env=child_env())
@@ -359,7 +360,7 @@ def spawn_floor(urls: Sequence[str], hooks: Sequence[Any], env: dict[str, str],
                 concurrency: int, out_dir: Path, timeout: float = 120) -> float:
     """Each URL's hooks in order (like a snapshot's foreground hooks), C URLs at once, with
     subprocess.run: same interpreter, argv and environment shape as run_hook. Seconds."""
-    from tasks.discover import build_command
+    from archiveflow.tasks.discover import build_command
 
     shutil.rmtree(out_dir, ignore_errors=True)
     commands = [build_command(h.path) for h in hooks]
@@ -387,10 +388,9 @@ def spawn_floor(urls: Sequence[str], hooks: Sequence[Any], env: dict[str, str],
 
 def section_ingest(tab: Table, ns: argparse.Namespace) -> None:
     import polars as pl  # noqa: F401 - imported before timing
-
-    from store.db import Store
-    from store.ids import new_id
-    from store.load import load_snapshot_jsonl
+    from archiveflow.store.db import Store
+    from archiveflow.store.ids import new_id
+    from archiveflow.store.load import load_snapshot_jsonl
 
     n, m = ns.ingest_n, ns.ingest_rows
     lines = [json.dumps({"type": "Snapshot", "url": f"https://example.com/a/{i}?q={i * 7}",
@@ -457,7 +457,7 @@ def _add_once(data: Path, stamp: Path) -> tuple[dict[str, float], float, int]:
 
 
 def section_startup(tab: Table, ns: argparse.Namespace) -> None:
-    from flows.runtime import _template_path
+    from archiveflow.flows.prefect_server import _template_path
 
     hook = STAMP_PLUGINS / "stamp" / "on_Crawl__00_stamp.py"
     floor = []
@@ -681,11 +681,10 @@ def index_growth(sizes: Sequence[int], k: int = 5, reps: int = 40) -> dict[int, 
     and the process rows' anti-join in store/load.insert_frame) on an index that already
     holds `size` ArchiveResults and process rows, for each size."""
     import polars as pl
-
-    from store.db import Store
-    from store.ids import new_id
-    from store.load import frame, insert_frame
-    from store.results import create_pending
+    from archiveflow.store.db import Store
+    from archiveflow.store.ids import new_id
+    from archiveflow.store.load import frame, insert_frame
+    from archiveflow.store.results import create_pending
 
     out: dict[int, float] = {}
     for size in sizes:

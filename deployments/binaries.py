@@ -6,8 +6,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, cast
 
-from flows.binaries import install_binaries
-from tasks.machine import this_machine
+from archiveflow.flows.binaries import install_binaries
+from archiveflow.tasks.machine import this_machine
 
 if TYPE_CHECKING:
     from prefect.deployments.runner import RunnerDeployment

@@ -5,12 +5,11 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from archiveflow.flows.context import current
+from archiveflow.tasks import binaries as work
+from archiveflow.tasks.machine import this_machine
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
-
-from flows.context import current
-from tasks import binaries as work
-from tasks.machine import this_machine
 
 DEFAULT_CONCURRENCY = 4
 

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tasks.recorder import Recorder
-from tasks.runtime import Runtime, open_runtime
+from archiveflow.tasks.recorder import Recorder
+from archiveflow.tasks.runtime import Runtime, open_runtime
 
 
 @dataclass

@@ -9,18 +9,17 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from archiveflow.flows import result_runs
+from archiveflow.flows.binaries import require_binaries
+from archiveflow.flows.context import current
+from archiveflow.flows.prefect_server import granularity
+from archiveflow.flows.scheduled import hook_slot
+from archiveflow.flows.snapshot import snapshot_flow
+from archiveflow.tasks import work
+from archiveflow.tasks.recorder import ResultDone
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect.context import TaskRunContext
-
-from flows import result_runs
-from flows.binaries import require_binaries
-from flows.context import current
-from flows.runtime import granularity
-from flows.scheduled import hook_slot
-from flows.snapshot import snapshot_flow
-from tasks import work
-from tasks.recorder import ResultDone
 
 POLL_SECONDS = 0.2
 

@@ -31,17 +31,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
+from archiveflow.flows import context
+from archiveflow.store import crawls as crawl_store
+from archiveflow.store.ids import new_id
+from archiveflow.store.records import SnapshotRecord
+from archiveflow.tasks.config import hook_timeout
+from archiveflow.tasks.hooks import HookLaunchError, run_hook, update_from_output
+from archiveflow.tasks.runtime import Runtime
+from archiveflow.tasks.urls import check_url
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
-
-from flows import context
-from store import crawls as crawl_store
-from store.ids import new_id
-from store.records import SnapshotRecord
-from tasks.config import hook_timeout
-from tasks.hooks import HookLaunchError, run_hook, update_from_output
-from tasks.runtime import Runtime
-from tasks.urls import check_url
 
 FLOW_NAME: Final[str] = "archive"
 SEEDS_PLUGIN: Final[str] = "seeds"
@@ -165,7 +164,7 @@ async def archive(
     `only_new`: archive only seeds whose URL has no Snapshot in this data folder yet.
     `schedule`: the schedule (deployment) name, kept on the Crawl row."""
     # Imported here: flows.snapshot imports this module for limit_slot (a cycle otherwise).
-    from flows.crawl import crawl_flow
+    from archiveflow.flows.crawl import crawl_flow
 
     opened = _open(data_dir)
     try:

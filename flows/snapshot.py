@@ -10,13 +10,12 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from archiveflow.flows.context import current
+from archiveflow.tasks import work
+from archiveflow.tasks.hooks import HookRun
+from archiveflow.tasks.recorder import ResultDone
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
-
-from flows.context import current
-from tasks import work
-from tasks.hooks import HookRun
-from tasks.recorder import ResultDone
 
 
 def _is_transient(task: Any, task_run: Any, state: Any) -> bool:

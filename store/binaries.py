@@ -8,10 +8,9 @@ from typing import Any
 
 import duckdb
 import polars as pl
-
-from store.ids import new_id
-from store.load import frame, insert_frame
-from store.transitions import move
+from archiveflow.store.ids import new_id
+from archiveflow.store.load import frame, insert_frame
+from archiveflow.store.transitions import move
 
 
 def declare_binaries(

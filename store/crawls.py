@@ -8,9 +8,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import duckdb
-
-from store.ids import new_id
-from store.transitions import move
+from archiveflow.store.ids import new_id
+from archiveflow.store.transitions import move
 
 
 def create_crawl(

@@ -14,8 +14,7 @@ from pathlib import Path
 from typing import Any, Final, TypeVar
 
 import duckdb
-
-from store.errors import IndexLocked, SchemaTooNew, StoreError, WriteConflict
+from archiveflow.store.errors import IndexLocked, SchemaTooNew, StoreError, WriteConflict
 
 T = TypeVar("T")
 
@@ -28,7 +27,7 @@ _LOCK_PID = re.compile(r"PID (\d+)")
 
 
 def _sql_file(name: str) -> str:
-    return resources.files("store").joinpath(name).read_text(encoding="utf-8")
+    return resources.files("archiveflow.store").joinpath(name).read_text(encoding="utf-8")
 
 
 @contextmanager
@@ -121,7 +120,7 @@ class Store:
             con.execute("COMMIT")
         # Views are derived: replaced whenever views.sql changed (≈0.5 s to run it, so not
         # on every open), identified by the file's hash.
-        views = resources.files("store").joinpath("views.sql")
+        views = resources.files("archiveflow.store").joinpath("views.sql")
         if views.is_file():
             text = views.read_text(encoding="utf-8")
             digest = hashlib.sha256(text.encode()).hexdigest()

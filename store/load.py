@@ -15,9 +15,8 @@ from typing import Any, Final, Literal
 
 import duckdb
 import polars as pl
-
-from store.db import map_errors
-from store.records import MAX_URL_LEN, RecordError
+from archiveflow.store.db import map_errors
+from archiveflow.store.records import MAX_URL_LEN, RecordError
 
 TS: Final = pl.Datetime("us", "UTC")
 

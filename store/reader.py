@@ -23,9 +23,8 @@ from typing import Any, Final
 import duckdb
 import pyarrow as pa
 import pyarrow.ipc as ipc
-
-from store.db import Store, map_errors
-from store.errors import IndexLocked, StoreError
+from archiveflow.store.db import Store, map_errors
+from archiveflow.store.errors import IndexLocked, StoreError
 
 _READ_ONLY_TYPES: Final[frozenset[str]] = frozenset(
     {"SELECT", "EXPLAIN", "PRAGMA", "SHOW", "DESCRIBE", "SUMMARIZE", "SET", "VARIABLE_SET"}

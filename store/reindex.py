@@ -17,9 +17,8 @@ from typing import Any, Final
 
 import duckdb
 import polars as pl
-
-from store.db import Store, map_errors
-from store.load import TS
+from archiveflow.store.db import Store, map_errors
+from archiveflow.store.load import TS
 
 CRAWL_COLUMNS: Final[dict[str, pl.DataType]] = {
     "id": pl.Utf8(), "status": pl.Utf8(), "created_at": TS, "modified_at": TS,

@@ -8,12 +8,11 @@ from typing import Any, Final
 
 import duckdb
 import polars as pl
-
-from store.db import map_errors
-from store.errors import IllegalTransition
-from store.load import TS, frame, insert_frame
-from store.records import FINAL_RESULT_STATUSES
-from store.transitions import MOVES, move
+from archiveflow.store.db import map_errors
+from archiveflow.store.errors import IllegalTransition
+from archiveflow.store.load import TS, frame, insert_frame
+from archiveflow.store.records import FINAL_RESULT_STATUSES
+from archiveflow.store.transitions import MOVES, move
 
 # A started result may finish in any final status that some declared move leads to.
 _FINISH_TARGETS: Final[frozenset[str]] = frozenset(

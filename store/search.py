@@ -27,8 +27,7 @@ from typing import Any, Final
 
 import duckdb
 import polars as pl
-
-from store.errors import StoreError
+from archiveflow.store.errors import StoreError
 
 TEXT_CAP: Final[int] = 1_000_000  # characters of a page's text that are indexed
 TEXT_FILE: Final[str] = "htmltotext/htmltotext.txt"
@@ -361,8 +360,8 @@ def run_search(index_path: Path, q: SearchQuery, *, rebuild: bool = False
     index read-write, briefly). When a crawl holds it, everything is sent to that process.
     `rebuild` re-reads every snapshot's text first.
     """
-    from store.db import Store, map_errors
-    from store.reader import Reader
+    from archiveflow.store.db import Store, map_errors
+    from archiveflow.store.reader import Reader
 
     data_dir = index_path.parent
     with Reader(index_path) as reader:

@@ -7,9 +7,8 @@ from typing import Any
 
 import duckdb
 import polars as pl
-
-from store.load import frame, insert_frame
-from store.transitions import claim_next, move
+from archiveflow.store.load import frame, insert_frame
+from archiveflow.store.transitions import claim_next, move
 
 
 def claim_snapshots(

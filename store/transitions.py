@@ -13,9 +13,8 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 import duckdb
-
-from store.db import map_errors
-from store.errors import IllegalTransition, RowNotFound, WriteConflict
+from archiveflow.store.db import map_errors
+from archiveflow.store.errors import IllegalTransition, RowNotFound, WriteConflict
 
 
 @dataclass(frozen=True)

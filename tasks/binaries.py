@@ -35,17 +35,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, Literal
 
-from store import binaries as binary_store
-from store import machines as machine_store
-from store.errors import IllegalTransition, RowNotFound, WriteConflict
-from store.load import frame, insert_frame
-from store.records import BinaryRecord
-from tasks.config import hook_timeout, required_binaries
-from tasks.discover import Hook, HookLaunchError, env_key, is_plugin_enabled
-from tasks.hooks import HookRun, run_hook, update_from_output
-from tasks.output import HookOutcome, stderr_tail
-from tasks.recorder import process_row
-from tasks.runtime import Runtime
+from archiveflow.store import binaries as binary_store
+from archiveflow.store import machines as machine_store
+from archiveflow.store.errors import IllegalTransition, RowNotFound, WriteConflict
+from archiveflow.store.load import frame, insert_frame
+from archiveflow.store.records import BinaryRecord
+from archiveflow.tasks.config import hook_timeout, required_binaries
+from archiveflow.tasks.discover import Hook, HookLaunchError, env_key, is_plugin_enabled
+from archiveflow.tasks.hooks import HookRun, run_hook, update_from_output
+from archiveflow.tasks.output import HookOutcome, stderr_tail
+from archiveflow.tasks.recorder import process_row
+from archiveflow.tasks.runtime import Runtime
 
 # A claimed row is held this long; a worker that died releases it when the lease passes.
 BINARY_LEASE: Final[float] = 3600.0

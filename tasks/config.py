@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from tasks.discover import Hook, env_key, is_false
+from archiveflow.tasks.discover import Hook, env_key, is_false
 
 # Keys every hook may rely on even when no plugin declares them.
 GLOBAL_DEFAULTS: Final[dict[str, Any]] = {"TIMEOUT": 60}

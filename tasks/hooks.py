@@ -45,10 +45,9 @@ from pathlib import Path
 from typing import Any, Final
 
 import psutil
-
-from store.ids import new_id
-from tasks.config import hook_timeout, resolve_config
-from tasks.discover import (
+from archiveflow.store.ids import new_id
+from archiveflow.tasks.config import hook_timeout, resolve_config
+from archiveflow.tasks.discover import (
     Hook,
     HookLaunchError,
     build_command,
@@ -56,7 +55,7 @@ from tasks.discover import (
     plugin_dirs,
     plugin_search_path,
 )
-from tasks.output import (
+from archiveflow.tasks.output import (
     LOG_CAP,
     ExitInfo,
     HookOutcome,
@@ -67,7 +66,7 @@ from tasks.output import (
     snapshot_files,
     write_atomic,
 )
-from tasks.process import (
+from archiveflow.tasks.process import (
     RUN_ID_ENV,
     PidInfo,
     kill_process,

@@ -16,13 +16,12 @@ from typing import Any
 
 import duckdb
 import polars as pl
-
-from store import crawls as crawl_store
-from store import load, machines
-from store import snapshots as snapshot_store
-from store.db import Store
-from store.load import TS
-from store.records import (
+from archiveflow.store import crawls as crawl_store
+from archiveflow.store import load, machines
+from archiveflow.store import snapshots as snapshot_store
+from archiveflow.store.db import Store
+from archiveflow.store.load import TS
+from archiveflow.store.records import (
     BinaryRecord,
     CrawlRecord,
     MachineRecord,
@@ -30,7 +29,7 @@ from store.records import (
     SnapshotRecord,
     TagRecord,
 )
-from tasks.urls import check_url
+from archiveflow.tasks.urls import check_url
 
 
 @dataclass(frozen=True)

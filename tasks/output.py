@@ -18,7 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Final
 
-from store.records import (
+from archiveflow.store.records import (
     MAX_TEXT_LEN,
     ArchiveResultRecord,
     FinalResultStatus,

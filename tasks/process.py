@@ -23,9 +23,8 @@ from pathlib import Path
 from typing import Any, Final
 
 import psutil
-
-from tasks.discover import HookLaunchError
-from tasks.output import write_atomic
+from archiveflow.tasks.discover import HookLaunchError
+from archiveflow.tasks.output import write_atomic
 
 RUN_ID_ENV: Final[str] = "ARCHIVEFLOW_RUN_ID"
 _CREATE_TIME_TOLERANCE: Final[float] = 0.02

@@ -19,14 +19,13 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 import polars as pl
-
-from store import results as result_store
-from store.db import Store, retry_conflicts
-from store.load import frame, insert_frame
-from store.transitions import move
-from tasks.discover import Hook
-from tasks.hooks import HookOutcome, HookRun
-from tasks.ingest import Context, IngestReport, ingest_records
+from archiveflow.store import results as result_store
+from archiveflow.store.db import Store, retry_conflicts
+from archiveflow.store.load import frame, insert_frame
+from archiveflow.store.transitions import move
+from archiveflow.tasks.discover import Hook
+from archiveflow.tasks.hooks import HookOutcome, HookRun
+from archiveflow.tasks.ingest import Context, IngestReport, ingest_records
 
 MAX_BATCH: Final[int] = 256
 LINGER: Final[float] = 1.0  # s a batch waits for more snapshots when nobody waits for it
@@ -167,7 +166,7 @@ class Recorder:
         self._indexer.start()
 
     def _index_loop(self) -> None:
-        from store import search
+        from archiveflow.store import search
 
         ensured = False
         while True:

@@ -31,14 +31,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
-from store import machines
-from store import reindex as rstore
-from store import search as search_store
-from store import snapshots as snapshot_store
-from store.records import SnapshotRecord, TagRecord
-from tasks.hooks import HookOutcome, HookPaths, update_from_output
-from tasks.ingest import Context, ingest_records
-from tasks.machine import this_machine
+from archiveflow.store import machines
+from archiveflow.store import reindex as rstore
+from archiveflow.store import search as search_store
+from archiveflow.store import snapshots as snapshot_store
+from archiveflow.store.records import SnapshotRecord, TagRecord
+from archiveflow.tasks.hooks import HookOutcome, HookPaths, update_from_output
+from archiveflow.tasks.ingest import Context, ingest_records
+from archiveflow.tasks.machine import this_machine
 
 INDEX_NAME: Final[str] = "index.duckdb"
 # Namespace of ArchiveResult ids derived from (snapshot id, hook name); never change it.

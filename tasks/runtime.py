@@ -15,13 +15,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from store import binaries as binary_store
-from store import machines
-from store.db import Store
-from store.reader import QueryServer
-from tasks.config import load_user_config, required_binaries, resolve_config
-from tasks.discover import Hook, discover_hooks, env_key, plugin_dirs, plugin_search_path
-from tasks.machine import MachineInfo, this_machine
+from archiveflow.store import binaries as binary_store
+from archiveflow.store import machines
+from archiveflow.store.db import Store
+from archiveflow.store.reader import QueryServer
+from archiveflow.tasks.config import load_user_config, required_binaries, resolve_config
+from archiveflow.tasks.discover import (
+    Hook,
+    discover_hooks,
+    env_key,
+    plugin_dirs,
+    plugin_search_path,
+)
+from archiveflow.tasks.machine import MachineInfo, this_machine
 
 PROJECT_PLUGINS: Final[Path] = Path(__file__).resolve().parent.parent / "plugins"
 INDEX_NAME: Final[str] = "index.duckdb"

@@ -19,16 +19,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
-from store import crawls as crawl_store
-from store import results as result_store
-from store import snapshots as snapshot_store
-from store.ids import new_id
-from store.load import frame, insert_frame
-from store.snapshots import renew_leases
-from store.transitions import move
-from tasks.config import hook_timeout
-from tasks.discover import Hook
-from tasks.hooks import (
+from archiveflow.store import crawls as crawl_store
+from archiveflow.store import results as result_store
+from archiveflow.store import snapshots as snapshot_store
+from archiveflow.store.ids import new_id
+from archiveflow.store.load import frame, insert_frame
+from archiveflow.store.snapshots import renew_leases
+from archiveflow.store.transitions import move
+from archiveflow.tasks.config import hook_timeout
+from archiveflow.tasks.discover import Hook
+from archiveflow.tasks.hooks import (
     HookLaunchError,
     HookOutcome,
     HookPaths,
@@ -40,9 +40,9 @@ from tasks.hooks import (
     update_from_output,
     wait_background,
 )
-from tasks.ingest import Context, IngestReport, ingest_records
-from tasks.recorder import Recorder, ResultDone, SnapshotDone, process_row
-from tasks.runtime import Runtime
+from archiveflow.tasks.ingest import Context, IngestReport, ingest_records
+from archiveflow.tasks.recorder import Recorder, ResultDone, SnapshotDone, process_row
+from archiveflow.tasks.runtime import Runtime
 
 ARG_INLINE_MAX: Final[int] = 8 * 1024  # longer seed text goes through a file
 SNAPSHOT_LEASE: Final[float] = 6 * 3600.0

@@ -16,13 +16,13 @@ import contextlib
 import io
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.command import ARCHIVEFLOW
 from tests.flows.conftest import run_cli
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -38,7 +38,7 @@ def analytics_api(prefect_api: str) -> str:
 
 
 def _cli_in_process(data: Path, *args: str) -> tuple[int, str, str]:
-    from flows.cli import main
+    from archiveflow.cli.app import main
 
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
@@ -48,7 +48,7 @@ def _cli_in_process(data: Path, *args: str) -> tuple[int, str, str]:
 
 def _query_while_running(data: Path, proc: subprocess.Popen[str]) -> dict[str, Any]:
     """Run stats and search while the crawl process holds the index."""
-    from store.reader import Reader
+    from archiveflow.store.reader import Reader
 
     seen: dict[str, Any] = {}
     deadline = time.monotonic() + 120
@@ -85,7 +85,7 @@ def archive(tmp_path_factory: pytest.TempPathFactory, site_url: str, analytics_a
     code, out, err = _cli_in_process(data, "search", "zebra")
     assert code == 0, err
     proc = subprocess.Popen(
-        [sys.executable, "-m", "flows.cli", "--data-dir", str(data), "add", "--depth", "0",
+        [ARCHIVEFLOW, "--data-dir", str(data), "add", "--depth", "0",
          "--tag", "second", "--plugins", PLUGINS_2, *common, f"{site_url}/index.html"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
         env={**os.environ, "ARCHIVEFLOW_LOCK_WAIT": "60"})

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+from archiveflow.store import search
 
-from store import search
 from tests.flows.conftest import run_cli
 
 PHRASE = "the quick zebra of archiveflow"  # only tests/fixtures/site/page2.html has it
@@ -67,7 +67,7 @@ def test_index_snapshots_keeps_text_in_step(archive: dict[str, Any], tmp_path: P
     rebuilt by the next search."""
     import shutil
 
-    from store.db import Store
+    from archiveflow.store.db import Store
 
     data = tmp_path / "data"
     shutil.copytree(archive["data"], data, ignore=shutil.ignore_patterns("prefect"))

@@ -9,8 +9,7 @@ from typing import Any
 
 import duckdb
 import pytest
-
-from store.db import Store
+from archiveflow.store.db import Store
 
 VIEWS = ["plugin_stats", "plugin_failures", "domain_stats", "snapshot_summary", "url_captures",
          "url_result_history", "disk_by_plugin", "disk_by_mimetype", "disk_by_domain",

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 import duckdb
 import pytest
 
+from tests.command import ARCHIVEFLOW
 from tests.conftest import SEEDS_DIR
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -74,7 +74,7 @@ pytestmark = pytest.mark.timeout(600)  # the fixture runs every `add`; a loaded 
 
 def _start(data: Path, *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "flows.cli", "--data-dir", str(data), *args],
+        [ARCHIVEFLOW, "--data-dir", str(data), *args],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
         env={**os.environ, "ARCHIVEFLOW_LOCK_WAIT": "60"})
 

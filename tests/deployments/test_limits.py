@@ -7,8 +7,7 @@ import threading
 import time
 
 import pytest
-
-from flows.scheduled import BROWSER_LIMIT, limit_slot, plugin_limit
+from archiveflow.flows.scheduled import BROWSER_LIMIT, limit_slot, plugin_limit
 
 
 def test_plugin_limit_maps_browser_plugins() -> None:
@@ -59,7 +58,7 @@ def test_limit_slot_creates_the_limit_and_serializes(prefect_api: str) -> None:
 def test_hook_slot_holds_across_threads(prefect_api: str) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
-    from flows.scheduled import hook_slot
+    from archiveflow.flows.scheduled import hook_slot
 
     cfg = {"BROWSER_PLUGINS": "fakebrowser", "BROWSER_CONCURRENCY": "1"}
     lock = threading.Lock()

@@ -5,8 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from deployments import crawls as dep
+from archiveflow.deployments import crawls as dep
 
 
 @pytest.mark.parametrize(("text", "seconds"), [("90s", 90), ("30m", 1800), ("12h", 43200),
@@ -59,6 +58,6 @@ def test_schedules_json_round_trip(tmp_path: Path) -> None:
 
 
 def test_flow_name_matches_the_flow() -> None:
-    from flows.scheduled import FLOW_NAME, archive
+    from archiveflow.flows.scheduled import FLOW_NAME, archive
 
     assert dep.FLOW_NAME == FLOW_NAME == archive.name

@@ -13,7 +13,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from datetime import timedelta
@@ -23,8 +22,9 @@ from uuid import UUID
 
 import duckdb
 import pytest
+from archiveflow.deployments import crawls as dep
 
-from deployments import crawls as dep
+from tests.command import ARCHIVEFLOW
 from tests.flows.conftest import run_cli
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -46,7 +46,7 @@ class Serve:
     def __init__(self, data: Path) -> None:
         self.t0 = time.monotonic()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "flows.cli", "--data-dir", str(data), "serve",
+            [ARCHIVEFLOW, "--data-dir", str(data), "serve",
              "--no-binaries", "--poll", "1", "--limit", "2"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
             env={**os.environ, "ARCHIVEFLOW_LOCK_WAIT": "120"}, start_new_session=True)
@@ -168,7 +168,7 @@ def test_schedule_add_registers_a_paused_deployment_with_its_schedule(
     assert [s.schedule.cron for s in sitemap.schedules] == [CRON]
     assert [s.schedule.interval for s in feed.schedules] == [timedelta(days=1)]
     assert sitemap.paused and feed.paused  # nobody serves them yet
-    assert sitemap.entrypoint == "flows.scheduled.archive"
+    assert sitemap.entrypoint == "archiveflow.flows.scheduled.archive"
     params = sitemap.parameters
     assert params["schedule"] == "sitemap" and params["plugins"] == "headers"
     assert params["tags"] == ["weekly"] and params["only_new"] is False

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import psutil
+
+from tests.command import ARCHIVEFLOW
 
 
 def run_cli(data_dir: Path, *args: str, stdin: str | None = None, timeout: float = 300,
             env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """Run `archiveflow --data-dir DATA ARGS…` as a real process."""
     return subprocess.run(
-        [sys.executable, "-m", "flows.cli", "--data-dir", str(data_dir), *args],
+        [ARCHIVEFLOW, "--data-dir", str(data_dir), *args],
         input=stdin, capture_output=True, text=True, timeout=timeout,
         env={**os.environ, "ARCHIVEFLOW_LOCK_WAIT": "60", **(env or {})},
         cwd=Path(__file__).resolve().parents[2],

@@ -17,18 +17,18 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from archiveflow.store.binaries import list_binaries
+from archiveflow.store.machines import machine_config
+from archiveflow.tasks import binaries
+from archiveflow.tasks.runtime import Runtime, open_runtime
 
-from store.binaries import list_binaries
-from store.machines import machine_config
-from tasks import binaries
-from tasks.runtime import Runtime, open_runtime
+from tests.command import ARCHIVEFLOW
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURE_PLUGINS = ROOT / "tests" / "fixtures" / "plugins_binaries"
@@ -237,12 +237,8 @@ def test_deleted_console_script_alone_is_reinstalled(
 def test_binaries_command_reads_through_the_writer(
         rt: Runtime, first_install: binaries.InstallReport) -> None:
     # This process holds the index, so the command reads through its query server.
-    script = ("import sys\nfrom flows import cli\n"
-              "if 'flows.cli_binaries' not in cli.EXTENSIONS:\n"
-              "    cli.EXTENSIONS = (*cli.EXTENSIONS, 'flows.cli_binaries')\n"
-              "sys.exit(cli.main(sys.argv[1:]))\n")
     proc = subprocess.run(
-        [sys.executable, "-c", script, "--data-dir", str(rt.data_dir), "binaries", "--json"],
+        [ARCHIVEFLOW, "--data-dir", str(rt.data_dir), "binaries", "--json"],
         capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
     rows = {r["name"]: r for r in map(json.loads, proc.stdout.splitlines())}
@@ -255,11 +251,10 @@ def test_binaries_command_reads_through_the_writer(
 
 def test_install_flow_runs_as_the_crawls_subflow_only_when_needed(
         prefect_harness: None, tmp_path: Path) -> None:
+    from archiveflow.flows import context
+    from archiveflow.flows.binaries import require_binaries
     from prefect import flow, get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-
-    from flows import context
-    from flows.binaries import require_binaries
 
     @flow(name="crawl-like", persist_result=False)
     async def crawl_like(plugins: list[str]) -> dict[str, Any] | None:
@@ -310,8 +305,8 @@ def test_install_flow_runs_as_the_crawls_subflow_only_when_needed(
 def test_deployment_per_machine() -> None:
     from datetime import timedelta
 
-    from deployments.binaries import binaries_deployment
-    from tasks.machine import this_machine
+    from archiveflow.deployments.binaries import binaries_deployment
+    from archiveflow.tasks.machine import this_machine
 
     machine = this_machine()
     dep = binaries_deployment("/srv/archive", interval=3600, plugins=["wget"])

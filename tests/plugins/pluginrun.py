@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from store.records import ArchiveResultRecord, Record, SnapshotRecord, parse_lines
+from archiveflow.store.records import ArchiveResultRecord, Record, SnapshotRecord, parse_lines
 
 PLUGINS_DIR = Path(__file__).resolve().parents[2] / "plugins"
 

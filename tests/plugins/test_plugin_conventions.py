@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from store.records import BinaryRecord
+from archiveflow.store.records import BinaryRecord
 
 PLUGINS_DIR = Path(__file__).resolve().parents[2] / "plugins"
 HOOK_RE = re.compile(

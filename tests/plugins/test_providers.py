@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from store.records import BinaryRecord, parse_lines
+from archiveflow.store.records import BinaryRecord, parse_lines
 
 PLUGINS = Path(__file__).resolve().parents[2] / "plugins"
 HOOKS: dict[str, Path] = {

@@ -11,7 +11,6 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -20,6 +19,8 @@ from typing import Any
 import duckdb
 import psutil
 import pytest
+
+from tests.command import ARCHIVEFLOW
 
 REPO = Path(__file__).resolve().parents[2]
 PLUGINS = Path(__file__).resolve().parent / "plugins"
@@ -40,7 +41,7 @@ def start_cli(data_dir: Path, *args: str, env: Mapping[str, str] | None = None,
               stdin: str | None = None) -> subprocess.Popen[str]:
     """Start `archiveflow --data-dir DATA ARGS…` as a real process (not waited for)."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "flows.cli", "--data-dir", str(data_dir), *args],
+        [ARCHIVEFLOW, "--data-dir", str(data_dir), *args],
         stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env=cli_env(env), cwd=REPO)
@@ -55,7 +56,7 @@ def run_cli(data_dir: Path, *args: str, env: Mapping[str, str] | None = None,
             stdin: str | None = None, timeout: float = 240) -> subprocess.CompletedProcess[str]:
     """Run the CLI to its end."""
     return subprocess.run(
-        [sys.executable, "-m", "flows.cli", "--data-dir", str(data_dir), *args],
+        [ARCHIVEFLOW, "--data-dir", str(data_dir), *args],
         input=stdin, capture_output=True, text=True, timeout=timeout, env=cli_env(env),
         cwd=REPO)
 

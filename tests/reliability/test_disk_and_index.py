@@ -13,16 +13,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from archiveflow.store.db import Store
 
-from store.db import Store
 from tests.reliability.conftest import PLUGINS, REPO, SEED, hook_processes, query, run_cli
 
 N_RECORDS = 200_000
 LOADER = """
 import sys
-from store.db import Store
-from store.crawls import create_crawl
-from store.load import load_snapshot_jsonl
+from archiveflow.store.db import Store
+from archiveflow.store.crawls import create_crawl
+from archiveflow.store.load import load_snapshot_jsonl
 store = Store(sys.argv[1])
 crawl = create_crawl(store.cursor(), seeds="bulk")
 lines = open(sys.argv[2], encoding="utf-8").read().splitlines()

@@ -4,8 +4,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from store.db import Store
+from archiveflow.store.db import Store
 
 
 @pytest.fixture

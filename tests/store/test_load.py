@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from store import load, results, snapshots
-from store.db import SCHEMA_VERSION, Store
-from store.errors import IndexLocked
+from archiveflow.store import load, results, snapshots
+from archiveflow.store.db import SCHEMA_VERSION, Store
+from archiveflow.store.errors import IndexLocked
 
 
 def test_100k_records_in_one_batch_and_bad_ones_reported(store: Store) -> None:

@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from store.db import Store
-from store.reader import QueryError, Reader
+from archiveflow.store.db import Store
+from archiveflow.store.reader import QueryError, Reader
 
 
 def test_reads_directly_and_refuses_writes_unless_asked(tmp_path: Path) -> None:

@@ -6,11 +6,10 @@ import threading
 from pathlib import Path
 
 import pytest
-
-from store import transitions
-from store.db import Store
-from store.errors import IllegalTransition, RowNotFound
-from store.transitions import MOVES, STATUSES
+from archiveflow.store import transitions
+from archiveflow.store.db import Store
+from archiveflow.store.errors import IllegalTransition, RowNotFound
+from archiveflow.store.transitions import MOVES, STATUSES
 
 
 def _insert(store: Store, table: str, status: str, row_id: str) -> None:

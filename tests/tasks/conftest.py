@@ -10,9 +10,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from archiveflow.store.ids import new_id
 from hook_helpers import ProcGuard
-
-from store.ids import new_id
 
 
 @pytest.fixture(autouse=True)

@@ -8,10 +8,9 @@ import os
 from pathlib import Path
 
 import psutil
-
-from store.ids import new_id
-from tasks.discover import Hook, parse_hook_name
-from tasks.hooks import HookOutcome, HookRun, run_hook, update_from_output
+from archiveflow.store.ids import new_id
+from archiveflow.tasks.discover import Hook, parse_hook_name
+from archiveflow.tasks.hooks import HookOutcome, HookRun, run_hook, update_from_output
 
 FIXTURE_PLUGINS = Path(__file__).resolve().parents[1] / "fixtures" / "plugins"
 TOKEN_ENV = "ARCHIVEFLOW_TEST_TOKEN"

@@ -6,15 +6,14 @@ import json
 from pathlib import Path
 
 import pytest
-
-from tasks.config import (
+from archiveflow.tasks.config import (
     ConfigFileError,
     hook_timeout,
     load_user_config,
     required_binaries,
     resolve_config,
 )
-from tasks.discover import Hook
+from archiveflow.tasks.discover import Hook
 
 
 def _plugin(tmp_path: Path, name: str, config: dict | None, binaries: str | None = None) -> Path:

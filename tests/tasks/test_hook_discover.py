@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tasks.discover import discover_hooks, plugin_dirs, plugin_search_path
+from archiveflow.tasks.discover import discover_hooks, plugin_dirs, plugin_search_path
 
 
 def _touch(folder: Path, *names: str, mode: int = 0o755) -> None:

@@ -8,17 +8,15 @@ import time
 from pathlib import Path
 
 import psutil
-from hook_helpers import ProcGuard, fixture_hook
-
-from tasks.discover import parse_hook_name
-from tasks.hooks import (
+from archiveflow.tasks.discover import parse_hook_name
+from archiveflow.tasks.hooks import (
     finalize_background,
     recover_run,
     run_hook,
     update_from_output,
     wait_background,
 )
-from tasks.process import (
+from archiveflow.tasks.process import (
     PidInfo,
     kill_process,
     process_is_alive,
@@ -27,6 +25,7 @@ from tasks.process import (
     unregister,
     write_pid_file,
 )
+from hook_helpers import ProcGuard, fixture_hook
 
 
 def _gone(pid: int) -> bool:

@@ -14,11 +14,9 @@ from pathlib import Path
 
 import psutil
 import pytest
-from hook_helpers import ProcGuard, fixture_hook, make_hook, outcome, run_fixture
-
-from store.records import BinaryRecord, SnapshotRecord, TagRecord
-from tasks.discover import HookLaunchError, build_command
-from tasks.hooks import (
+from archiveflow.store.records import BinaryRecord, SnapshotRecord, TagRecord
+from archiveflow.tasks.discover import HookLaunchError, build_command
+from archiveflow.tasks.hooks import (
     HookPaths,
     finalize_background,
     process_is_alive,
@@ -26,7 +24,8 @@ from tasks.hooks import (
     update_from_output,
     wait_background,
 )
-from tasks.output import LOG_CAP
+from archiveflow.tasks.output import LOG_CAP
+from hook_helpers import ProcGuard, fixture_hook, make_hook, outcome, run_fixture
 
 
 def test_succeeding_hook_with_files(snap_dir: Path, proc_guard: ProcGuard) -> None:

@@ -1,4 +1,4 @@
-"""flows.runtime against a real Prefect API server process on 127.0.0.1 (no mocks).
+"""flows/prefect_server.py against a real Prefect API server process on 127.0.0.1 (no mocks).
 
 One server start (~10-40 s on a loaded 2-core box) is shared by the module's tests."""
 
@@ -13,8 +13,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-
-from flows import runtime
+from archiveflow.flows import prefect_server as runtime
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -47,7 +46,8 @@ def _health(url: str) -> int:
 
 
 CONFIGURE = (
-    "import sys; from flows import runtime; rt = runtime.configure_prefect(sys.argv[1]);"
+    "import sys; from archiveflow.flows import prefect_server as runtime;"
+    " rt = runtime.configure_prefect(sys.argv[1]);"
     "print(rt.mode, rt.api_url, rt.pid)"
 )
 
@@ -122,8 +122,9 @@ def test_granularity_setting(monkeypatch) -> None:
 def test_import_is_light() -> None:
     # the CLI imports this before its first hook: no Prefect, no DuckDB, no store/tasks
     code = (
-        "import sys; import flows.runtime; "
-        "print(sorted(m for m in ('prefect', 'duckdb', 'store', 'tasks') if m in sys.modules))"
+        "import sys; import archiveflow.flows.prefect_server; "
+        "print(sorted(m for m in ('prefect', 'duckdb', 'archiveflow.store', 'archiveflow.tasks')"
+        " if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, cwd=Path(__file__).resolve().parents[2]).stdout  # fmt: skip

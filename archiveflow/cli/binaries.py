@@ -1,8 +1,5 @@
 """`archiveflow install` and `archiveflow binaries`: this Machine's binaries.
 
-`register(command)` adds both to the parser built by flows.cli (its `command` helper).
-flows.cli is imported inside the command functions: it imports this module while it
-builds its parser.
 """
 
 from __future__ import annotations
@@ -14,10 +11,18 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
-Command = Callable[[str, Callable[[argparse.Namespace], int], str], argparse.ArgumentParser]
+from archiveflow.cli.common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    CliError,
+    Command,
+    open_index,
+    print_table,
+    say,
+)
 
 TABLE_HEADERS = ["name", "status", "provider", "version", "path", "error"]
 # The same columns for `binaries`, read through the writer when a crawl holds the index.
@@ -50,7 +55,7 @@ class InstallProgress:
         self.started = time.monotonic()
 
     def poll(self) -> None:
-        from store.binaries import list_binaries
+        from archiveflow.store.binaries import list_binaries
 
         rows = list_binaries(self.rt.store.cursor(), self.rt.machine.id, self.names)
         for row in rows:
@@ -95,10 +100,10 @@ class InstallProgress:
 
 def run_install(rt: Any, plugins: list[str] | None, force: bool) -> dict[str, Any]:
     """Run the install_binaries flow in this process with a progress line per binary."""
-    from flows import context
-    from flows.binaries import install_binaries
-    from flows.runtime import configure_prefect
-    from tasks.binaries import declared_binaries
+    from archiveflow.flows import context
+    from archiveflow.flows.binaries import install_binaries
+    from archiveflow.flows.prefect_server import configure_prefect
+    from archiveflow.tasks.binaries import declared_binaries
 
     names = [d["name"] for d in declared_binaries(rt, plugins)]
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
@@ -112,12 +117,11 @@ def run_install(rt: Any, plugins: list[str] | None, force: bool) -> dict[str, An
 
 
 def cmd_install(args: argparse.Namespace) -> int:
-    from flows.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CliError, _open, _say, print_table
-    from tasks import work
+    from archiveflow.tasks import work
 
     plugins = [p.strip() for p in args.plugins.split(",") if p.strip()] if args.plugins \
         else None
-    rt = _open(args)
+    rt = open_index(args)
     try:
         # Rows a killed install left `started` would otherwise wait out their lease.
         work.recover_stale(rt)
@@ -126,26 +130,26 @@ def cmd_install(args: argparse.Namespace) -> int:
             if unknown:
                 raise CliError(f"no plugin named {', '.join(unknown)}; known plugins: "
                                f"{', '.join(sorted(rt.plugin_dirs()))}", EXIT_USAGE)
-        _say(f"machine {rt.machine.hostname} ({rt.machine.id}): installing the binaries of "
+        say(f"machine {rt.machine.hostname} ({rt.machine.id}): installing the binaries of "
              f"{', '.join(plugins) if plugins else 'every enabled plugin'} into {rt.lib_dir}")
         summary = run_install(rt, plugins, args.force)
         for conflict in summary["conflicts"]:
-            _say(f"note: {conflict}")
+            say(f"note: {conflict}")
         for name, why in summary["requeued"].items():
-            _say(f"note: {name} installed again: {why}")
+            say(f"note: {name} installed again: {why}")
         rows = summary["rows"]
         if not rows:
-            _say("no enabled plugin declares a binary")
+            say("no enabled plugin declares a binary")
             return EXIT_OK
         print_table(TABLE_HEADERS, [
             (r["name"], r["status"], r["binprovider"], r["version"], r["abspath"],
              _short_error(r["error"])) for r in rows])
         failed = [r for r in rows if r["status"] != "succeeded"]
         for r in failed:
-            _say(f"{r['name']} {r['status']}:")
+            say(f"{r['name']} {r['status']}:")
             for line in (r["error"] or "no error recorded").splitlines():
-                _say(f"  {line}")
-        _say(f"{len(rows) - len(failed)}/{len(rows)} binaries ready, "
+                say(f"  {line}")
+        say(f"{len(rows) - len(failed)}/{len(rows)} binaries ready, "
              f"{summary['hooks_started']} provider hook(s) run in {summary['seconds']:.1f}s")
         return EXIT_FAILED if failed else EXIT_OK
     finally:
@@ -153,11 +157,10 @@ def cmd_install(args: argparse.Namespace) -> int:
 
 
 def cmd_binaries(args: argparse.Namespace) -> int:
-    from flows.cli import EXIT_OK, _open, _say, print_table
-    from tasks.machine import this_machine
+    from archiveflow.tasks.machine import this_machine
 
     machine = this_machine()
-    reader = _open(args, read_only=True)
+    reader = open_index(args, read_only=True)
     with reader:
         res = reader.query(BINARIES_SQL, [machine.id])
     rows = [dict(zip(res.columns, r, strict=True)) for r in res.rows]
@@ -166,7 +169,7 @@ def cmd_binaries(args: argparse.Namespace) -> int:
             print(json.dumps(row, default=str))
         return EXIT_OK
     if not rows:
-        _say(f"no binaries recorded for machine {machine.hostname} ({machine.id}) yet: "
+        say(f"no binaries recorded for machine {machine.hostname} ({machine.id}) yet: "
              "run `archiveflow install`")
         return EXIT_OK
     print_table(TABLE_HEADERS, [
@@ -176,7 +179,7 @@ def cmd_binaries(args: argparse.Namespace) -> int:
 
 
 def register(command: Command) -> None:
-    """Add `install` and `binaries` with flows.cli's `command(name, fn, help)` helper."""
+    """Add `install` and `binaries`."""
     i = command("install", cmd_install,
                 "Install the binaries the enabled plugins declare, on this machine.")
     i.add_argument("--plugins", help="only the binaries of these plugins, comma-separated")

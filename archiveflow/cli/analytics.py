@@ -14,28 +14,34 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from flows.cli import EXIT_OK, CliError, _data_dir, _open, _say, print_table
-
-Command = Callable[[str, Callable[[argparse.Namespace], int], str], argparse.ArgumentParser]
+from archiveflow.cli.common import (
+    EXIT_OK,
+    CliError,
+    Command,
+    data_folder,
+    open_index,
+    print_table,
+    say,
+)
 
 _VIEWS_SQL = "SELECT count(*) FROM duckdb_views() WHERE view_name = 'plugin_stats'"
 
 
 def _reader(args: argparse.Namespace) -> Any:
     """A Reader of the index; creates the analytics views first if the index predates them."""
-    reader = _open(args, read_only=True)
+    reader = open_index(args, read_only=True)
     if reader.via_writer or reader.query(_VIEWS_SQL).rows[0][0]:
         return reader
     # An index last written by an archiveflow without views.sql: a read-write open adds them.
     reader.close()
-    from store.db import Store
-    from store.errors import StoreError
+    from archiveflow.store.db import Store
+    from archiveflow.store.errors import StoreError
 
     try:
-        Store(_data_dir(args).resolve() / "index.duckdb").close()
+        Store(data_folder(args).resolve() / "index.duckdb").close()
     except StoreError as e:
         raise CliError(str(e)) from e
-    return _open(args, read_only=True)
+    return open_index(args, read_only=True)
 
 
 def _pct(value: Any) -> str:
@@ -106,8 +112,8 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 def cmd_search(args: argparse.Namespace) -> int:
     """Ranked full-text search over every snapshot's text."""
-    from store import search
-    from store.errors import StoreError
+    from archiveflow.store import search
+    from archiveflow.store.errors import StoreError
 
     try:
         since = date.fromisoformat(args.since) if args.since else None
@@ -115,7 +121,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         raise CliError(f"--since {args.since!r} is not a date (YYYY-MM-DD)", 2) from e
     q = search.SearchQuery(args.query, domain=args.domain, tag=args.tag, since=since,
                            limit=args.limit)
-    index = _data_dir(args).resolve() / "index.duckdb"
+    index = data_folder(args).resolve() / "index.duckdb"
     started = time.perf_counter()
     try:
         hits = search.run_search(index, q, rebuild=args.rebuild)
@@ -127,7 +133,7 @@ def cmd_search(args: argparse.Namespace) -> int:
             print(json.dumps(h, default=str))
         return EXIT_OK
     if not hits:
-        _say(f"no snapshot matches {args.query!r} ({took:.2f}s)")
+        say(f"no snapshot matches {args.query!r} ({took:.2f}s)")
         return EXIT_OK
     for i, h in enumerate(hits, 1):
         when = h["captured_at"].strftime("%Y-%m-%d") if h["captured_at"] else "-"
@@ -135,7 +141,7 @@ def cmd_search(args: argparse.Namespace) -> int:
               + (f"  #{h['tags']}" if h["tags"] else ""))
         print(f"    {h['url']}")
         print(f"    {h['snippet']}")
-    _say(f"{len(hits)} result(s) in {took:.2f}s")
+    say(f"{len(hits)} result(s) in {took:.2f}s")
     return EXIT_OK
 
 
@@ -149,27 +155,27 @@ def cmd_export(args: argparse.Namespace) -> int:
     """Snapshots and results as json/csv/parquet files, or a static HTML index."""
     if args.format == "html":
         return _html(args, Path(args.output) if args.output else None)
-    from store import export
+    from archiveflow.store import export
 
     if not args.output:
         raise CliError("--output DIR is needed: the folder to write "
                        "snapshots/results/output_files into", 2)
     out = Path(args.output)
     started = time.perf_counter()
-    with _open(args, read_only=True) as reader:
+    with open_index(args, read_only=True) as reader:
         written = export.export(_query_fn(reader), args.format, out, args.crawl)
     for _name, (path, rows) in written.items():
         print(f"{path}  {rows} rows")
-    _say(f"exported in {time.perf_counter() - started:.2f}s")
+    say(f"exported in {time.perf_counter() - started:.2f}s")
     return EXIT_OK
 
 
 def _html(args: argparse.Namespace, out: Path | None) -> int:
-    from flows.html_index import write_html_index
+    from archiveflow.cli.html_index import write_html_index
 
-    data_dir = _data_dir(args).resolve()
+    data_dir = data_folder(args).resolve()
     out = out or data_dir / "html"
-    with _open(args, read_only=True) as reader:
+    with open_index(args, read_only=True) as reader:
         index = write_html_index(_query_fn(reader), data_dir, out, args.crawl)
     print(index)
     return EXIT_OK
@@ -184,11 +190,11 @@ def cmd_index_html(args: argparse.Namespace) -> int:
 
 def cmd_reindex(args: argparse.Namespace) -> int:
     """Rebuild index.duckdb from the archive folder; the old index is moved aside."""
-    from store.errors import StoreError
-    from tasks.reindex import reindex
+    from archiveflow.store.errors import StoreError
+    from archiveflow.tasks.reindex import reindex
 
     try:
-        report = reindex(_data_dir(args).resolve(), on_progress=_say)
+        report = reindex(data_folder(args).resolve(), on_progress=say)
     except StoreError as e:
         raise CliError(str(e)) from e
     print(report.summary())

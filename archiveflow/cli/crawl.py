@@ -1,78 +1,29 @@
-"""`archiveflow`: the command line. One entry point; `--help` on every command."""
+"""`add` and `resume`: run a crawl in this process with a live progress line."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib
 import json
 import os
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
-
-# Modules that add commands: each has `register(command)` (see build_parser).
-EXTENSIONS: tuple[str, ...] = ("flows.cli_schedule", "flows.cli_analytics")
-
-
-class CliError(Exception):
-    """A one-line error for the user; the message says what is wrong and what to do."""
-
-    def __init__(self, message: str, code: int = EXIT_FAILED) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-def _data_dir(args: argparse.Namespace) -> Path:
-    return Path(args.data_dir or os.environ.get("ARCHIVEFLOW_DATA_DIR") or "./data")
-
-
-def _say(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
-def _open(args: argparse.Namespace, *, read_only: bool = False, write: bool = False) -> Any:
-    from store.errors import StoreError
-    from tasks.runtime import open_runtime
-
-    data_dir = _data_dir(args)
-    try:
-        if read_only:
-            from flows import readers
-
-            return readers.open_reader(data_dir, write=write)
-        wait = float(os.environ.get("ARCHIVEFLOW_LOCK_WAIT", "600"))
-        return open_runtime(data_dir, wait_for_lock=wait, on_wait=_say)
-    except PermissionError as e:
-        raise CliError(f"{e}; choose another --data-dir or fix its permissions") from e
-    except OSError as e:
-        raise CliError(f"cannot use data folder {data_dir}: {e.strerror or e}") from e
-    except StoreError as e:
-        raise CliError(str(e)) from e
-
-
-# --- table output -------------------------------------------------------------------------
-
-def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], out: Any = None) -> None:
-    """A plain aligned text table."""
-    out = out or sys.stdout
-    cells = [[("" if v is None else str(v)) for v in r] for r in rows]
-    widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(headers)]
-    widths = [min(w, 60) for w in widths]
-    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))
-    print(line.rstrip(), file=out)
-    print("  ".join("-" * w for w in widths), file=out)
-    for r in cells:
-        print("  ".join(c[:w].ljust(w) for c, w in zip(r, widths, strict=True)).rstrip(),
-              file=out)
-
-
-# --- add / resume -------------------------------------------------------------------------
+from archiveflow.cli.common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_PARTIAL,
+    EXIT_USAGE,
+    CliError,
+    Command,
+    data_folder,
+    open_index,
+    print_table,
+    say,
+)
 
 _SEED_FILE_SUFFIXES = (".xml", ".rss", ".atom", ".jsonl", ".txt")
 _SEED_FILE_NAMES = ("feed", "rss", "atom")
@@ -92,7 +43,7 @@ def _looks_like_seed_file(arg: str) -> bool:
 
 def _read_seeds(inputs: list[str]) -> tuple[str, list[tuple[str, str]]]:
     """Seed text from args, a file, or stdin; plus URL args refused with reasons."""
-    from tasks.urls import check_url
+    from archiveflow.tasks.urls import check_url
 
     if inputs == ["-"]:
         text = sys.stdin.read()
@@ -124,7 +75,7 @@ def _refused_lines(inputs: list[str], text: str | None, *, allow_private: bool,
     The seed parser picks URLs out of text and skips anything else silently; a line that is
     one token is meant as a URL, so the user is told why it is not taken. Markup and JSONL
     inputs are left to their parsers."""
-    from tasks.urls import check_url
+    from archiveflow.tasks.urls import check_url
 
     if text is None:
         if len(inputs) != 1 or not Path(inputs[0]).is_file():
@@ -155,7 +106,7 @@ class Progress:
         self.started = time.monotonic()
 
     def line(self) -> str:
-        from store import results, snapshots
+        from archiveflow.store import results, snapshots
 
         cur = self.rt.store.cursor()
         s = snapshots.counts(cur, self.crawl_id)
@@ -178,7 +129,7 @@ class Progress:
             if self._tty:
                 print("\r" + text[:160].ljust(160), end="", file=sys.stderr, flush=True)
             else:
-                _say(text)
+                say(text)
                 last = time.monotonic()
 
     def __enter__(self) -> Progress:
@@ -201,9 +152,9 @@ def run_crawl(rt: Any, crawl_id: str, concurrency: int, prefect_ready: Any = Non
     the caller as early as it can) while this thread claims the crawl and runs the on_Crawl
     hooks (seed parsing); the crawl flow then takes over from there.
     """
-    from flows import context
-    from flows.runtime import start_in_background
-    from tasks import work
+    from archiveflow.flows import context
+    from archiveflow.flows.prefect_server import start_in_background
+    from archiveflow.tasks import work
 
     # The live progress line is the display; Prefect's per-run INFO lines would bury it.
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
@@ -215,7 +166,7 @@ def run_crawl(rt: Any, crawl_id: str, concurrency: int, prefect_ready: Any = Non
             crawl = work.claim_crawl(rt, crawl_id)
             current.slots[f"{crawl_id}:start"] = (crawl, work.run_crawl_hooks(rt, crawl))
             prefect_ready.result()
-            from flows.crawl import crawl_flow
+            from archiveflow.flows.crawl import crawl_flow
 
             return asyncio.run(crawl_flow(crawl_id, concurrency=concurrency, started=True))
     finally:
@@ -244,14 +195,14 @@ def summarize(rt: Any, crawl_id: str) -> None:
 
 
 def cmd_add(args: argparse.Namespace) -> int:
-    from store import crawls
-    from tasks import work
+    from archiveflow.store import crawls
+    from archiveflow.tasks import work
 
     if not args.inputs:
         raise CliError("nothing to add: give URLs, a file, or - for stdin", EXIT_USAGE)
     seeds, refused = _read_seeds(args.inputs)
     for raw, reason in refused:
-        _say(f"refused {raw!r}: {reason}")
+        say(f"refused {raw!r}: {reason}")
     if not seeds.strip():
         raise CliError("no valid URL to archive (see the reasons above)", EXIT_USAGE)
     bad = [kv for kv in args.config or [] if "=" not in kv or not kv.split("=", 1)[0].strip()]
@@ -266,10 +217,10 @@ def cmd_add(args: argparse.Namespace) -> int:
         config["URL_ALLOW_PRIVATE"] = "true"
     # Reuse-or-start the Prefect server and import its engine while this thread opens the
     # index and runs the first hooks: Prefect stays off the path to the first hook.
-    from flows.runtime import start_in_background
+    from archiveflow.flows.prefect_server import start_in_background
 
-    prefect_ready = start_in_background(_data_dir(args).resolve())
-    rt = _open(args)
+    prefect_ready = start_in_background(data_folder(args).resolve())
+    rt = open_index(args)
     try:
         ctx = work.crawl_context(rt, {"config": config})
         said = {raw for raw, _ in refused}
@@ -279,25 +230,25 @@ def cmd_add(args: argparse.Namespace) -> int:
             if raw not in said:
                 said.add(raw)
                 refused.append((raw, reason))
-                _say(f"refused {raw!r}: {reason}")
+                say(f"refused {raw!r}: {reason}")
         work.recover_stale(rt)
         crawl = crawls.create_crawl(
             rt.store.cursor(), seeds=seeds, max_depth=args.depth, tags=",".join(args.tag or []),
             plugins=args.plugins, url_allow=args.allow, url_deny=args.deny,
             max_urls=args.max_urls, parser=args.parser, config=config,
             machine_id=rt.machine.id)
-        _say(f"crawl {crawl['id']} queued: depth {args.depth}, data folder {rt.data_dir}")
+        say(f"crawl {crawl['id']} queued: depth {args.depth}, data folder {rt.data_dir}")
         result = run_crawl(rt, crawl["id"], args.concurrency, prefect_ready)
         for url, reason in result["refused"]:
             if url not in said:
-                _say(f"refused {url!r}: {reason}")
+                say(f"refused {url!r}: {reason}")
         for failure in result["failures"]:
-            _say(f"error: {failure.splitlines()[0] if failure else 'failed'}")
+            say(f"error: {failure.splitlines()[0] if failure else 'failed'}")
         summarize(rt, crawl["id"])
         if result["failures"] and result["snapshots"] == 0:
             return EXIT_FAILED
         if result["snapshots"] == 0:
-            _say("no URL was archived: the input held no archivable URL")
+            say("no URL was archived: the input held no archivable URL")
             return EXIT_FAILED
         return EXIT_PARTIAL if refused or result["refused"] else EXIT_OK
     finally:
@@ -305,17 +256,17 @@ def cmd_add(args: argparse.Namespace) -> int:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from store import crawls
-    from tasks import work
+    from archiveflow.store import crawls
+    from archiveflow.tasks import work
 
-    rt = _open(args)
+    rt = open_index(args)
     try:
         released = work.recover_stale(rt)
         todo = crawls.unfinished_crawls(rt.store.cursor())
         if not todo:
-            _say("nothing to resume: every crawl is sealed")
+            say("nothing to resume: every crawl is sealed")
             return EXIT_OK
-        _say(f"resuming {len(todo)} crawl(s); {released} interrupted row(s) released")
+        say(f"resuming {len(todo)} crawl(s); {released} interrupted row(s) released")
         for crawl in todo:
             run_crawl(rt, crawl["id"], args.concurrency)
             summarize(rt, crawl["id"])
@@ -324,57 +275,6 @@ def cmd_resume(args: argparse.Namespace) -> int:
         rt.close()
 
 
-# --- status / list / sql ------------------------------------------------------------------
-
-def cmd_status(args: argparse.Namespace) -> int:
-    reader = _open(args, read_only=True)
-    with reader:
-        for table in ("crawl", "snapshot", "archiveresult"):
-            rows = reader.query(f"SELECT status, count(*) AS n FROM {table} GROUP BY status "
-                                "ORDER BY status")
-            print(f"{table}: " + (", ".join(f"{s} {n}" for s, n in rows.rows) or "none"))
-    return EXIT_OK
-
-
-def cmd_list(args: argparse.Namespace) -> int:
-    reader = _open(args, read_only=True)
-    sql = """
-        SELECT s.id, s.url, s.title, s.status, s.created_at::VARCHAR AS created_at,
-               s.depth, string_agg(a.plugin || ':' || a.status, ' ' ORDER BY a.plugin) AS results
-        FROM snapshot s LEFT JOIN archiveresult a ON a.snapshot_id = s.id
-        WHERE (? IS NULL OR s.crawl_id = ?)
-        GROUP BY ALL ORDER BY 5 DESC LIMIT ?
-    """
-    with reader:
-        res = reader.query(sql, [args.crawl, args.crawl, args.limit])
-    if args.json:
-        for row in res.rows:
-            print(json.dumps(dict(zip(res.columns, row, strict=True)), default=str))
-    else:
-        print_table(["url", "title", "status", "results"],
-                    [(r[1], r[2], r[3], r[6]) for r in res.rows])
-    return EXIT_OK
-
-
-def cmd_sql(args: argparse.Namespace) -> int:
-    from flows import readers
-
-    query = args.query
-    if query == "-" or query is None:
-        query = sys.stdin.read()
-    elif "\n" not in query and query.endswith(".sql") and Path(query).is_file():
-        query = Path(query).read_text(encoding="utf-8")
-    reader = _open(args, read_only=True, write=args.write)
-    with reader:
-        try:
-            res = reader.query(query, write=args.write)
-        except readers.QueryError as e:
-            raise CliError(str(e)) from e
-    readers.write_result(res, args.format, args.output)
-    return EXIT_OK
-
-
-# --- parser -------------------------------------------------------------------------------
 
 def add_crawl_options(p: argparse.ArgumentParser, per: str) -> None:
     """The options that shape a crawl (shared by `add` and `schedule add`)."""
@@ -393,71 +293,13 @@ def add_crawl_options(p: argparse.ArgumentParser, per: str) -> None:
                    help="allow loopback/private-network targets (URL_ALLOW_PRIVATE)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argparse tree of every command."""
-    p = argparse.ArgumentParser(
-        prog="archiveflow",
-        description="Archive web pages with plugin hooks; index everything in DuckDB.")
-    p.add_argument("--data-dir", help="data folder (default: $ARCHIVEFLOW_DATA_DIR or ./data)")
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def command(name: str, fn: Callable[[argparse.Namespace], int], helptext: str
-                ) -> argparse.ArgumentParser:
-        sp = sub.add_parser(name, help=helptext, description=helptext)
-        sp.add_argument("--data-dir", default=argparse.SUPPRESS,
-                        help="data folder (default: $ARCHIVEFLOW_DATA_DIR or ./data)")
-        sp.set_defaults(fn=fn)
-        return sp
 
+def register(command: Command) -> None:
+    """Add `add` and `resume`."""
     a = command("add", cmd_add, "Archive URLs (args, a file, or - for stdin) as a new crawl.")
     a.add_argument("inputs", nargs="*", metavar="URL|FILE|-")
     add_crawl_options(a, per="crawl")
 
     r = command("resume", cmd_resume, "Finish every crawl that was interrupted.")
     r.add_argument("--concurrency", type=int, default=4)
-
-    command("status", cmd_status, "Crawls, snapshots and results by status.")
-
-    ls = command("list", cmd_list, "Snapshots with title and per-plugin status.")
-    ls.add_argument("--json", action="store_true", help="one JSON object per line")
-    ls.add_argument("--crawl", help="only this crawl id")
-    ls.add_argument("--limit", type=int, default=100)
-
-    q = command("sql", cmd_sql, "Run SQL on the index (read-only unless --write).")
-    q.add_argument("query", nargs="?", help="SQL text, a .sql file, or - for stdin")
-    q.add_argument("--format", choices=["table", "csv", "json", "parquet"], default="table")
-    q.add_argument("--output", help="write to this file (required for parquet)")
-    q.add_argument("--write", action="store_true", help="allow statements that change data")
-    for name in EXTENSIONS:
-        importlib.import_module(name).register(command)
-    return p
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the `archiveflow` command."""
-    from store.errors import StoreError
-
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        return int(args.fn(args))
-    except CliError as e:
-        _say(f"archiveflow: {e}")
-        return e.code
-    except StoreError as e:  # e.g. a query refused or failed
-        _say(f"archiveflow: {e}")
-        return EXIT_FAILED
-    except KeyboardInterrupt:
-        _say("archiveflow: interrupted; run `archiveflow resume` to finish the crawl")
-        return 130
-    except BrokenPipeError:  # output piped into `head` and closed early: not an error
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return EXIT_OK
-
-
-if __name__ == "__main__":
-    # `python -m flows.cli`: run the importable module's main, so that the CliError that
-    # extension modules import is the one main() catches (not __main__'s copy).
-    from flows.cli import main as _main
-
-    sys.exit(_main())

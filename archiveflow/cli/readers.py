@@ -10,7 +10,8 @@ from pathlib import Path
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from store.reader import QueryError, Reader, Result
+from archiveflow.cli.common import print_table
+from archiveflow.store.reader import QueryError, Reader, Result
 
 __all__ = ["QueryError", "Reader", "Result", "open_reader", "write_result"]
 
@@ -37,7 +38,6 @@ def write_result(res: Result, fmt: str, output: str | None) -> None:
             for row in res.table.to_pylist():
                 out.write(json.dumps(row, default=str) + "\n")
         else:
-            from flows.cli import print_table
 
             print_table(res.columns, res.rows, out)
     finally:

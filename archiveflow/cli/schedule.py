@@ -5,8 +5,6 @@ Prefect API (see deployments/crawls.py). `serve` runs them, and the per-machine 
 deployment, from one long-lived process (Prefect's Runner: each run in a subprocess), and
 picks up schedules added or changed while it runs.
 
-flows.cli is imported inside the command functions: it imports this module while it
-builds its parser.
 """
 
 from __future__ import annotations
@@ -16,28 +14,26 @@ import asyncio
 import contextlib
 import json
 import os
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
 
-Command = Callable[[str, Callable[[argparse.Namespace], int], str], argparse.ArgumentParser]
+from archiveflow.cli.common import (
+    EXIT_USAGE,
+    CliError,
+    Command,
+    data_folder,
+    print_table,
+    say,
+)
+from archiveflow.cli.crawl import add_crawl_options
 
 RELOAD_SECONDS: Final[float] = 5.0
 
 
-def _say(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
-def _data_dir(args: argparse.Namespace) -> Path:
-    return Path(args.data_dir or os.environ.get("ARCHIVEFLOW_DATA_DIR") or "./data").resolve()
-
-
 def _prefect(data_dir: Path) -> Any:
-    from flows.cli import CliError
-    from flows.runtime import configure_prefect
+    from archiveflow.flows.prefect_server import configure_prefect
 
     try:
         return configure_prefect(data_dir)
@@ -49,8 +45,7 @@ def _prefect(data_dir: Path) -> Any:
 
 def _seeds(inputs: list[str], allow_private: bool) -> str:
     """A seed file (kept as an absolute path: re-read on every run) or URLs, one a line."""
-    from flows.cli import EXIT_USAGE, CliError
-    from tasks.urls import check_url
+    from archiveflow.tasks.urls import check_url
 
     if len(inputs) == 1 and Path(inputs[0]).is_file():
         return str(Path(inputs[0]).resolve())
@@ -68,11 +63,10 @@ def _seeds(inputs: list[str], allow_private: bool) -> str:
 
 
 def cmd_add(args: argparse.Namespace) -> int:
-    from deployments import crawls as dep
-    from flows.cli import EXIT_USAGE, CliError
+    from archiveflow.deployments import crawls as dep
 
     t0 = time.perf_counter()
-    data_dir = _data_dir(args)
+    data_dir = data_folder(args).resolve()
     seeds = _seeds(args.inputs, args.allow_private)
     config = dict(kv.split("=", 1) for kv in args.config or [])
     if args.allow_private:
@@ -102,7 +96,7 @@ def cmd_add(args: argparse.Namespace) -> int:
     schedules[name] = schedule
     dep.save_schedules(data_dir, schedules)
     print(f"schedule {name}: {schedule.describe()}, deployment {dep.full_name(name)} ({dep_id})")
-    _say(f"saved in {dep.schedules_path(data_dir)} in {time.perf_counter() - t0:.1f}s; "
+    say(f"saved in {dep.schedules_path(data_dir)} in {time.perf_counter() - t0:.1f}s; "
          + ("the running `archiveflow serve` picks it up" if serving else
             "runs while `archiveflow serve` runs"))
     return 0
@@ -121,13 +115,12 @@ def _first(e: Exception) -> str:
 # --- schedule list / remove / run ---------------------------------------------------------
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from deployments import crawls as dep
-    from flows.cli import print_table
+    from archiveflow.deployments import crawls as dep
 
-    data_dir = _data_dir(args)
+    data_dir = data_folder(args).resolve()
     schedules = dep.load_schedules(data_dir)
     if not schedules:
-        _say(f"no schedules in {data_dir}: add one with `archiveflow schedule add`")
+        say(f"no schedules in {data_dir}: add one with `archiveflow schedule add`")
         return 0
     info: dict[str, dict[str, Any]] = {}
     if not args.offline:
@@ -154,10 +147,9 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_remove(args: argparse.Namespace) -> int:
-    from deployments import crawls as dep
-    from flows.cli import CliError
+    from archiveflow.deployments import crawls as dep
 
-    data_dir = _data_dir(args)
+    data_dir = data_folder(args).resolve()
     schedules = dep.load_schedules(data_dir)
     if args.name not in schedules:
         known = ", ".join(sorted(schedules)) or "none"
@@ -172,10 +164,9 @@ def cmd_remove(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from deployments import crawls as dep
-    from flows.cli import CliError
+    from archiveflow.deployments import crawls as dep
 
-    data_dir = _data_dir(args)
+    data_dir = data_folder(args).resolve()
     if args.name not in dep.load_schedules(data_dir):
         raise CliError(f"no schedule {args.name} in {data_dir}")
     _prefect(data_dir)
@@ -210,11 +201,11 @@ def _is_served(data_dir: Path) -> bool:
 def _binaries_deployment(data_dir: Path, every: str | None) -> Any:
     """The per-machine install deployment, when deployments/binaries.py is there."""
     try:
-        from deployments.binaries import binaries_deployment
+        from archiveflow.deployments.binaries import binaries_deployment
     except ImportError as e:
-        _say(f"serve: no per-machine binaries deployment ({e})")
+        say(f"serve: no per-machine binaries deployment ({e})")
         return None
-    from deployments.crawls import parse_every
+    from archiveflow.deployments.crawls import parse_every
 
     return binaries_deployment(data_dir, interval=parse_every(every) if every else None)
 
@@ -224,8 +215,8 @@ async def _serve(data_dir: Path, args: argparse.Namespace, t0: float) -> None:
     from prefect.exceptions import ObjectNotFound
     from prefect.runner import Runner
 
-    from deployments import crawls as dep
-    from flows.scheduled import plugin_limit
+    from archiveflow.deployments import crawls as dep
+    from archiveflow.flows.scheduled import plugin_limit
 
     class _Runner(Runner):
         async def _pause_schedules(self) -> None:
@@ -246,11 +237,10 @@ async def _serve(data_dir: Path, args: argparse.Namespace, t0: float) -> None:
             await runner.aadd_deployment(bins)
             names.append(f"install_binaries/{bins.name}")
     if not names:
-        from flows.cli import CliError
 
         raise CliError(f"nothing to serve in {data_dir}: add a schedule first")
     # Created up front so they show (and can be resized) in the UI before the first use.
-    from flows.scheduled import ensure_limit
+    from archiveflow.flows.scheduled import ensure_limit
 
     limit = plugin_limit("screenshot", {})
     if limit is not None:
@@ -259,7 +249,7 @@ async def _serve(data_dir: Path, args: argparse.Namespace, t0: float) -> None:
     pid_file.parent.mkdir(parents=True, exist_ok=True)
     pid_file.write_text(json.dumps({"pid": os.getpid(),
                                     "create_time": psutil.Process().create_time()}))
-    _say(f"serving {len(names)} deployment(s) after {time.perf_counter() - t0:.1f}s: "
+    say(f"serving {len(names)} deployment(s) after {time.perf_counter() - t0:.1f}s: "
          + ", ".join(names) + f" (at most {args.limit} run(s) at once; Ctrl-C stops)")
     try:
         reload = asyncio.create_task(_reload(runner, data_dir, schedules))
@@ -274,7 +264,7 @@ async def _serve(data_dir: Path, args: argparse.Namespace, t0: float) -> None:
 
 async def _reload(runner: Any, data_dir: Path, served: dict[str, Any]) -> None:
     """Serve schedules added or changed in schedules.json while we run."""
-    from deployments import crawls as dep
+    from archiveflow.deployments import crawls as dep
 
     path = dep.schedules_path(data_dir)
     seen = path.stat().st_mtime_ns if path.exists() else 0
@@ -287,21 +277,21 @@ async def _reload(runner: Any, data_dir: Path, served: dict[str, Any]) -> None:
         try:
             now = dep.load_schedules(data_dir)
         except (ValueError, dep.ScheduleError) as e:
-            _say(f"serve: {e}; keeping the schedules served so far")
+            say(f"serve: {e}; keeping the schedules served so far")
             continue
         for name, s in now.items():
             if served.get(name) != s:
                 await runner.aadd_deployment(dep.crawl_deployment(s, data_dir))
-                _say(f"serve: now serving {dep.full_name(name)} ({s.describe()})")
+                say(f"serve: now serving {dep.full_name(name)} ({s.describe()})")
         served.clear()
         served.update(now)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
-    data_dir = _data_dir(args)
+    data_dir = data_folder(args).resolve()
     rt = _prefect(data_dir)
-    _say(f"Prefect API {rt.api_url} ({rt.mode}); UI: {rt.api_url.removesuffix('/api')}")
+    say(f"Prefect API {rt.api_url} ({rt.mode}); UI: {rt.api_url.removesuffix('/api')}")
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_serve(data_dir, args, t0))
     return 0
@@ -320,7 +310,6 @@ def _sub(parent: argparse._SubParsersAction, name: str, fn: Callable[[argparse.N
 
 def register(command: Command) -> None:
     """Add `schedule` and `serve` to the archiveflow parser."""
-    from flows.cli import add_crawl_options
 
     s = command("schedule", cmd_schedule, "Recurring crawls: add, list, remove, run now.")
     sub = s.add_subparsers(dest="schedule_command", required=True, metavar="ACTION")

@@ -1,0 +1,61 @@
+"""`archiveflow`: the command line. One entry point; `--help` on every command.
+
+Every command module is listed in COMMAND_MODULES below, in the order `--help` shows them;
+each has `register(command)`, which adds its subcommands with `command(name, fn, help)`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Final
+
+from archiveflow.cli import analytics, binaries, crawl, query, schedule
+from archiveflow.cli.common import EXIT_FAILED, EXIT_OK, CliError, say
+
+COMMAND_MODULES: Final = (crawl, query, schedule, analytics, binaries)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argparse tree of every command."""
+    p = argparse.ArgumentParser(
+        prog="archiveflow",
+        description="Archive web pages with plugin hooks; index everything in DuckDB.")
+    p.add_argument("--data-dir", help="data folder (default: $ARCHIVEFLOW_DATA_DIR or ./data)")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, fn: Callable[[argparse.Namespace], int], helptext: str
+                ) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=helptext, description=helptext)
+        sp.add_argument("--data-dir", default=argparse.SUPPRESS,
+                        help="data folder (default: $ARCHIVEFLOW_DATA_DIR or ./data)")
+        sp.set_defaults(fn=fn)
+        return sp
+
+    for module in COMMAND_MODULES:
+        module.register(command)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `archiveflow` command."""
+    from archiveflow.store.errors import StoreError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.fn(args))
+    except CliError as e:
+        say(f"archiveflow: {e}")
+        return e.code
+    except StoreError as e:  # e.g. a query refused or failed
+        say(f"archiveflow: {e}")
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        say("archiveflow: interrupted; run `archiveflow resume` to finish the crawl")
+        return 130
+    except BrokenPipeError:  # output piped into `head` and closed early: not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
