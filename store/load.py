@@ -317,8 +317,3 @@ def _decode_snapshot_lines(lines: pl.Series, report: LoadReport) -> pl.DataFrame
             "line": ln[:500],
         })
     return pl.DataFrame(rows, schema={**dict(_SNAPSHOT_LINE.to_schema()), "line": pl.Utf8})
-
-
-def utcnow() -> datetime:
-    """Timezone-aware now, for timestamps written from Python."""
-    return datetime.now(UTC)

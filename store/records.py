@@ -1,7 +1,8 @@
 """Pydantic models of every JSONL record a hook may print, discriminated on `type`.
 
 This is the one schema that the hook runtime, the loader and the tests share. Statuses are
-`Literal` aliases mirrored by the CHECK constraints in schema.sql.
+`Literal` aliases: the one source of the status sets. store/transitions.STATUSES and the
+CHECK constraints in schema.sql must list the same values (tests/store/test_statuses.py).
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Any, Final, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
@@ -19,7 +20,14 @@ ResultStatus = Literal["queued", "started", "succeeded", "failed", "skipped", "n
 FinalResultStatus = Literal["succeeded", "failed", "skipped", "noresults"]
 BinaryStatus = Literal["queued", "started", "succeeded", "failed"]
 
-FINAL_RESULT_STATUSES: Final[tuple[str, ...]] = ("succeeded", "failed", "skipped", "noresults")
+FINAL_RESULT_STATUSES: Final[tuple[str, ...]] = get_args(FinalResultStatus)
+# Table -> its status values, in the order of the state machine.
+TABLE_STATUSES: Final[dict[str, tuple[str, ...]]] = {
+    "crawl": get_args(CrawlStatus),
+    "snapshot": get_args(SnapshotStatus),
+    "archiveresult": get_args(ResultStatus),
+    "machine_binary": get_args(BinaryStatus),
+}
 MAX_URL_LEN: Final[int] = 8192
 MAX_TEXT_LEN: Final[int] = 64 * 1024
 
