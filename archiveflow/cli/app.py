@@ -13,7 +13,8 @@ from collections.abc import Callable, Sequence
 from typing import Final
 
 from archiveflow.cli import analytics, binaries, crawl, query, schedule
-from archiveflow.cli.common import EXIT_FAILED, EXIT_OK, CliError, say
+from archiveflow.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CliError, say
+from archiveflow.settings import SettingsError, settings
 
 COMMAND_MODULES: Final = (crawl, query, schedule, analytics, binaries)
 
@@ -45,6 +46,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)
+    try:
+        settings()  # a bad ARCHIVEFLOW_* value is a usage error before anything runs
+    except SettingsError as e:
+        say(f"archiveflow: {e}")
+        return EXIT_USAGE
     try:
         return int(args.fn(args))
     except CliError as e:
