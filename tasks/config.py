@@ -17,12 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from archiveflow.tasks.discover import Hook, env_key, is_false
+from archiveflow.tasks.discover import Hook, env_key
 
-# Keys every hook may rely on even when no plugin declares them.
-GLOBAL_DEFAULTS: Final[dict[str, Any]] = {"TIMEOUT": 60}
+from archiveflow.settings import parse_bool
+
 _BOOL_TYPES: Final[frozenset[str]] = frozenset({"bool", "boolean"})
-_TRUE_VALUES: Final[frozenset[str]] = frozenset({"true", "1", "yes", "on"})
 _PLACEHOLDER_RE: Final = re.compile(r"\{([A-Z0-9_]+)\}")
 
 
@@ -48,6 +47,30 @@ class PluginConfig:
 
     keys: dict[str, ConfigKey] = field(default_factory=dict)
     required_binaries: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _core(key: str, type_: str, default: Any, description: str) -> tuple[str, ConfigKey]:
+    return key, ConfigKey(key, type=type_, default=default, description=description)
+
+
+# Keys of archiveflow itself, not of one plugin: declared here so that they layer like any
+# plugin's key (defaults < data/config.json < environment < --config). An undeclared key is
+# not taken from the environment, so every key the pipeline reads must be listed here.
+CORE_CONFIG: Final[dict[str, ConfigKey]] = dict([
+    _core("TIMEOUT", "int", 60,
+          "Seconds a hook may run when its plugin sets no <PLUGIN>_TIMEOUT."),
+    _core("URL_ALLOW_PRIVATE", "bool", False,
+          "Archive loopback and private-network targets (your own intranet); `add "
+          "--allow-private` sets it for one crawl."),
+    _core("URL_ALLOW_FILE", "bool", False, "Archive file:// URLs."),
+    _core("PLUGINS_PATH", "str", "",
+          "More plugin folders (separated by ':'), searched after the built-in plugins and "
+          "<data>/plugins; a plugin found in several folders is taken from the last."),
+    _core("BROWSER_PLUGINS", "str", "",
+          "Plugins that drive a browser and share the browser limit (comma-separated; "
+          "empty: the built-in browser plugins)."),
+    _core("BROWSER_CONCURRENCY", "int", 1, "Browser plugin hooks that may run at once."),
+])
 
 
 def _read_json(path: Path) -> Any:
@@ -101,11 +124,9 @@ def load_user_config(data_dir: Path) -> dict[str, Any]:
 def to_str(value: Any, type_: str = "str") -> str:
     """A config value as a hook sees it: bools `True`/`False`, lists/dicts as JSON."""
     if type_ in _BOOL_TYPES and isinstance(value, str):
-        low = value.strip().lower()
-        if is_false(low):
-            return "False"
-        if low in _TRUE_VALUES:
-            return "True"
+        flag = parse_bool(value)
+        if flag is not None:
+            return "True" if flag else "False"
     if isinstance(value, bool):
         return "True" if value else "False"
     if value is None:
@@ -128,20 +149,21 @@ def resolve_config(
     set. Environment variables override those keys only (the caller's environment reaches
     hooks anyway); an alias (`SAVE_GIT`) sets its key (`GIT_ENABLED`).
     """
-    declared: dict[str, ConfigKey] = {
-        k: ConfigKey(k, default=v) for k, v in GLOBAL_DEFAULTS.items()
-    }
+    declared: dict[str, ConfigKey] = dict(CORE_CONFIG)
     for plugin_dir in plugins_dirs:
         declared.update(load_plugin_config(plugin_dir).keys)
     alias_of = {alias: ck.key for ck in declared.values() for alias in ck.aliases}
 
     explicit: dict[str, Any] = {}
-    for layer in (user_config, None, crawl_config, snapshot_config):
-        if layer is None:  # the env layer: only known keys (or aliases of them)
+    env_layer: Final = object()  # a marker: a None crawl/snapshot layer is no env layer
+    for layer in (user_config, env_layer, crawl_config, snapshot_config):
+        if layer is env_layer:  # only known keys (or aliases of them)
             known = set(declared) | set(explicit) | set(alias_of)
             for name in known:
                 if env is not None and name in env:
                     explicit[alias_of.get(name, name)] = env[name]
+            continue
+        if not isinstance(layer, Mapping):
             continue
         for name, value in layer.items():
             explicit[alias_of.get(name, name)] = value

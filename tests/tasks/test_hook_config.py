@@ -105,3 +105,13 @@ def test_hook_timeout(tmp_path: Path) -> None:
     assert hook_timeout(hook, {"TIMEOUT": "30"}) == 30
     assert hook_timeout(hook, {"TIMEOUT": "30", "WGET_TIMEOUT": "7"}) == 7
     assert hook_timeout(hook, {}) == 60
+
+
+def test_core_keys_layer_like_plugin_keys(tmp_path: Path) -> None:
+    # archiveflow's own keys are taken from the environment although no plugin declares them
+    env = {"URL_ALLOW_PRIVATE": "yes", "PLUGINS_PATH": "/srv/plugins", "UNDECLARED": "x"}
+    c = resolve_config([], {}, env)
+    assert c["URL_ALLOW_PRIVATE"] == "True" and c["PLUGINS_PATH"] == "/srv/plugins"
+    assert c["URL_ALLOW_FILE"] == "False" and "UNDECLARED" not in c
+    c = resolve_config([], {"URL_ALLOW_PRIVATE": False}, env, {"URL_ALLOW_PRIVATE": "off"})
+    assert c["URL_ALLOW_PRIVATE"] == "False"  # --config beats the environment
