@@ -27,6 +27,7 @@ from archiveflow.tasks.discover import (
     plugin_dirs,
     plugin_search_path,
 )
+from archiveflow.tasks.egress import EgressProxy, Policy
 from archiveflow.tasks.machine import MachineInfo, this_machine
 
 PROJECT_PLUGINS: Final[Path] = Path(__file__).resolve().parent.parent / "plugins"
@@ -45,6 +46,7 @@ class Runtime:
     search_path: list[Path]
     binaries: dict[str, str] = field(default_factory=dict)  # name → abspath (resolved rows)
     query_server: QueryServer | None = None
+    egress: EgressProxy = field(default_factory=EgressProxy)  # listens from its first use
     _config_cache: dict[str, dict[str, str]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -112,8 +114,15 @@ class Runtime:
         return missing
 
     def hook_env(self, config: Mapping[str, str], **dirs: Path) -> dict[str, str]:
-        """Environment of a hook: ours, the config, folders, resolved binaries, PATH."""
+        """Environment of a hook: ours, the config, folders, resolved binaries, PATH.
+
+        A hook that works for a crawl (a `crawl_dir` or `snap_dir` is given) is also pointed
+        at the egress proxy with its crawl's policy; provider hooks (binary installs) keep
+        the owner's own network settings: their targets come from the owner, not from pages.
+        """
         env = {**self.base_env, **config}
+        if "crawl_dir" in dirs or "snap_dir" in dirs:
+            env.update(proxy_env(self.egress.url(Policy.from_config(env))))
         env["DATA_DIR"] = str(self.data_dir)
         env["LIB_DIR"] = str(self.lib_dir)
         env["MACHINE_ID"] = self.machine.id
@@ -129,10 +138,25 @@ class Runtime:
         return env
 
     def close(self) -> None:
-        """Stop serving queries and close the index."""
+        """Stop serving queries and the egress proxy, and close the index."""
         if self.query_server is not None:
             self.query_server.close()
+        self.egress.close()
         self.store.close()
+
+
+def proxy_env(url: str) -> dict[str, str]:
+    """The variables that point urllib, wget, curl and most other clients at `url`.
+
+    Both spellings: curl and urllib read the lower-case ones, other tools the upper-case.
+    no_proxy is emptied, or a user's `localhost,127.0.0.1` would send exactly the
+    addresses the policy is about around the proxy.
+    """
+    env = {}
+    for name in ("http_proxy", "https_proxy", "ftp_proxy", "all_proxy"):
+        env[name] = env[name.upper()] = url
+    env["no_proxy"] = env["NO_PROXY"] = ""
+    return env
 
 
 def open_runtime(

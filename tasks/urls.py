@@ -1,32 +1,51 @@
-"""URL checks applied to every seed and discovered link before it becomes a Snapshot."""
+"""URL checks applied to every seed and discovered link before it becomes a Snapshot.
+
+This is the cheap first gate (no DNS): it sees IP literals, the legacy IPv4 forms and
+localhost. Names that resolve to private addresses, redirects and requisites are the egress
+proxy's (tasks/egress.py), which every crawl hook goes through.
+"""
 
 from __future__ import annotations
 
 import ipaddress
 import re
+import socket
 from typing import Final
 from urllib.parse import urlsplit, urlunsplit
+
+from archiveflow.tasks.egress import address_kind
 
 ALLOWED_SCHEMES: Final[frozenset[str]] = frozenset({"http", "https"})
 MAX_URL_LEN: Final[int] = 8192
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# One to four dot-separated numbers, each decimal, octal (leading 0) or hex (0x): what
+# inet_aton, and so glibc's getaddrinfo and wget, read as an IPv4 address (`127.1`, `0`,
+# `2130706433`, `0x7f000001`, `0177.0.0.1`).
+_LEGACY_IPV4 = re.compile(r"(0x[0-9a-f]*|[0-9]+)(\.(0x[0-9a-f]*|[0-9]+)){0,3}\.?", re.IGNORECASE)
 
 
-def _is_private_host(host: str) -> bool:
+def legacy_ipv4(host: str) -> str | None:
+    """The dotted quad a host in one of the legacy IPv4 forms means, else None."""
+    if not _LEGACY_IPV4.fullmatch(host):
+        return None
+    try:
+        return socket.inet_ntoa(socket.inet_aton(host.rstrip(".")))
+    except OSError:
+        return None  # e.g. 256.1.1.1: not an address, and getaddrinfo will not resolve it
+
+
+def private_host_kind(host: str) -> str | None:
+    """Why a URL's host is surely not public ("loopback", "private", ...), else None.
+
+    Names are not resolved here (no DNS on this path): the egress proxy resolves them.
+    """
     if host in ("localhost", "localhost.localdomain") or host.endswith(".localhost"):
-        return True
+        return "loopback"
     try:
         ip = ipaddress.ip_address(host.strip("[]"))
     except ValueError:
-        return False  # a name: not resolved here (no DNS in the hot path)
-    return (
-        ip.is_private
-        or ip.is_loopback
-        or ip.is_link_local
-        or ip.is_reserved
-        or ip.is_unspecified
-        or ip.is_multicast
-    )
+        return None
+    return address_kind(ip)
 
 
 def check_url(
@@ -35,8 +54,9 @@ def check_url(
     """(normalized url, None) when archivable, else (None, reason a person can act on).
 
     Refuses: other schemes than http(s) (file:// only with allow_file), control characters,
-    over-long URLs, missing hosts, and loopback/private/link-local IP literals and localhost
-    unless allow_private (config URL_ALLOW_PRIVATE). IDN hosts are turned into punycode.
+    over-long URLs, missing hosts, and loopback/private/link-local/... IP literals (the legacy
+    IPv4 forms included) and localhost unless allow_private (config URL_ALLOW_PRIVATE). IDN
+    hosts are turned into punycode, legacy IPv4 forms into the dotted quad.
     """
     raw = url.strip()
     if not raw:
@@ -71,9 +91,15 @@ def check_url(
         ascii_host = host.encode("idna").decode("ascii") if not host.isascii() else host
     except UnicodeError:
         return None, f"invalid international domain name {host!r}"
-    if not allow_private and _is_private_host(ascii_host):
+    dotted = legacy_ipv4(ascii_host)
+    if dotted is not None:
+        ascii_host = dotted  # as a browser shows it; and what it fetches is what we check
+    kind = private_host_kind(ascii_host)
+    if kind is not None and not allow_private:
+        shown = host if dotted is None or dotted == host else f"{host} (= {dotted})"
         return None, (
-            f"private-network target {host} refused (set URL_ALLOW_PRIVATE=true to allow)"
+            f"private-network target {shown} refused: {kind} address "
+            "(set URL_ALLOW_PRIVATE=true to allow)"
         )
     netloc = ascii_host if ":" not in ascii_host else f"[{ascii_host}]"
     if port is not None:
