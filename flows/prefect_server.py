@@ -8,12 +8,18 @@ Choices (numbers from bench/prefect_overhead.py, in bench/PREFECT.md; 2 cores, l
 
 * A user-set ``PREFECT_API_URL`` wins: mode ``external``; we only add client settings.
 * Otherwise a **local API server** lives under ``<data_dir>/prefect/`` (PREFECT_HOME,
-  SQLite DB, ``server.json``, ``server.log``), started detached by the first command and
-  reused by later ones: ``server.json`` (pid + psutil start time, so PID reuse is caught)
-  and ``/api/health``; an flock makes concurrent CLIs share one server. It is Prefect's
-  ASGI app under uvicorn with all services (schedules, UI), without the
-  ``prefect server start`` CLI (40 vs 55 s fresh), plus a watchdog that exits when the
-  data dir is deleted. Never Prefect's ephemeral mode (a server per process, ~19 s).
+  SQLite DB, ``server.json``, ``server.log``; files listed in flows/prefect_home.py),
+  started detached by the first command and reused by later ones: ``server.json`` (pid +
+  psutil start time, so PID reuse is caught) and ``/api/health``; an flock makes
+  concurrent CLIs share one server. It is Prefect's ASGI app under uvicorn with all
+  services (schedules, UI), without the ``prefect server start`` CLI (40 vs 55 s fresh);
+  see flows/prefect_server_process.py for its idle exit and watchdog. Never Prefect's
+  ephemeral mode (a server per process, ~19 s).
+* The local server **requires authentication**: Prefect's basic auth with a secret made
+  per data folder (``<data_dir>/prefect/auth_string``, 0600), given to the server and to
+  every client this module configures (``PREFECT_API_AUTH_STRING``, inherited by `serve`'s
+  run subprocesses); CORS allows only the server's own origin; the UI is told the real API
+  URL (Prefect's default names port 4200).
   3.9.1 has no in-process API for the engine: ``get_client()`` without a URL always
   spawns ``SubprocessASGIServer``.
 * A fresh data dir starts from a **pre-migrated DB template** (sqlite backup of the first
@@ -34,7 +40,6 @@ Choices (numbers from bench/prefect_overhead.py, in bench/PREFECT.md; 2 cores, l
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import shutil
@@ -46,13 +51,15 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import psutil
+from archiveflow.flows import prefect_home as files
+from archiveflow.flows.prefect_server_process import idle_exit_seconds
 
 Mode = Literal["external", "local-started", "local-reused"]
 Granularity = Literal["task", "snapshot"]
@@ -98,6 +105,16 @@ class PrefectRuntime:
     pid: int | None  # the local server's pid
     seconds: float  # time configure_prefect took (incl. waiting for health)
 
+    @property
+    def ui_url(self) -> str:
+        """The Prefect UI's address (the API's server, without ``/api``), ending in ``/``."""
+        return self.api_url.removesuffix("/").removesuffix("/api") + "/"
+
+    def ui_line(self) -> str:
+        """One line for the user: where to watch runs, and how to log in."""
+        login = " (log in: `archiveflow server login`)" if self.mode != "external" else ""
+        return f"Prefect UI: {self.ui_url}runs{login}"
+
 
 def granularity() -> Granularity:
     """What Prefect records per hook run: a task run each, or one per Snapshot."""
@@ -128,26 +145,11 @@ def _healthy(api_url: str, timeout: float = 1.0) -> bool:
         return False
 
 
-def _read_info(home: Path) -> dict | None:
-    try:
-        info = json.loads((home / "server.json").read_text())
-        proc = psutil.Process(info["pid"])
-        if abs(proc.create_time() - info["create_time"]) > 1.0 or not proc.is_running():
-            return None  # the pid was reused by another process
-        return info
-    except (OSError, ValueError, KeyError, psutil.Error):
-        return None
+def _read_info(home: Path) -> dict[str, Any] | None:
+    return files.read_server_info(home)
 
 
-@contextlib.contextmanager
-def _locked(home: Path) -> Iterator[None]:
-    home.mkdir(parents=True, exist_ok=True)
-    with open(home / "server.lock", "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+_locked = files.locked
 
 
 def _template_path() -> Path:
@@ -189,25 +191,48 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _spawn_server(home: Path) -> dict:
+def server_env(home: Path, port: int, environ: dict[str, str]) -> dict[str, str]:
+    """The server process's environment: ours, minus client-only values, plus its settings.
+
+    Auth: Prefect's basic auth (``PREFECT_SERVER_API_AUTH_STRING``). CORS: only the
+    server's own origins (the UI is same-origin; a page elsewhere gets no CORS grant). The
+    UI's API URL: Prefect's default names port 4200, not ours."""
+    origin = f"http://127.0.0.1:{port}"
+    env = {k: v for k, v in environ.items()
+           if k not in ("PREFECT_API_URL", "PREFECT_API_AUTH_STRING", "PREFECT_API_KEY")}
+    env.update(CLIENT_SETTINGS, PREFECT_HOME=str(home), PREFECT__SERVER_FINAL="1")
+    for key, value in SERVER_SETTINGS.items():
+        env.setdefault(key, value)
+    env.update(
+        PREFECT_SERVER_API_AUTH_STRING=files.auth_string(home),
+        PREFECT_SERVER_API_HOST="127.0.0.1",
+        PREFECT_SERVER_API_PORT=str(port),
+        PREFECT_UI_API_URL=f"{origin}/api",
+        PREFECT_SERVER_API_CORS_ALLOWED_ORIGINS=f"{origin},http://localhost:{port}",
+    )
+    if environ.get("ARCHIVEFLOW_PREFECT_UI", "1") == "0":
+        env["PREFECT_UI_ENABLED"] = "false"
+    return env
+
+
+def _spawn_server(home: Path) -> dict[str, Any]:
     """Start the server detached and record it in server.json at once (before it is healthy),
     so a concurrent caller waits for this one instead of starting a second."""
     _seed_from_template(home)
     port = _free_port()
-    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
-    env.update(CLIENT_SETTINGS, PREFECT_HOME=str(home), PREFECT__SERVER_FINAL="1")
-    for key, value in SERVER_SETTINGS.items():
-        env.setdefault(key, value)
-    if os.environ.get("ARCHIVEFLOW_PREFECT_UI", "1") == "0":
-        env["PREFECT_UI_ENABLED"] = "false"
-    cmd = [sys.executable, "-P", str(Path(__file__).resolve()), "serve", str(home), str(port)]
+    env = server_env(home, port, dict(os.environ))
+    idle_exit = idle_exit_seconds(env)  # a bad value fails here, in the user's command
+    script = Path(__file__).resolve().with_name("prefect_server_process.py")
+    cmd = [sys.executable, "-P", str(script), "serve", str(home), str(port)]
     fresh = not (home / "prefect.db").exists()
-    with open(home / "server.log", "ab") as log:
+    log_fd = os.open(home / "server.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    with open(log_fd, "ab") as log:
         proc = subprocess.Popen(cmd, env=env, cwd=home, stdin=subprocess.DEVNULL, stdout=log,
                                 stderr=log, start_new_session=True, close_fds=True)  # fmt: skip
     info = {"pid": proc.pid, "create_time": psutil.Process(proc.pid).create_time(),
             "port": port, "api_url": f"http://127.0.0.1:{port}/api",
-            "started_at": time.time(), "fresh": fresh}  # fmt: skip
+            "started_at": time.time(), "fresh": fresh, "auth": True,
+            "idle_exit": idle_exit}  # fmt: skip
     (home / "server.json").write_text(json.dumps(info))
     return info
 
@@ -240,13 +265,18 @@ def configure_prefect(data_dir: Path, wait: bool = True) -> PrefectRuntime:
         _apply_env(CLIENT_SETTINGS)
         return PrefectRuntime("external", user_url, None, None, time.perf_counter() - t0)
     home = prefect_home(data_dir).resolve()
-    info: dict | None = None
+    info: dict[str, Any] | None = None
     for attempt in range(2):
         mode: Mode = "local-reused"
         with _locked(home):
             info = _read_info(home)
+            if info is not None and not info.get("auth"):
+                # started by an archiveflow without API auth: replace it with one that has it
+                _stop_pid(info["pid"])
+                info = None
             if info is None:
                 info, mode = _spawn_server(home), "local-started"
+            files.hold(home)  # under the lock: an idle exit that comes next sees the lease
         if not wait or _wait_healthy(home, info):
             break
         with _locked(home):  # dead, or hung past its start timeout: replace it once
@@ -257,29 +287,51 @@ def configure_prefect(data_dir: Path, wait: bool = True) -> PrefectRuntime:
             raise RuntimeError(f"Prefect server did not become healthy; see {home}/server.log")
     assert info is not None
     url = info["api_url"]
-    _apply_env({**CLIENT_SETTINGS, "PREFECT_API_URL": url, "_ARCHIVEFLOW_LOCAL_API_URL": url})
+    _apply_env({**CLIENT_SETTINGS, "PREFECT_API_URL": url, "_ARCHIVEFLOW_LOCAL_API_URL": url,
+                "PREFECT_API_AUTH_STRING": files.auth_string(home)})
     return PrefectRuntime(mode, url, home, info["pid"], time.perf_counter() - t0)
 
 
-def start_in_background(data_dir: Path, warm_import: bool = True) -> Future[PrefectRuntime]:
+def start_in_background(data_dir: Path, warm_import: bool = True,
+                        report: Callable[[str], None] | None = None) -> Future[PrefectRuntime]:
     """Reuse-or-spawn the server, import Prefect's flow engine while it boots, wait for it:
     all in a daemon thread. The CLI calls this first, starts the first Snapshot's hooks
-    meanwhile, and waits on the future only when it enters the flow."""
+    meanwhile, and waits on the future only when it enters the flow.
+
+    ``report`` (e.g. the CLI's ``say``) gets one line when a server is being started (why
+    the first crawl of a data folder waits) and one with the UI's address once it is up."""
     fut: Future[PrefectRuntime] = Future()
 
     def run() -> None:
         try:
             t0 = time.perf_counter()
             first = configure_prefect(data_dir, wait=False)  # spawns at once if needed
+            if report is not None and first.mode == "local-started":
+                _report(report, f"starting the local Prefect server for {data_dir} "
+                        f"({_start_estimate()}; later commands reuse it)…")
             if warm_import:
                 import prefect.flow_engine  # noqa: F401  (1-5 s, overlapped with server boot)
             rt = configure_prefect(data_dir)
+            if report is not None:
+                _report(report, rt.ui_line())
             fut.set_result(replace(rt, mode=first.mode, seconds=time.perf_counter() - t0))
         except BaseException as exc:  # noqa: BLE001 - handed to the waiting caller
             fut.set_exception(exc)
 
     threading.Thread(target=run, name="prefect-bootstrap", daemon=True).start()
     return fut
+
+
+def _start_estimate() -> str:
+    # measured (MEASUREMENTS.md, bench/PREFECT.md): ~11 s from the pre-migrated template DB,
+    # ~40 s when this machine has migrated none yet
+    return "first run: ~10 s" if _template_path().exists() else "first run on this machine: ~40 s"
+
+
+def _report(report: Callable[[str], None], line: str) -> None:
+    # Said from the bootstrap thread, maybe while the crawl's live progress line is drawn
+    # with \r on a terminal: clear that line first so ours is not glued to its end.
+    report(("\r\x1b[K" if sys.stderr.isatty() else "") + line)
 
 
 def _stop_pid(pid: int, timeout: float = 10.0) -> None:
@@ -297,7 +349,10 @@ def _stop_pid(pid: int, timeout: float = 10.0) -> None:
 
 
 def stop_local_server(data_dir: Path) -> bool:
-    """Stop the data dir's local Prefect server. True if one was running."""
+    """Stop the data dir's local Prefect server. True if one was running.
+
+    It stops even while a crawl or `serve` holds it (they lose their Prefect API):
+    `archiveflow server stop` checks :func:`server_status` ``holders`` first."""
     home = prefect_home(data_dir).resolve()
     if not home.exists():
         return False
@@ -326,21 +381,52 @@ def no_heartbeats() -> Iterator[None]:
         yield
 
 
-def _serve(home: Path, port: int) -> None:
-    """The server process: Prefect's API app under uvicorn (what `prefect server start`
-    runs, minus the CLI's imports), plus a watchdog that exits once the data dir is gone,
-    so a deleted data dir (a test's tmp dir, say) never leaves a 220 MB server behind."""
-    import uvicorn
+@dataclass(frozen=True)
+class ServerStatus:
+    """What `archiveflow server status` shows about a data folder's local server."""
 
-    def watchdog() -> None:
-        while home.is_dir():
-            time.sleep(5)
-        os.kill(os.getpid(), signal.SIGTERM)
+    running: bool
+    home: Path
+    pid: int | None = None
+    api_url: str | None = None
+    healthy: bool = False
+    rss_bytes: int | None = None
+    up_seconds: float | None = None
+    idle_seconds: float | None = None
+    idle_exit: float | None = None  # seconds of idleness before it exits; 0 = never
+    holders: tuple[tuple[int, str], ...] = ()  # (pid, command line) of processes using it
 
-    threading.Thread(target=watchdog, daemon=True).start()
-    uvicorn.run("prefect.server.api.server:create_app", factory=True, host="127.0.0.1",
-                port=port, log_level="warning", lifespan="on")  # fmt: skip
+    @property
+    def ui_url(self) -> str | None:
+        """The UI's address, ending in ``/``."""
+        return self.api_url.removesuffix("/api") + "/" if self.api_url else None
 
 
-if __name__ == "__main__" and sys.argv[1:2] == ["serve"]:
-    _serve(Path(sys.argv[2]), int(sys.argv[3]))
+def server_status(data_dir: Path) -> ServerStatus:
+    """The local server of ``data_dir``, read from its files and process; starts nothing.
+
+    The health probe is unauthenticated and does not count as activity, so asking does
+    not keep an idle server up."""
+    home = prefect_home(data_dir).resolve()
+    info = _read_info(home) if home.is_dir() else None
+    if info is None:
+        return ServerStatus(running=False, home=home)
+    rss = None
+    with contextlib.suppress(psutil.Error):
+        rss = psutil.Process(info["pid"]).memory_info().rss
+    held = []
+    for pid in files.holders(home):
+        with contextlib.suppress(psutil.Error):
+            held.append((pid, " ".join(psutil.Process(pid).cmdline())[:200]))
+    return ServerStatus(
+        running=True, home=home, pid=info["pid"], api_url=info["api_url"],
+        healthy=_healthy(info["api_url"]), rss_bytes=rss,
+        up_seconds=time.time() - float(info["started_at"]),
+        idle_seconds=0.0 if held else files.idle_seconds(home, info),
+        idle_exit=float(info.get("idle_exit", 0)), holders=tuple(held))
+
+
+def login_string(data_dir: Path) -> str:
+    """The UI's password for ``data_dir``'s local server (its ``user:password`` auth
+    string; created now if no server has started yet)."""
+    return files.auth_string(prefect_home(data_dir).resolve())
