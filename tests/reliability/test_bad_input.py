@@ -131,7 +131,7 @@ def test_private_and_file_targets_need_config(added: dict[str, Any]) -> None:
     assert re.search(r"127\.0\.0\.1.*URL_ALLOW_PRIVATE", refusals), strict.stderr[-2000:]
     assert re.search(r"10\.0\.0\.1.*URL_ALLOW_PRIVATE", refusals), strict.stderr[-2000:]
     assert re.search(r"file:///etc/passwd.*URL_ALLOW_FILE", refusals), strict.stderr[-2000:]
-    assert not query(strict.args[4] and Path(strict.args[4]), "SELECT url FROM snapshot")
+    assert not query(Path(strict.args[2]), "SELECT url FROM snapshot")  # --data-dir DATA
 
 
 def test_one_malformed_line_does_not_sink_the_import(tmp_path: Path) -> None:
