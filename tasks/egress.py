@@ -24,7 +24,8 @@ without credentials is told its policy by the port it connects to; the token of 
 refused on another.
 
 A refused request gets ``403 Refused by archiveflow egress policy`` with a one-line body naming
-the host, the address and the reason, and the header ``X-Archiveflow-Egress: refused``.
+the host, the address and the reason, and the headers ``X-Archiveflow-Egress: refused`` and
+``X-Archiveflow-Egress-Reason`` (the same line, for clients that log headers, not bodies).
 """
 
 from __future__ import annotations
@@ -399,8 +400,11 @@ class EgressProxy:
             targets = resolve(host, port, policy)
         except EgressRefused as e:
             self.refused += 1
-            _reply(conn, 403, REFUSED_REASON, f"archiveflow egress: {e}",
-                   {REFUSED_HEADER: "refused"})
+            why = f"archiveflow egress: {e}"
+            # The reason in a header too: Chromium's net log shows headers, not bodies.
+            _reply(conn, 403, REFUSED_REASON, why,
+                   {REFUSED_HEADER: "refused",
+                    f"{REFUSED_HEADER}-Reason": why.encode("ascii", "replace").decode()})
             return None
         try:
             return _connect(targets)

@@ -30,6 +30,10 @@ MAGIC = ((b"\x89PNG\r\n\x1a\n", "png"), (b"\x00\x00\x01\x00", "ico"), (b"GIF8", 
          (b"\xff\xd8\xff", "jpg"), (b"RIFF", "webp"))
 
 
+# ---- shared by the crawl and snapshot hooks (tests/plugins/test_shared_code.py) ----
+EGRESS_HEADER = "X-Archiveflow-Egress"
+
+
 def parse_args(argv: list[str]) -> dict[str, str]:
     args: dict[str, str] = {}
     for a in argv:
@@ -57,8 +61,35 @@ def env_int(name: str, default: int) -> int:
         return default
 
 
+def http_url(url: str) -> str:
+    """The URL as a browser sends it: non-ASCII and spaces percent-encoded as UTF-8
+    (urllib sends the request line as ASCII and fails on `/Köln` otherwise)."""
+    from urllib.parse import quote
+
+    return quote(url, safe=":/?#[]@!$&'()*+,;=%~")
+
+
+def egress_refusal(answer: object) -> str | None:
+    """The egress proxy's reason when it refused this request (an HTTPError or a response
+    whose headers carry X-Archiveflow-Egress: refused), else None.
+
+    Every crawl hook is pointed at archiveflow's egress proxy (http_proxy/https_proxy), which
+    refuses private-network targets, also after redirects; its 403 is not the page's answer.
+    """
+    headers = getattr(answer, "headers", None)
+    if headers is None or headers.get(EGRESS_HEADER, "").strip().lower() != "refused":
+        return None
+    try:
+        body = answer.read(2000).decode("utf-8", "replace").strip()  # type: ignore[attr-defined]
+    except (OSError, ValueError, AttributeError):
+        body = ""
+    return body or "refused by archiveflow's egress policy"
+# ---- end of shared part ----
+
+
+# ---- shared by the hooks that read the page (tests/plugins/test_shared_code.py) ----
 class FetchError(Exception):
-    """The page could not be read at all (no HTTP answer)."""
+    """The page could not be read at all (no HTTP answer, or the egress policy refused it)."""
 
 
 def decode(raw: bytes, header_charset: str | None = None) -> str:
@@ -72,20 +103,22 @@ def decode(raw: bytes, header_charset: str | None = None) -> str:
     return raw.decode("utf-8", errors="replace")
 
 
-def load_html(url: str, timeout: int) -> tuple[str | None, str, str]:
+def load_html(url: str, timeout: int, original: bool = False) -> tuple[str | None, str, str]:
     """(html or None when the page is not HTML, base URL, where it came from).
 
-    Reads the page wget saved ($SNAP_DIR/wget/wget.json names it) when there is one, else
-    fetches the URL itself; an HTTP error page is still a page. Raises FetchError when there
-    is no answer at all.
+    Reads the page wget saved ($SNAP_DIR/wget/wget.json names it) when there is one: its
+    copy with links converted for offline viewing, or with `original` the page as served
+    (wget's backup from before the conversion). Else fetches the URL itself (through the
+    egress proxy the environment names); an HTTP error page is still a page. Raises
+    FetchError when there is no answer at all or the egress policy refused the URL.
     """
     snap = os.environ.get("SNAP_DIR", "")
     try:
         with open(os.path.join(snap, "wget", "wget.json"), encoding="utf-8") as f:
             info = json.load(f)
-        path = os.path.join(snap, info["main_html"])
-        with open(path, "rb") as f:
-            return decode(f.read()), info.get("final_url") or url, info["main_html"]
+        rel = (original and info.get("original_html")) or info["main_html"]
+        with open(os.path.join(snap, rel), "rb") as f:
+            return decode(f.read()), info.get("final_url") or url, rel
     except (OSError, ValueError, KeyError, TypeError):
         pass
     # Imported only here: ssl + urllib cost ~30 ms of start-up that the wget path never needs.
@@ -94,12 +127,15 @@ def load_html(url: str, timeout: int) -> tuple[str | None, str, str]:
     import urllib.request
 
     ua = os.environ.get("USER_AGENT") or DEFAULT_UA
-    req = urllib.request.Request(url, headers={"User-Agent": ua})
+    req = urllib.request.Request(http_url(url), headers={"User-Agent": ua})
     ctx = None if env_bool("CHECK_SSL_VALIDITY", True) else ssl._create_unverified_context()
     try:
         try:
             resp = urllib.request.urlopen(req, timeout=timeout, context=ctx)
         except urllib.error.HTTPError as e:
+            refused = egress_refusal(e)
+            if refused:
+                raise FetchError(f"{url}: {refused}") from None
             resp = e  # a 404 page is still the page
         with resp:
             ctype = resp.headers.get("Content-Type", "")
@@ -112,6 +148,7 @@ def load_html(url: str, timeout: int) -> tuple[str | None, str, str]:
         raise FetchError(f"{url}: {reason}") from None
     except (OSError, ValueError) as e:
         raise FetchError(f"{url}: {'timed out' if isinstance(e, TimeoutError) else e}") from None
+# ---- end of shared part ----
 
 
 class _IconParser(HTMLParser):

@@ -10,7 +10,8 @@
 #                  headers: {name: value | [values]}, fetched_at}
 #   stdout: one ArchiveResult, output_str "headers/headers.json", output_json {status, ...}.
 # Any HTTP answer (404 and 500 included) is `succeeded`: the headers were captured, and the
-# status is in output_json. No answer at all (connection refused, DNS, timeout) is `failed`.
+# status is in output_json. No answer at all (connection refused, DNS, timeout) is `failed`,
+# and so is a URL or redirect hop the egress proxy (http_proxy) refused, with its reason.
 from __future__ import annotations
 
 import json
@@ -25,6 +26,10 @@ from datetime import datetime, timezone
 
 DEFAULT_UA = "Mozilla/5.0 (compatible; archiveflow/0.1)"
 MAX_REDIRECTS = 20
+
+
+# ---- shared by the crawl and snapshot hooks (tests/plugins/test_shared_code.py) ----
+EGRESS_HEADER = "X-Archiveflow-Egress"
 
 
 def parse_args(argv: list[str]) -> dict[str, str]:
@@ -52,6 +57,32 @@ def env_int(name: str, default: int) -> int:
         return int(float(os.environ.get(name, "") or default))
     except ValueError:
         return default
+
+
+def http_url(url: str) -> str:
+    """The URL as a browser sends it: non-ASCII and spaces percent-encoded as UTF-8
+    (urllib sends the request line as ASCII and fails on `/Köln` otherwise)."""
+    from urllib.parse import quote
+
+    return quote(url, safe=":/?#[]@!$&'()*+,;=%~")
+
+
+def egress_refusal(answer: object) -> str | None:
+    """The egress proxy's reason when it refused this request (an HTTPError or a response
+    whose headers carry X-Archiveflow-Egress: refused), else None.
+
+    Every crawl hook is pointed at archiveflow's egress proxy (http_proxy/https_proxy), which
+    refuses private-network targets, also after redirects; its 403 is not the page's answer.
+    """
+    headers = getattr(answer, "headers", None)
+    if headers is None or headers.get(EGRESS_HEADER, "").strip().lower() != "refused":
+        return None
+    try:
+        body = answer.read(2000).decode("utf-8", "replace").strip()  # type: ignore[attr-defined]
+    except (OSError, ValueError, AttributeError):
+        body = ""
+    return body or "refused by archiveflow's egress policy"
+# ---- end of shared part ----
 
 
 class _Recorder(urllib.request.HTTPRedirectHandler):
@@ -95,10 +126,17 @@ def main() -> int:
     if not env_bool("CHECK_SSL_VALIDITY", True):
         handlers.append(urllib.request.HTTPSHandler(context=ssl._create_unverified_context()))
     opener = urllib.request.build_opener(*handlers)
-    req = urllib.request.Request(url, headers={"User-Agent": ua, "Accept": "*/*"})
+    req = urllib.request.Request(http_url(url), headers={"User-Agent": ua, "Accept": "*/*"})
     try:
         resp = opener.open(req, timeout=timeout)
     except urllib.error.HTTPError as e:
+        refused = egress_refusal(e)
+        if refused:  # the proxy's answer, not the server's: nothing of the target to keep
+            where = f"{url} (redirected to {e.geturl()})" if recorder.hops else url
+            msg = f"{where}: {refused}"
+            emit({"type": "ArchiveResult", "status": "failed", "output_str": msg[:300],
+                  "error": msg})
+            return 1
         resp = e  # an error status is still an answer with headers
     except urllib.error.URLError as e:
         reason = e.reason

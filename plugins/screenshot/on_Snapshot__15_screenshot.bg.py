@@ -6,7 +6,10 @@
 #   argv  --url=<url> --snapshot-id --crawl-id --depth (unknown options are ignored)
 #   env   SCREENSHOT_ENABLED, SCREENSHOT_TIMEOUT (seconds; Chromium is killed after it),
 #         SCREENSHOT_WINDOW_SIZE ("1280,900"), CHROMIUM_BINARY (else chromium,
-#         chromium-browser or google-chrome on PATH), CHECK_SSL_VALIDITY
+#         chromium-browser or google-chrome on PATH), CHECK_SSL_VALIDITY, http_proxy (the
+#         egress proxy: Chromium reads no proxy variables on Linux, so it is passed as
+#         --proxy-server, without the credentials Chromium cannot take: the proxy admits
+#         Chromium by the uid of its socket)
 # Outputs (cwd = <snapshot>/screenshot/)
 #   screenshot.png
 #   stdout: one ArchiveResult, output_str "screenshot/screenshot.png".
@@ -14,7 +17,8 @@
 # end). On SIGTERM (the runner's timeout or cleanup) the hook kills that whole group, prints a
 # failed ArchiveResult "interrupted" and exits. Chromium missing -> failed "chromium not found:
 # run archiveflow install"; a page that does not load (connection refused, DNS) -> failed with
-# Chromium's net:: error.
+# Chromium's net:: error; a page (or a redirect hop of it) the egress proxy refused -> failed
+# with the proxy's reason (read from Chromium's net log), no picture of the refusal kept.
 from __future__ import annotations
 
 import json
@@ -32,6 +36,10 @@ OUT = "screenshot.png"
 
 _child: subprocess.Popen | None = None
 _profile: str | None = None
+
+
+# ---- shared by the crawl and snapshot hooks (tests/plugins/test_shared_code.py) ----
+EGRESS_HEADER = "X-Archiveflow-Egress"
 
 
 def parse_args(argv: list[str]) -> dict[str, str]:
@@ -61,9 +69,74 @@ def env_int(name: str, default: int) -> int:
         return default
 
 
+def http_url(url: str) -> str:
+    """The URL as a browser sends it: non-ASCII and spaces percent-encoded as UTF-8
+    (urllib sends the request line as ASCII and fails on `/Köln` otherwise)."""
+    from urllib.parse import quote
+
+    return quote(url, safe=":/?#[]@!$&'()*+,;=%~")
+
+
+def egress_refusal(answer: object) -> str | None:
+    """The egress proxy's reason when it refused this request (an HTTPError or a response
+    whose headers carry X-Archiveflow-Egress: refused), else None.
+
+    Every crawl hook is pointed at archiveflow's egress proxy (http_proxy/https_proxy), which
+    refuses private-network targets, also after redirects; its 403 is not the page's answer.
+    """
+    headers = getattr(answer, "headers", None)
+    if headers is None or headers.get(EGRESS_HEADER, "").strip().lower() != "refused":
+        return None
+    try:
+        body = answer.read(2000).decode("utf-8", "replace").strip()  # type: ignore[attr-defined]
+    except (OSError, ValueError, AttributeError):
+        body = ""
+    return body or "refused by archiveflow's egress policy"
+# ---- end of shared part ----
+
+
 def fail(msg: str, code: int = 1) -> int:
     emit({"type": "ArchiveResult", "status": "failed", "output_str": msg[:300], "error": msg})
     return code
+
+
+def proxy_server() -> str | None:
+    """scheme://host:port of the proxy named by http_proxy, credentials left out."""
+    from urllib.parse import urlsplit
+
+    raw = os.environ.get("http_proxy") or os.environ.get("HTTP_PROXY") or ""
+    try:
+        parts = urlsplit(raw)
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        return None
+    if not host or not port:
+        return None
+    return f"{parts.scheme or 'http'}://{host}:{port}"
+
+
+def refused_document(netlog: str, url: str) -> str | None:
+    """The egress proxy's refusal of the page itself (or of a redirect hop of it), found in
+    Chromium's net log: the response headers of the request that started with `url`."""
+    try:
+        with open(netlog, encoding="utf-8", errors="replace") as f:
+            events = json.load(f).get("events", [])
+    except (OSError, ValueError, AttributeError):
+        return None
+    first_url: dict = {}
+    for ev in events:
+        params = ev.get("params") or {}
+        src = (ev.get("source") or {}).get("id")
+        if isinstance(params.get("url"), str):
+            first_url.setdefault(src, params["url"])
+        headers = params.get("headers")
+        if not isinstance(headers, list) or first_url.get(src, "").rstrip("/") != url.rstrip("/"):
+            continue
+        lines = {str(h).partition(":")[0].strip().lower(): str(h).partition(":")[2].strip()
+                 for h in headers}
+        if lines.get(EGRESS_HEADER.lower(), "").lower() == "refused":
+            return lines.get(f"{EGRESS_HEADER.lower()}-reason") or "refused by the egress policy"
+    return None
 
 
 def find_chromium() -> str | None:
@@ -146,6 +219,12 @@ def main() -> int:
     ]
     if not env_bool("CHECK_SSL_VALIDITY", True):
         cmd.append("--ignore-certificate-errors")
+    proxy = proxy_server()
+    netlog = os.path.join(_profile, "netlog.json")
+    if proxy:
+        # <-loopback>: Chromium otherwise never sends localhost and 127.0.0.1 to a proxy.
+        cmd += [f"--proxy-server={proxy}", "--proxy-bypass-list=<-loopback>",
+                f"--log-net-log={netlog}"]
     cmd.append(url)
     env = dict(os.environ, DBUS_SESSION_BUS_ADDRESS="disabled:")
     started = time.monotonic()
@@ -158,8 +237,13 @@ def main() -> int:
         except subprocess.TimeoutExpired:
             return fail(f"chromium did not finish within SCREENSHOT_TIMEOUT={timeout}s")
         rc = _child.returncode
+        refused = refused_document(netlog, url) if proxy else None
     finally:
         cleanup()
+    if refused:
+        if os.path.exists(out):
+            os.remove(out)  # a picture of the proxy's refusal is not the page
+        return fail(f"{url}: {refused}")
     log = log_bytes.decode("utf-8", errors="replace")
     secs = time.monotonic() - started
     load_err = re.search(r"Page load failed: (\S+)", log)

@@ -18,7 +18,8 @@
 #   stdout  one {"type":"Snapshot","url","depth":0,"title","tags","bookmarked_at"} per seed,
 #           then one ArchiveResult; written to ./urls.jsonl as well.
 #   A malformed source prints no Snapshot at all: one line on stderr naming the line or
-#   element, a failed ArchiveResult, exit 1 -- so nothing is archived half-way.
+#   element, a failed ArchiveResult, exit 1 -- so nothing is archived half-way. So does a feed,
+#   sitemap or child sitemap the egress proxy (http_proxy) refused, with the proxy's reason.
 from __future__ import annotations
 
 import html
@@ -46,10 +47,13 @@ class SeedError(Exception):
     """A source that cannot be read or parsed; the message names the line or element."""
 
 
+# ---- shared by the crawl and snapshot hooks (tests/plugins/test_shared_code.py) ----
+EGRESS_HEADER = "X-Archiveflow-Egress"
+
+
 def parse_args(argv: list[str]) -> dict[str, str]:
     args: dict[str, str] = {}
-    it = iter(argv)
-    for a in it:
+    for a in argv:
         if a.startswith("--"):
             key, eq, val = a[2:].partition("=")
             args[key.replace("-", "_")] = val if eq else "true"
@@ -74,6 +78,32 @@ def env_int(name: str, default: int) -> int:
         return default
 
 
+def http_url(url: str) -> str:
+    """The URL as a browser sends it: non-ASCII and spaces percent-encoded as UTF-8
+    (urllib sends the request line as ASCII and fails on `/Köln` otherwise)."""
+    from urllib.parse import quote
+
+    return quote(url, safe=":/?#[]@!$&'()*+,;=%~")
+
+
+def egress_refusal(answer: object) -> str | None:
+    """The egress proxy's reason when it refused this request (an HTTPError or a response
+    whose headers carry X-Archiveflow-Egress: refused), else None.
+
+    Every crawl hook is pointed at archiveflow's egress proxy (http_proxy/https_proxy), which
+    refuses private-network targets, also after redirects; its 403 is not the page's answer.
+    """
+    headers = getattr(answer, "headers", None)
+    if headers is None or headers.get(EGRESS_HEADER, "").strip().lower() != "refused":
+        return None
+    try:
+        body = answer.read(2000).decode("utf-8", "replace").strip()  # type: ignore[attr-defined]
+    except (OSError, ValueError, AttributeError):
+        body = ""
+    return body or "refused by archiveflow's egress policy"
+# ---- end of shared part ----
+
+
 # --- reading the source -------------------------------------------------------------------
 
 def fetch(url: str, timeout: int) -> str:
@@ -83,7 +113,7 @@ def fetch(url: str, timeout: int) -> str:
     import urllib.request
 
     ua = os.environ.get("SEEDS_USER_AGENT") or os.environ.get("USER_AGENT") or DEFAULT_UA
-    req = urllib.request.Request(url, headers={"User-Agent": ua})
+    req = urllib.request.Request(http_url(url), headers={"User-Agent": ua})
     ctx = None
     if not env_bool("CHECK_SSL_VALIDITY", True):
         ctx = ssl._create_unverified_context()
@@ -92,6 +122,9 @@ def fetch(url: str, timeout: int) -> str:
             raw = resp.read()
             charset = resp.headers.get_content_charset() or "utf-8"
     except urllib.error.HTTPError as e:
+        refused = egress_refusal(e)
+        if refused:
+            raise SeedError(f"{url}: {refused}") from None
         raise SeedError(f"{url}: HTTP {e.code} {e.reason}") from None
     except urllib.error.URLError as e:
         raise SeedError(f"{url}: {e.reason}") from None

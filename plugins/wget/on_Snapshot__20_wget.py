@@ -8,15 +8,20 @@
 #         WGET_BINARY (else `wget` on PATH), WGET_USER_AGENT, WGET_SAVE_WARC,
 #         WGET_EXTRA_ARGS (shell-quoted), CHECK_SSL_VALIDITY, SNAP_DIR
 # Outputs (cwd = <snapshot>/wget/)
-#   <host+port>/<path>.html and requisites, links converted for offline viewing
+#   <host+port>/<path>.html and requisites, links converted for offline viewing; the page as
+#     served kept beside it as <path>.html.orig when wget converted any link
 #   warc/<unix time>.warc.gz
-#   wget.json: {url, final_url, main_html, http_status, exit_code, errors, warc} -- other hooks
-#     (title, favicon, htmltotext, parse_html_urls) read main_html and final_url from it
+#   wget.json: {url, final_url, main_html, original_html, http_status, exit_code, errors,
+#     refused, warc} -- other hooks (title, favicon, htmltotext, parse_html_urls) read
+#     main_html (original_html: as served) and final_url from it
 #   stdout: one ArchiveResult; output_str = the main HTML's path relative to the snapshot.
 # A server error page (e.g. 404, wget exit 8) is `failed` with "HTTP 404 Not Found" as the
 # error, as in ArchiveBox -- the URL did not give the page an archivist wanted -- but the error
 # page and the WARC are kept and listed; no page saved (connection refused, DNS failure,
-# timeout) is `failed` too, with wget's reason.
+# timeout) is `failed` too, with wget's reason. wget goes through the egress proxy named by
+# http_proxy/https_proxy (`-e use_proxy=on` whatever a wgetrc says): a page, redirect hop or
+# requisite it refused is not saved (wget keeps the proxy's 403 body; it is removed), a
+# refused page is `failed` with the proxy's reason, refused requisites are listed in `refused`.
 from __future__ import annotations
 
 import json
@@ -34,6 +39,12 @@ DEFAULT_UA = ("Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like G
 SAVED_RE = re.compile(r'URL:\s*(\S+)\s+\[[^\]]*\]\s+->\s+"([^"]+)"')
 ERROR_RE = re.compile(r"^(\S+):\s*\n\S+ \S+ ERROR (\d+): (.*)$", re.MULTILINE)
 HTML_EXT = (".html", ".htm", ".xhtml")
+REFUSED_REASON = "Refused by archiveflow egress policy"
+REFUSED_BODY = b"archiveflow egress:"
+
+
+# ---- shared by the crawl and snapshot hooks (tests/plugins/test_shared_code.py) ----
+EGRESS_HEADER = "X-Archiveflow-Egress"
 
 
 def parse_args(argv: list[str]) -> dict[str, str]:
@@ -63,6 +74,32 @@ def env_int(name: str, default: int) -> int:
         return default
 
 
+def http_url(url: str) -> str:
+    """The URL as a browser sends it: non-ASCII and spaces percent-encoded as UTF-8
+    (urllib sends the request line as ASCII and fails on `/Köln` otherwise)."""
+    from urllib.parse import quote
+
+    return quote(url, safe=":/?#[]@!$&'()*+,;=%~")
+
+
+def egress_refusal(answer: object) -> str | None:
+    """The egress proxy's reason when it refused this request (an HTTPError or a response
+    whose headers carry X-Archiveflow-Egress: refused), else None.
+
+    Every crawl hook is pointed at archiveflow's egress proxy (http_proxy/https_proxy), which
+    refuses private-network targets, also after redirects; its 403 is not the page's answer.
+    """
+    headers = getattr(answer, "headers", None)
+    if headers is None or headers.get(EGRESS_HEADER, "").strip().lower() != "refused":
+        return None
+    try:
+        body = answer.read(2000).decode("utf-8", "replace").strip()  # type: ignore[attr-defined]
+    except (OSError, ValueError, AttributeError):
+        body = ""
+    return body or "refused by archiveflow's egress policy"
+# ---- end of shared part ----
+
+
 def fail(msg: str, **extra: object) -> int:
     emit({"type": "ArchiveResult", "status": "failed", "output_str": msg[:300], "error": msg,
           **({"output_json": extra} if extra else {})})
@@ -81,6 +118,28 @@ def expected_path(url: str) -> str:
     if not path.lower().endswith(HTML_EXT):
         path += ".html"
     return host + path
+
+
+def drop_refused(errors: list[dict], since: float) -> list[dict]:
+    """The errors that were the egress proxy's refusals, with its reason; the files wget
+    saved for them (its 403 body, kept by --content-on-error) are removed."""
+    refused = []
+    for err in errors:
+        if not err["reason"].startswith(REFUSED_REASON):
+            continue
+        reason = "refused by archiveflow's egress policy"
+        parts = urlsplit(err["url"])
+        raw = parts.netloc.split("@")[-1].replace(":", "+") + (parts.path or "/")
+        for path in dict.fromkeys((expected_path(err["url"]), raw, raw + "index.html")):
+            if not os.path.isfile(path) or os.path.getmtime(path) < since:
+                continue
+            with open(path, "rb") as f:
+                body = f.read(2000)
+            if body.startswith(REFUSED_BODY):
+                reason = body.decode("utf-8", "replace").strip()
+                os.remove(path)
+        refused.append({"url": err["url"], "reason": reason})
+    return refused
 
 
 def find_main_html(url: str, first_saved: re.Match | None, since: float) -> str | None:
@@ -120,8 +179,9 @@ def main() -> int:
     timeout = env_int("WGET_TIMEOUT", env_int("TIMEOUT", 60))
     warc_rel = None
     cmd = [
-        binary, "--no-verbose", "--adjust-extension", "--convert-links", "--force-directories",
-        "--span-hosts", "--no-parent", "-e", "robots=off", "--page-requisites",
+        binary, "--no-verbose", "--adjust-extension", "--convert-links", "--backup-converted",
+        "--force-directories", "--span-hosts", "--no-parent", "-e", "robots=off",
+        "-e", "use_proxy=on", "--page-requisites",
         "--restrict-file-names=windows", "--content-on-error", "--tries=1",
         f"--timeout={max(1, timeout)}",
         f"--user-agent={os.environ.get('WGET_USER_AGENT') or DEFAULT_UA}",
@@ -150,6 +210,7 @@ def main() -> int:
 
     errors = [{"url": u, "status": int(c), "reason": r.strip().rstrip(".")}
               for u, c, r in ERROR_RE.findall(log)]
+    refused = drop_refused(errors, since)
     # The page itself is wget's first transfer; requisites come after it.
     first_saved = SAVED_RE.search(log)
     first_error = ERROR_RE.search(log)
@@ -157,16 +218,28 @@ def main() -> int:
     if first_error and (first_saved is None or first_error.start() < first_saved.start()):
         main_err = errors[0]
     final_url = main_err["url"] if main_err else (first_saved.group(1) if first_saved else url)
-    main_html = find_main_html(url, first_saved, since)
+    main_refused = next((r for r in refused if main_err and r["url"] == main_err["url"]), None)
+    main_html = None if main_refused else find_main_html(url, first_saved, since)
     http_status = main_err["status"] if main_err else (200 if first_saved else None)
     warc = f"{warc_rel}.warc.gz" if warc_rel and os.path.isfile(f"{warc_rel}.warc.gz") else None
+    original = f"{main_html}.orig" if main_html else None
+    if original and not (os.path.isfile(original) and os.path.getmtime(original) >= since):
+        original = main_html  # wget converted no link: the page is as served
     info = {
         "url": url, "final_url": final_url,
         "main_html": f"wget/{main_html}" if main_html else None,
+        "original_html": f"wget/{original}" if original else None,
         "http_status": http_status, "exit_code": proc.returncode,
-        "errors": errors, "warc": f"wget/{warc}" if warc else None,
+        "errors": errors, "refused": refused, "warc": f"wget/{warc}" if warc else None,
         "seconds": round(secs, 3),
     }
+    if main_refused:
+        if warc:
+            os.remove(warc)  # it holds the proxy's refusal, nothing of the target
+            info["warc"] = None
+        write_info(info)
+        where = url if main_refused["url"] == url else f"{url} (redirected to {main_refused['url']})"
+        return fail(f"{where}: {main_refused['reason']}", **info)
     if main_html is None:
         tail = [ln for ln in log.strip().splitlines() if ln.strip()][-3:]
         reason = " ".join(tail) or f"wget exited {proc.returncode} and saved nothing"
@@ -179,6 +252,8 @@ def main() -> int:
         note = f"server answered {main_err['status']} {main_err['reason']}; error page saved"
     elif proc.returncode != 0:
         note = f"page saved; wget exited {proc.returncode} ({len(errors)} requisite errors)"
+        if refused:
+            note += f", {len(refused)} refused by the egress policy"
     else:
         note = "page saved"
     info["note"] = note
