@@ -52,3 +52,11 @@ def test_bad_value_is_one_line_from_the_installed_command(tmp_path: object) -> N
     assert proc.stderr.strip().splitlines() == [
         "archiveflow: ARCHIVEFLOW_LOCK_WAIT: Input should be a valid number, unable to parse "
         "string as a number (got 'soon')"], proc.stderr
+
+
+def test_readme_lists_every_setting() -> None:
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    for name in Settings.model_fields:
+        assert f"`ARCHIVEFLOW_{name.upper()}`" in readme, name
