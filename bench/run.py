@@ -268,24 +268,24 @@ def child_crawl(ns: argparse.Namespace) -> None:
 
 
 def plain_crawl(rt: Any, crawl_id: str, concurrency: int) -> dict[str, Any]:
-    """The crawl flow's loop without Prefect (diagnostic): the same tasks/work.py calls,
-    C snapshots at once in threads, claiming as slots free up (no polling sleep)."""
+    """The crawl flow's loop without Prefect (diagnostic): the same model-module calls
+    (tasks/crawls.py, tasks/snapshots.py), C snapshots at once in threads, claiming as slots
+    free up (no polling sleep)."""
     from concurrent.futures import FIRST_COMPLETED, Future, wait
 
     from archiveflow.flows import context
-    from archiveflow.tasks import work
+    from archiveflow.tasks import crawls, snapshots
+    from archiveflow.tasks.feed import SnapshotFeed
 
     cur = context.install(rt)
     try:
-        crawl = work.claim_crawl(rt, crawl_id)
-        start = work.run_crawl_hooks(rt, crawl)
-        feed = work.SnapshotFeed(rt, cur.recorder, crawl, concurrency)
-        running: set[Future[dict[str, int]]] = set()
+        start = crawls.run(rt, crawls.claim(rt, crawl_id))
+        feed = SnapshotFeed(rt, cur.recorder, start.crawl, concurrency)
+        running: set[Future[Any]] = set()
         with ThreadPoolExecutor(concurrency) as ex:
             while True:
                 for plan in feed.take(concurrency - len(running), not running):
-                    running.add(ex.submit(work.run_snapshot, rt, cur.recorder, crawl,
-                                          plan.snapshot, plan=plan, wait=False))
+                    running.add(ex.submit(snapshots.run, rt, cur.recorder, plan, wait=False))
                 if not running:
                     if feed.done():
                         break
@@ -294,7 +294,8 @@ def plain_crawl(rt: Any, crawl_id: str, concurrency: int) -> dict[str, Any]:
                 done, running = wait(running, return_when=FIRST_COMPLETED)
                 for f in done:
                     f.result()
-        sealed = work.finish_crawl(rt, crawl, start.background)
+        crawls.cleanup(rt, start)
+        sealed = crawls.seal(rt, start.crawl)
         return {"status": sealed["status"], "failures": start.failures}
     finally:
         context.uninstall()
@@ -558,7 +559,7 @@ def section_overhead(tab: Table, ns: argparse.Namespace) -> None:
             overhead_row(tab, "ARCHIVEFLOW_PREFECT_RESULT_RUNS=0 (Crawl + Snapshot runs only)",
                          n, k, lean, floor, 1.3 if n >= 1000 else None)
         if plain is not None:
-            overhead_row(tab, "diagnostic: same tasks/work.py calls, no Prefect", n, k, plain,
+            overhead_row(tab, "diagnostic: same model-module calls, no Prefect", n, k, plain,
                          floor, None)
         if abs(f1 - f2) / floor > 0.15:
             tab.note(f"overhead N={n}: the floor moved {f1:.1f} -> {f2:.1f} s during the run "

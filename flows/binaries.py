@@ -29,10 +29,10 @@ async def plan_binaries(plugins: list[str] | None, force: bool, retry_failed: bo
 
 
 @task(name="binary", task_run_name="{name}", cache_policy=NO_CACHE, persist_result=False)
-async def install_binary(name: str, slot: str) -> dict[str, Any]:
+async def install_binary(name: str, binary_id: str) -> dict[str, Any]:
     """Run the provider hooks of one Binary row until one provides it."""
     cur = current()
-    row = cur.slots.pop(slot)
+    row = cur.binary_rows[binary_id]
     return await asyncio.to_thread(work.install_one, cur.rt, row)
 
 
@@ -58,14 +58,13 @@ async def install_binaries(plugins: list[str] | None = None, data_dir: str | Non
 
     async def one(row: dict[str, Any]) -> dict[str, Any]:
         async with limit:
-            slot = f"binary:{row['id']}"
-            cur.slots[slot] = row
+            cur.binary_rows[row["id"]] = row
             try:
-                return await install_binary(row["name"], slot)
+                return await install_binary(row["name"], row["id"])
             except Exception as e:  # the task itself broke (not a provider failure)
                 return {**row, "action": "failed", "hooks_started": 0, "error": str(e)}
             finally:
-                cur.slots.pop(slot, None)
+                cur.binary_rows.pop(row["id"], None)
 
     results = await asyncio.gather(*(one(r) for r in plan.todo))
     return await finish_binaries(plan, list(results))

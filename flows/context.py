@@ -1,27 +1,48 @@
-"""The process-wide Runtime and Recorder that flows and tasks work with.
+"""The process-wide Runtime and Recorder that flows and tasks work with, and the typed
+hand-over from the crawl loop (and the CLI) to the flow and task runs it starts.
 
 Flow and task parameters stay small and serialisable (ids, URLs) so that Prefect records
-them cheaply and shows them in the UI; the heavy objects live here, one per process.
+them cheaply and shows them in the UI; the heavy objects live here, one per process, in maps
+keyed by the row id the run's parameters name.
 """
 
 from __future__ import annotations
 
 import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from archiveflow.tasks.crawls import CrawlStart
+from archiveflow.tasks.plan import ResultDone, SnapshotPlan
 from archiveflow.tasks.recorder import Recorder
 from archiveflow.tasks.runtime import Runtime, open_runtime
 
 
 @dataclass
+class SnapshotRun:
+    """A claimed Snapshot handed to its task run (or subflow run) by the crawl loop."""
+
+    plan: SnapshotPlan
+    pool: ThreadPoolExecutor  # the crawl's: a snapshot's hook walk runs in it
+    future: Future[list[ResultDone]] | None = None  # its hook walk, once started
+    runs: int = 0  # hook walks started (a task retry prepares the snapshot again)
+
+
+@dataclass
 class Current:
-    """The Runtime of this process, its Recorder, and per-run hand-over slots."""
+    """The Runtime of this process, its Recorder, and what runs are handed over, by id."""
 
     rt: Runtime
     recorder: Recorder
-    slots: dict[str, Any] = field(default_factory=dict)
+    # crawl id → the claimed crawl and its on_Crawl hooks' work (the CLI runs them before
+    # Prefect is ready, so the first hook never waits for it)
+    crawl_starts: dict[str, CrawlStart] = field(default_factory=dict)
+    # snapshot id → its prepared plan, for its `snapshot` task run or subflow run
+    snapshot_runs: dict[str, SnapshotRun] = field(default_factory=dict)
+    # Binary row id → the row its `binary` task run installs
+    binary_rows: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 _lock = threading.Lock()

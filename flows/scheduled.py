@@ -1,4 +1,4 @@
-"""The `archive` flow (a recurring crawl's run) and Prefect global concurrency limits.
+"""The `archive` flow: a recurring crawl's run.
 
 `archive(seeds, …)` creates a new Crawl from its parameters (with `schedule` = the
 deployment's name) and awaits the `crawl` flow as a subflow. deployments/crawls.py makes
@@ -15,24 +15,31 @@ Re-archiving semantics, explicit:
   here and not in the record ingest: the crawl flow claims Snapshots right after its
   on_Crawl hooks, so there is no race-free point to delete them from outside, and
   tasks/ingest.py cannot import this layer. The cost is one extra run of the seeds hook.
-
-Global concurrency limits (:func:`limit_slot`) are Prefect's, so they hold across every
-process and machine that reports to the same API, and show (and can be changed) in the UI.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import threading
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
 from archiveflow.flows import context
+from archiveflow.flows.crawl import crawl_flow
+
+# The names archiveflow/cli/schedule.py and tests/deployments/test_limits.py import from
+# here; the limits live in flows/limits.py.
+from archiveflow.flows.limits import (  # noqa: F401
+    BROWSER_LIMIT,
+    ensure_limit,
+    hook_slot,
+    limit_slot,
+    plugin_limit,
+)
 from archiveflow.store import crawls as crawl_store
+from archiveflow.store import snapshots as snapshot_store
 from archiveflow.store.ids import new_id
 from archiveflow.store.records import SnapshotRecord
 from archiveflow.tasks.config import hook_timeout
@@ -44,8 +51,6 @@ from prefect.cache_policies import NO_CACHE
 
 FLOW_NAME: Final[str] = "archive"
 SEEDS_PLUGIN: Final[str] = "seeds"
-BROWSER_LIMIT: Final[str] = "archiveflow-browser"
-DEFAULT_BROWSER_PLUGINS: Final[str] = "screenshot,chrome,pdf,dom,singlefile"
 TRUTHY: Final[tuple[str, ...]] = ("1", "true", "yes", "on")
 
 
@@ -54,17 +59,6 @@ class SeedParseError(RuntimeError):
 
 
 # --- only-new: drop seeds archived before -------------------------------------------------
-
-def archived_urls(rt: Runtime, urls: list[str]) -> set[str]:
-    """The subset of `urls` that has a Snapshot (in any crawl) in this data folder."""
-    if not urls:
-        return set()
-    # One set-based lookup; belongs in store/snapshots.py (owned elsewhere) when it moves.
-    rows = rt.store.cursor().execute(
-        "SELECT DISTINCT url FROM snapshot WHERE url IN (SELECT unnest(?::VARCHAR[]))",
-        [urls]).fetchall()
-    return {r[0] for r in rows}
-
 
 def new_seeds_file(rt: Runtime, seeds: str, parser: str | None, config: Mapping[str, str],
                    schedule: str | None) -> tuple[Path, int, int]:
@@ -104,7 +98,8 @@ def new_seeds_file(rt: Runtime, seeds: str, parser: str | None, config: Mapping[
     # Compare normalized URLs: the ingest stores check_url's form, not the raw one.
     normal = {r.url: check_url(r.url, allow_private=allow_private, allow_file=allow_file)[0]
               for r in records}
-    seen = archived_urls(rt, sorted({u for u in normal.values() if u}))
+    seen = snapshot_store.archived_urls(rt.store.cursor(),
+                                        sorted({u for u in normal.values() if u}))
     kept = [r for r in records if normal[r.url] not in seen]
     out = work_dir / "new_seeds.jsonl"
     with out.open("w", encoding="utf-8") as fh:
@@ -163,9 +158,6 @@ async def archive(
     `seeds`: URLs (one per line), a file path, or a feed/sitemap/bookmarks URL.
     `only_new`: archive only seeds whose URL has no Snapshot in this data folder yet.
     `schedule`: the schedule (deployment) name, kept on the Crawl row."""
-    # Imported here: flows.snapshot imports this module for limit_slot (a cycle otherwise).
-    from archiveflow.flows.crawl import crawl_flow
-
     opened = _open(data_dir)
     try:
         crawl_id = await create_scheduled_crawl({
@@ -192,93 +184,3 @@ def _open(data_dir: str | None) -> bool:
     except RuntimeError:
         context.current(data_dir)
         return True
-
-
-# --- global concurrency limits ------------------------------------------------------------
-
-_ensured: set[str] = set()
-_ensure_locks: dict[int, asyncio.Lock] = {}  # per event loop: a Lock is bound to one
-
-
-def plugin_limit(plugin: str, config: Mapping[str, str]) -> tuple[str, int] | None:
-    """(limit name, slots) of the global limit a plugin's hook runs hold, or None.
-
-    Browser plugins (config BROWSER_PLUGINS, comma-separated) share BROWSER_LIMIT with
-    BROWSER_CONCURRENCY slots (default 1): one headless browser at a time on the API."""
-    names = config.get("BROWSER_PLUGINS") or DEFAULT_BROWSER_PLUGINS
-    if plugin not in {p.strip() for p in names.split(",")}:
-        return None
-    try:
-        slots = int(config.get("BROWSER_CONCURRENCY") or 1)
-    except ValueError:
-        slots = 1
-    return BROWSER_LIMIT, max(1, slots)
-
-
-async def ensure_limit(name: str, slots: int) -> None:
-    """Create the global concurrency limit `name` if the API has none by that name.
-
-    An existing limit is left alone: its size may have been changed in the UI. Prefect's
-    `concurrency()` silently does nothing for a limit that does not exist, hence this."""
-    if name in _ensured:
-        return
-    lock = _ensure_locks.setdefault(id(asyncio.get_running_loop()), asyncio.Lock())
-    async with lock:  # the tasks of one process ask the API once, not all at once
-        if name not in _ensured:
-            await _create_if_missing(name, slots)
-            _ensured.add(name)
-
-
-async def _create_if_missing(name: str, slots: int) -> None:
-    from prefect import get_client
-    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
-    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
-
-    async with get_client() as client:
-        try:
-            await client.read_global_concurrency_limit_by_name(name)
-        except ObjectNotFound:
-            with contextlib.suppress(ObjectAlreadyExists):  # another process won the race
-                await client.create_global_concurrency_limit(
-                    GlobalConcurrencyLimitCreate(name=name, limit=slots))
-
-
-@contextlib.asynccontextmanager
-async def limit_slot(name: str | None, slots: int = 1,
-                     timeout_seconds: float | None = None) -> AsyncIterator[None]:
-    """Hold one slot of the global concurrency limit `name` (created with `slots` if new).
-
-    `name=None` holds nothing, so callers can write
-    ``async with limit_slot(*(plugin_limit(p, cfg) or (None,))):``."""
-    if name is None:
-        yield
-        return
-    from prefect.concurrency.asyncio import concurrency
-
-    await ensure_limit(name, slots)
-    async with concurrency(name, occupy=1, timeout_seconds=timeout_seconds, strict=True):
-        yield
-
-
-_ensured_sync = threading.Lock()
-
-
-@contextlib.contextmanager
-def hook_slot(plugin: str, config: Mapping[str, str]) -> Iterator[None]:
-    """Synchronous form for plain-Python work in a thread (tasks/work.run_snapshot): hold
-    the plugin's global limit slot (see plugin_limit) around a hook run, or nothing."""
-    limit = plugin_limit(plugin, config)
-    if limit is None:
-        yield
-        return
-    from prefect.concurrency.sync import concurrency
-    from prefect.utilities.asyncutils import run_coro_as_sync
-
-    name, slots = limit
-    if name not in _ensured:
-        with _ensured_sync:
-            if name not in _ensured:
-                run_coro_as_sync(_create_if_missing(name, slots))
-                _ensured.add(name)
-    with concurrency(name, occupy=1, strict=True):
-        yield

@@ -1,28 +1,80 @@
-"""The `snapshot` flow: one Snapshot's hooks, each ArchiveResult a Prefect task.
+"""A Snapshot in Prefect: one task run (default) or one subflow run with a task run per
+ArchiveResult (ARCHIVEFLOW_PREFECT_GRANULARITY=task). Both run the one hook walk,
+tasks/snapshots.run, in the crawl's thread pool, holding the plugins' concurrency slots
+(flows/limits.hook_slot); they differ only in its per-hook callback.
 
-Used with ARCHIVEFLOW_PREFECT_GRANULARITY=task, which shows every hook run in the Prefect UI
-at a cost of ~0.5 s per subflow and ~40 ms + the server's recording per task (bench/
-PREFECT.md); the default runs each Snapshot as one task (flows/crawl.py: archive_snapshot).
+Why a task run per Snapshot by default: a task run per ArchiveResult or a subflow per
+Snapshot cost 2-8x the hooks themselves on the SQLite Prefect server (bench/PREFECT.md);
+each ArchiveResult is still reported as a task run under its Snapshot's
+(flows/result_runs.py), from its outcome, off the hooks' path.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
+from concurrent.futures import Future
 from typing import Any
 
-from archiveflow.flows.context import current
-from archiveflow.tasks import work
-from archiveflow.tasks.hooks import HookRun
-from archiveflow.tasks.recorder import ResultDone
+from archiveflow.flows import result_runs
+from archiveflow.flows.context import Current, SnapshotRun, current
+from archiveflow.flows.limits import hook_slot
+from archiveflow.tasks import results, snapshots
+from archiveflow.tasks.plan import PlanItem, ResultDone, SnapshotPlan, count_results
+from archiveflow.tasks.snapshots import RunForeground
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
+from prefect.context import TaskRunContext
+
+
+def _walk(cur: Current, run: SnapshotRun, run_foreground: RunForeground | None,
+          wait: bool) -> list[ResultDone]:
+    plan = run.plan
+    if run.runs:  # a retry: prepare again (the resume rules keep what is final)
+        plan = run.plan = snapshots.prepare(cur.rt, plan.crawl, [plan.snapshot])[0]
+    run.runs += 1
+    return snapshots.run(cur.rt, cur.recorder, plan, hold=hook_slot,
+                         run_foreground=run_foreground, wait=wait)
+
+
+def start(run: SnapshotRun, run_foreground: RunForeground | None = None, *,
+          wait: bool = False) -> Future[list[ResultDone]]:
+    """Start the snapshot's hook walk in the crawl's pool, in the caller's Prefect context
+    (the concurrency slots and any per-hook task runs talk to Prefect from there)."""
+    ctx = contextvars.copy_context()
+    run.future = run.pool.submit(ctx.run, _walk, current(), run, run_foreground, wait)
+    return run.future
+
+
+@task(name="snapshot", task_run_name="{url}", retries=2, retry_delay_seconds=2,
+      cache_policy=NO_CACHE, persist_result=False)
+async def archive_snapshot(url: str, snapshot_id: str) -> dict[str, int]:
+    """One Snapshot as one task run: its ArchiveResults live in DuckDB, and are reported
+    to Prefect as task runs under this one.
+
+    The crawl loop started the snapshot's hooks the moment a slot was free; this task run
+    follows that work (Running while the hooks run, ending with their outcome), so the
+    ~40 ms the task engine takes per run never delays a hook. A retry (the snapshot's own
+    work crashed, not a hook failing) runs it again; results already final are kept.
+    """
+    run = current().snapshot_runs[snapshot_id]
+    fut, run.future = run.future, None
+    if fut is None:  # a retry
+        fut = start(run)
+    done = await asyncio.wrap_future(fut)
+    if result_runs.enabled():
+        ctx = TaskRunContext.get()
+        if ctx is not None:
+            result_runs.report(done, flow_run_id=ctx.task_run.flow_run_id,
+                               parent_task_run_id=ctx.task_run.id)
+    return count_results(done)
 
 
 def _is_transient(task: Any, task_run: Any, state: Any) -> bool:
     """Retry only when the hook could not start for a passing reason."""
     try:
         state.result()
-    except work.TransientHookError:
+    except results.TransientHookError:
         return True
     except BaseException:  # noqa: BLE001 - anything else is terminal
         return False
@@ -31,42 +83,26 @@ def _is_transient(task: Any, task_run: Any, state: Any) -> bool:
 
 @task(name="archiveresult", task_run_name="{plugin}", retries=2, retry_delay_seconds=1,
       retry_condition_fn=_is_transient, cache_policy=NO_CACHE, persist_result=False)
-async def archive_result(plugin: str, url: str, slot: str) -> str:
-    """Run one foreground hook of a snapshot (the ArchiveResult's work)."""
-    cur = current()
-    plan, item = cur.slots[slot]
-    done: ResultDone = await asyncio.to_thread(work.run_result, cur.rt, plan, item)
-    cur.slots[slot] = done
-    return done.outcome.status
+def archive_result(plugin: str, url: str, snapshot_id: str, archiveresult_id: str
+                   ) -> ResultDone:
+    """Run one foreground hook of a snapshot: the ArchiveResult's own run, as a task run."""
+    plan = current().snapshot_runs[snapshot_id].plan
+    return results.run(plan, plan.item(archiveresult_id))
+
+
+def _result_task(plan: SnapshotPlan, item: PlanItem) -> ResultDone:
+    """The per-hook callback of the task granularity (called in the walk's thread, inside
+    the snapshot's subflow context): the ArchiveResult as a Prefect task run."""
+    s = plan.snapshot
+    try:
+        return archive_result(item.hook.plugin, s["url"], s["id"], item.ar_id)
+    except Exception as e:  # retries exhausted or the task itself broke
+        return ResultDone(item.ar_id, item.hook, results.failed_outcome(str(e)))
 
 
 @flow(name="snapshot", flow_run_name="{url}", persist_result=False, validate_parameters=False)
-async def snapshot_flow(url: str, snapshot_id: str, crawl_id: str, slot: str) -> dict[str, int]:
-    """Run every enabled on_Snapshot hook of one claimed snapshot, record, seal."""
-    cur = current()
-    rt = cur.rt
-    crawl, snapshot, plan = cur.slots.pop(slot)
-    if plan is None:
-        plan = await asyncio.to_thread(work.prepare_snapshot, rt, crawl, snapshot)
-    results: list[ResultDone] = []
-    background: dict[str, HookRun] = {}
-    for i, item in enumerate(plan.items):
-        if item.hook.is_background:
-            started = await asyncio.to_thread(work.start_background, rt, plan, item)
-            if isinstance(started, ResultDone):
-                results.append(started)
-            else:
-                background[item.ar_id] = started
-            continue
-        key = f"{slot}:{i}"
-        cur.slots[key] = (plan, item)
-        try:
-            await archive_result(item.hook.plugin, url, key)
-            results.append(cur.slots[key])
-        except Exception as e:  # retries exhausted or the task itself broke
-            results.append(ResultDone(item.ar_id, item.hook, work.failed_outcome(str(e))))
-        finally:
-            cur.slots.pop(key, None)
-    results.extend(await asyncio.to_thread(work.finish_background, rt, plan, background))
-    await asyncio.to_thread(work.record_snapshot, rt, cur.recorder, plan, results)
-    return work.count_results([*plan.done, *results])
+async def snapshot_flow(url: str, snapshot_id: str, crawl_id: str) -> dict[str, int]:
+    """One Snapshot as a subflow run: every foreground hook a task run, recorded, sealed."""
+    run = current().snapshot_runs[snapshot_id]
+    done = await asyncio.wrap_future(start(run, _result_task, wait=True))
+    return count_results(done)

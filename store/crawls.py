@@ -1,4 +1,4 @@
-"""Crawl rows: create, claim, seal, requeue, progress."""
+"""Crawl rows: create, claim, seal, patch label and config, list unfinished."""
 
 from __future__ import annotations
 
@@ -63,6 +63,20 @@ def claim_crawl(cur: duckdb.DuckDBPyConnection, crawl_id: str, lease: float) -> 
 def seal_crawl(cur: duckdb.DuckDBPyConnection, crawl_id: str) -> dict[str, Any]:
     """started → sealed."""
     return move(cur, "crawl", "seal", crawl_id)[0]
+
+
+def set_label(cur: duckdb.DuckDBPyConnection, crawl_id: str, label: str) -> None:
+    """Name the crawl (a hook's Crawl record may)."""
+    cur.execute("UPDATE crawl SET label = ? WHERE id = ?", [label, crawl_id])
+
+
+def merge_config(cur: duckdb.DuckDBPyConnection, crawl_id: str, patch: Mapping[str, Any]
+                 ) -> dict[str, Any]:
+    """Merge `patch` into the crawl's config (its keys win); returns the merged config."""
+    current = get_crawl(cur, crawl_id) or {}
+    merged = {**json.loads(current.get("config") or "{}"), **dict(patch)}
+    cur.execute("UPDATE crawl SET config = ? WHERE id = ?", [json.dumps(merged), crawl_id])
+    return merged
 
 
 def unfinished_crawls(cur: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:

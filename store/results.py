@@ -12,14 +12,16 @@ from archiveflow.store.db import map_errors
 from archiveflow.store.errors import IllegalTransition
 from archiveflow.store.load import TS, frame, insert_frame
 from archiveflow.store.records import FINAL_RESULT_STATUSES
-from archiveflow.store.transitions import MOVES, move
+from archiveflow.store.transitions import MOVES
 
 # A started result may finish in any final status that some declared move leads to.
 _FINISH_TARGETS: Final[frozenset[str]] = frozenset(
     m.target for m in MOVES["archiveresult"].values() if "started" in m.sources
 ) & frozenset(FINAL_RESULT_STATUSES)
 
-_FINISH_SCHEMA: Final[dict[str, pl.DataType]] = {
+# The columns a finished ArchiveResult sets: declared here, once (load.SCHEMAS holds the
+# columns a new row is inserted with, which are others).
+FINISH_SCHEMA: Final[dict[str, pl.DataType]] = {
     "id": pl.Utf8(), "status": pl.Utf8(), "output_str": pl.Utf8(), "output_json": pl.Utf8(),
     "error": pl.Utf8(), "start_ts": TS, "end_ts": TS, "exit_code": pl.Int32(),
     "output_size": pl.Int64(), "output_count": pl.Int32(),
@@ -68,13 +70,6 @@ def create_started(cur: duckdb.DuckDBPyConnection, rows: Sequence[Mapping[str, A
     return df.height
 
 
-def claim_result(cur: duckdb.DuckDBPyConnection, result_id: str, lease: float) -> dict[str, Any]:
-    """queued → started (strict), counting the attempt."""
-    row = move(cur, "archiveresult", "claim", result_id, lease=lease)[0]
-    cur.execute("UPDATE archiveresult SET attempts = attempts + 1 WHERE id = ?", [result_id])
-    return row
-
-
 def finish_results(cur: duckdb.DuckDBPyConnection, outcomes: Sequence[Mapping[str, Any]]
                    ) -> list[str]:
     """started → final status for many results in one UPDATE … FROM a frame.
@@ -89,11 +84,11 @@ def finish_results(cur: duckdb.DuckDBPyConnection, outcomes: Sequence[Mapping[st
     if bad:
         raise IllegalTransition(f"archiveresult cannot finish as {sorted(bad)}")
     rows = [
-        {**{k: o.get(k) for k in _FINISH_SCHEMA},
+        {**{k: o.get(k) for k in FINISH_SCHEMA},
          "output_json": None if o.get("output_json") is None else json.dumps(o["output_json"])}
         for o in outcomes
     ]
-    _af_finish = pl.DataFrame(rows, schema=_FINISH_SCHEMA, orient="row").unique(  # noqa: F841
+    _af_finish = pl.DataFrame(rows, schema=FINISH_SCHEMA, orient="row").unique(  # noqa: F841
         "id", keep="last")
     # Read by its Python name (a DuckDB replacement scan): registering a view costs 4-7 ms.
     res = cur.execute(

@@ -1,8 +1,8 @@
-"""Snapshot rows: claim ready ones, seal, count, tag."""
+"""Snapshot rows: claim ready ones, seal, count, tag, look up by URL."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import duckdb
@@ -33,21 +33,40 @@ def tags_of(cur: duckdb.DuckDBPyConnection, snapshot_ids: list[str]) -> dict[str
     return out
 
 
-def seal_snapshots(cur: duckdb.DuckDBPyConnection, ids: str | list[str]) -> list[dict[str, Any]]:
-    """started → sealed for one id (strict) or many."""
-    return move(cur, "snapshot", "seal", ids)
+def seal_snapshots(cur: duckdb.DuckDBPyConnection, ids: Sequence[str]) -> list[str]:
+    """started → sealed for many snapshots; returns the ids that moved."""
+    return [r["id"] for r in move(cur, "snapshot", "seal", ids, returning="id")]
 
 
-def renew_leases(cur: duckdb.DuckDBPyConnection, table: str, ids: list[str], lease: float) -> None:
-    """Push the lease of rows this worker still holds (status stays started)."""
-    if table not in ("crawl", "snapshot", "archiveresult", "machine_binary"):
-        raise ValueError(f"no lease on {table}")
-    if ids:
+def set_titles_from_results(cur: duckdb.DuckDBPyConnection, snapshot_ids: Sequence[str]) -> None:
+    """Each snapshot's title = what its `title` hook found (as in ArchiveBox), when it
+    succeeded."""
+    if snapshot_ids:
         cur.execute(
-            f"UPDATE {table} SET retry_at = now() + to_seconds(?::DOUBLE) "
-            "WHERE id IN (SELECT unnest(?::VARCHAR[])) AND status = 'started'",
-            [float(lease), ids],
+            """
+            UPDATE snapshot SET title = a.output_str
+            FROM archiveresult a
+            WHERE a.snapshot_id = snapshot.id AND a.plugin = 'title'
+              AND a.status = 'succeeded' AND snapshot.id IN (SELECT unnest(?::VARCHAR[]))
+            """,
+            [list(snapshot_ids)],
         )
+
+
+def archived_urls(cur: duckdb.DuckDBPyConnection, urls: Sequence[str]) -> set[str]:
+    """The subset of `urls` that has a Snapshot (in any crawl): one set-based lookup."""
+    if not urls:
+        return set()
+    rows = cur.execute(
+        "SELECT DISTINCT url FROM snapshot WHERE url IN (SELECT unnest(?::VARCHAR[]))",
+        [list(urls)]).fetchall()
+    return {r[0] for r in rows}
+
+
+def count_in_crawl(cur: duckdb.DuckDBPyConnection, crawl_id: str) -> int:
+    """How many snapshots the crawl has (any status): its URL cap counts these."""
+    row = cur.execute("SELECT count(*) FROM snapshot WHERE crawl_id = ?", [crawl_id]).fetchone()
+    return int(row[0]) if row else 0
 
 
 def counts(cur: duckdb.DuckDBPyConnection, crawl_id: str) -> dict[str, int]:

@@ -3,7 +3,8 @@
 A move is one `UPDATE … WHERE id IN (…) AND status IN (<from>) RETURNING …`: it either wins
 or does nothing, so two workers racing for a row can never both win. `retry_at` doubles as
 the lease: a `started` row whose `retry_at` has passed belongs to a dead worker and is
-claimed again by `claim` moves.
+claimed again by `claim` moves; `renew_leases` keeps a lease this worker still holds, and
+`expire_leases` hands every lease of a dead process back after a crash.
 """
 
 from __future__ import annotations
@@ -196,3 +197,36 @@ def claim_next(
             return [dict(zip(cols, r, strict=True)) for r in res.fetchall()]
     except WriteConflict:
         return []
+
+
+# Tables whose `started` rows hold a lease (retry_at).
+LEASED: Final[tuple[str, ...]] = tuple(MOVES)
+
+
+def renew_leases(cur: duckdb.DuckDBPyConnection, table: str, ids: Sequence[str],
+                 lease: float) -> None:
+    """Push the lease of `started` rows this worker still holds (their status stays)."""
+    if table not in LEASED:
+        raise ValueError(f"no lease on table {table!r}")
+    if ids:
+        cur.execute(
+            f"UPDATE {table} SET retry_at = now() + to_seconds(?::DOUBLE) "
+            "WHERE id IN (SELECT unnest(?::VARCHAR[])) AND status = 'started'",
+            [float(lease), list(ids)],
+        )
+
+
+def expire_leases(cur: duckdb.DuckDBPyConnection) -> int:
+    """Expire the lease of every `started` row of every table; returns how many.
+
+    Only for a worker that knows no other one is alive: a local index has one writer at a
+    time, so whoever could open it may take back what a dead process held. The `claim`
+    moves then pick those rows up again.
+    """
+    n = 0
+    for table in LEASED:
+        res = cur.execute(
+            f"UPDATE {table} SET retry_at = now() - INTERVAL 1 SECOND "
+            "WHERE status = 'started' RETURNING id").fetchall()
+        n += len(res)
+    return n

@@ -38,7 +38,7 @@ from typing import Any, Final, Literal
 from archiveflow.store import binaries as binary_store
 from archiveflow.store import machines as machine_store
 from archiveflow.store.errors import IllegalTransition, RowNotFound, WriteConflict
-from archiveflow.store.load import frame, insert_frame
+from archiveflow.store.processes import add_processes
 from archiveflow.store.records import BinaryRecord
 from archiveflow.tasks.config import hook_timeout, required_binaries
 from archiveflow.tasks.discover import Hook, HookLaunchError, env_key, is_plugin_enabled
@@ -385,7 +385,7 @@ def install_one(rt: Runtime, row: Mapping[str, Any],
 def _record_procs(rt: Runtime, procs: list[dict[str, Any]]) -> None:
     if procs:
         with rt.store.transaction() as cur:
-            insert_frame(cur, "process", frame("process", procs))
+            add_processes(cur, procs)
 
 
 # --- finish ----------------------------------------------------------------------------

@@ -1,5 +1,8 @@
 """process_hook_records: hand every non-ArchiveResult record a hook printed to the store.
 
+The one entry point for the records hooks print besides their ArchiveResult: a Crawl's
+on_Crawl hooks (seeds), the Recorder's batches (every snapshot hook), and a reindex. It runs
+inside the caller's transaction, so a batch of snapshots costs one transaction, not one each.
 Records are grouped by type and written with one bulk statement per table. Snapshot records
 are filtered with the parent's context first: URL checks, depth ≤ the crawl's max_depth,
 allow/deny patterns, the crawl's URL cap, one Snapshot per URL per crawl.
@@ -7,20 +10,16 @@ allow/deny patterns, the crawl's URL cap, one Snapshot per URL per crawl.
 
 from __future__ import annotations
 
-import json
 import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import duckdb
-import polars as pl
 from archiveflow.store import crawls as crawl_store
 from archiveflow.store import load, machines
 from archiveflow.store import snapshots as snapshot_store
-from archiveflow.store.db import Store
-from archiveflow.store.load import TS
+from archiveflow.store.cursor import Cursor
 from archiveflow.store.records import (
     BinaryRecord,
     CrawlRecord,
@@ -90,15 +89,9 @@ def _filter_snapshots(
     return out
 
 
-def process_hook_records(store: Store, records: Sequence[Record], ctx: Context) -> IngestReport:
-    """Store every Snapshot/Tag/Binary/Machine/Crawl record; returns counts by type."""
-    with store.transaction() as cur:
-        return ingest_records(cur, records, ctx)
-
-
-def ingest_records(cur: duckdb.DuckDBPyConnection, records: Sequence[Record], ctx: Context
-                   ) -> IngestReport:
-    """process_hook_records inside the caller's transaction."""
+def process_hook_records(cur: Cursor, records: Sequence[Record], ctx: Context) -> IngestReport:
+    """Store every Snapshot/Tag/Binary/Machine/Crawl record (in the caller's transaction);
+    returns counts by type and the URLs refused."""
     report = IngestReport()
     by_type: dict[type, list[Any]] = {}
     for r in records:
@@ -106,26 +99,10 @@ def ingest_records(cur: duckdb.DuckDBPyConnection, records: Sequence[Record], ct
     crawl = ctx.crawl
     snaps = _filter_snapshots(by_type.get(SnapshotRecord, []), ctx, report)
     if snaps and crawl.get("max_urls") is not None:
-        have = cur.execute(
-            "SELECT count(*) FROM snapshot WHERE crawl_id = ?", [crawl["id"]]
-        ).fetchone()
-        room = max(0, int(crawl["max_urls"]) - int(have[0] if have else 0))
+        room = max(0, int(crawl["max_urls"]) - snapshot_store.count_in_crawl(cur, crawl["id"]))
         snaps = snaps[:room]
     if snaps:
-        df = pl.DataFrame(
-            [
-                {k: s[k] for k in ("url", "depth", "title", "bookmarked_at", "parent_id")}
-                for s in snaps
-            ],
-            schema={
-                "url": pl.Utf8,
-                "depth": pl.Int32,
-                "title": pl.Utf8,
-                "bookmarked_at": TS,
-                "parent_id": pl.Utf8,
-            },
-            orient="row",
-        )
+        df = load.frame("snapshot", snaps)
         created = load.insert_snapshots(
             cur, df, crawl_id=crawl["id"], username=crawl.get("username") or "default"
         )
@@ -154,15 +131,15 @@ def ingest_records(cur: duckdb.DuckDBPyConnection, records: Sequence[Record], ct
     crawl_recs: list[CrawlRecord] = by_type.get(CrawlRecord, [])
     for c in crawl_recs:
         if c.label:
-            cur.execute("UPDATE crawl SET label = ? WHERE id = ?", [c.label, crawl["id"]])
+            crawl_store.set_label(cur, crawl["id"], c.label)
         if c.config:
-            current = crawl_store.get_crawl(cur, crawl["id"]) or {}
-            merged = {**json.loads(current.get("config") or "{}"), **c.config}
-            cur.execute(
-                "UPDATE crawl SET config = ? WHERE id = ?", [json.dumps(merged), crawl["id"]]
-            )
+            crawl_store.merge_config(cur, crawl["id"], c.config)
         report.counts["Crawl"] += 1
     # Binary records from snapshot hooks are informational; provider hooks' Binary
     # records are stored by the install flow, which knows which row they answer.
     report.counts["Binary"] += len(by_type.get(BinaryRecord, []))
     return report
+
+
+# The name tasks/reindex.py imports; goes when it imports process_hook_records.
+ingest_records = process_hook_records

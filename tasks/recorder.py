@@ -18,28 +18,17 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-import polars as pl
 from archiveflow.store import results as result_store
+from archiveflow.store import snapshots as snapshot_store
 from archiveflow.store.db import Store, retry_conflicts
-from archiveflow.store.load import frame, insert_frame
-from archiveflow.store.transitions import move
-from archiveflow.tasks.discover import Hook
+from archiveflow.store.processes import add_processes
 from archiveflow.tasks.hooks import HookOutcome, HookRun
-from archiveflow.tasks.ingest import Context, IngestReport, ingest_records
+from archiveflow.tasks.ingest import Context, IngestReport, process_hook_records
+from archiveflow.tasks.plan import ResultDone
 
 MAX_BATCH: Final[int] = 256
 LINGER: Final[float] = 1.0  # s a batch waits for more snapshots when nobody waits for it
 _FLUSH: Final = object()  # queue marker: write what is queued now
-
-
-@dataclass
-class ResultDone:
-    """The outcome of one ArchiveResult, ready to record."""
-
-    ar_id: str
-    hook: Hook
-    outcome: HookOutcome
-    run: HookRun | None = None
 
 
 @dataclass
@@ -99,20 +88,6 @@ def process_row(owner_type: str, owner_id: str, run: HookRun, outcome: HookOutco
     }
 
 
-def _set_titles(cur: Any, snapshot_ids: list[str]) -> None:
-    # As in ArchiveBox, a Snapshot's title is what its `title` hook found.
-    if snapshot_ids:
-        cur.execute(
-            """
-            UPDATE snapshot SET title = a.output_str
-            FROM archiveresult a
-            WHERE a.snapshot_id = snapshot.id AND a.plugin = 'title'
-              AND a.status = 'succeeded' AND snapshot.id IN (SELECT unnest(?::VARCHAR[]))
-            """,
-            [snapshot_ids],
-        )
-
-
 def write_batch(store: Store, items: list[SnapshotDone]) -> list[IngestReport]:
     """Record a batch of finished snapshots in one transaction (retried on conflicts)."""
     rows = _result_rows(items)
@@ -124,22 +99,17 @@ def write_batch(store: Store, items: list[SnapshotDone]) -> list[IngestReport]:
                 result_store.add_output_files(cur, rows["files"])
             if rows["errors"]:
                 result_store.add_record_errors(cur, rows["errors"])
-            if rows["procs"]:
-                # Fresh UUIDv7 ids, and a retry re-runs the whole rolled-back transaction:
-                # no duplicate check needed (it scans the id column of every process row).
-                insert_frame(cur, "process", frame("process", pl.DataFrame(
-                    rows["procs"], schema=frame("process", []).schema, orient="row")),
-                    on_conflict="error")
-            reports = []
-            for item in items:
-                records = [rec for r in item.results for rec in r.outcome.other_records]
-                reports.append(ingest_records(cur, records, item.ctx))
+            # Fresh UUIDv7 ids, and a retry re-runs the whole rolled-back transaction.
+            add_processes(cur, rows["procs"], fresh_ids=True)
+            reports = [process_hook_records(
+                cur, [rec for r in item.results for rec in r.outcome.other_records], item.ctx)
+                for item in items]
             seal = [i.ctx.snapshot["id"] for i in items if i.seal and i.ctx.snapshot]
             titled = [i.ctx.snapshot["id"] for i in items if i.ctx.snapshot and any(
                 r.hook.plugin == "title" and r.outcome.status == "succeeded"
                 for r in i.results)]
-            _set_titles(cur, titled)
-            move(cur, "snapshot", "seal", seal, returning="id")
+            snapshot_store.set_titles_from_results(cur, titled)
+            snapshot_store.seal_snapshots(cur, seal)
             return reports
 
     return retry_conflicts(attempt)

@@ -154,7 +154,7 @@ def run_crawl(rt: Any, crawl_id: str, concurrency: int, prefect_ready: Any = Non
     """
     from archiveflow.flows import context
     from archiveflow.flows.prefect_server import start_in_background
-    from archiveflow.tasks import work
+    from archiveflow.tasks import crawls
 
     # The live progress line is the display; Prefect's per-run INFO lines would bury it.
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
@@ -163,8 +163,7 @@ def run_crawl(rt: Any, crawl_id: str, concurrency: int, prefect_ready: Any = Non
     current = context.install(rt)
     try:
         with Progress(rt, crawl_id):
-            crawl = work.claim_crawl(rt, crawl_id)
-            current.slots[f"{crawl_id}:start"] = (crawl, work.run_crawl_hooks(rt, crawl))
+            current.crawl_starts[crawl_id] = crawls.run(rt, crawls.claim(rt, crawl_id))
             prefect_ready.result()
             from archiveflow.flows.crawl import crawl_flow
 
@@ -196,7 +195,7 @@ def summarize(rt: Any, crawl_id: str) -> None:
 
 def cmd_add(args: argparse.Namespace) -> int:
     from archiveflow.store import crawls
-    from archiveflow.tasks import work
+    from archiveflow.tasks import crawls as crawl_work
 
     if not args.inputs:
         raise CliError("nothing to add: give URLs, a file, or - for stdin", EXIT_USAGE)
@@ -222,7 +221,7 @@ def cmd_add(args: argparse.Namespace) -> int:
     prefect_ready = start_in_background(data_folder(args).resolve())
     rt = open_index(args)
     try:
-        ctx = work.crawl_context(rt, {"config": config})
+        ctx = crawl_work.crawl_context(rt, {"config": config})
         said = {raw for raw, _ in refused}
         for raw, reason in _refused_lines(
                 args.inputs, seeds if args.inputs == ["-"] else None,
@@ -231,7 +230,7 @@ def cmd_add(args: argparse.Namespace) -> int:
                 said.add(raw)
                 refused.append((raw, reason))
                 say(f"refused {raw!r}: {reason}")
-        work.recover_stale(rt)
+        crawl_work.expire_stale(rt)
         crawl = crawls.create_crawl(
             rt.store.cursor(), seeds=seeds, max_depth=args.depth, tags=",".join(args.tag or []),
             plugins=args.plugins, url_allow=args.allow, url_deny=args.deny,
@@ -257,11 +256,11 @@ def cmd_add(args: argparse.Namespace) -> int:
 
 def cmd_resume(args: argparse.Namespace) -> int:
     from archiveflow.store import crawls
-    from archiveflow.tasks import work
+    from archiveflow.tasks import crawls as crawl_work
 
     rt = open_index(args)
     try:
-        released = work.recover_stale(rt)
+        released = crawl_work.expire_stale(rt)
         todo = crawls.unfinished_crawls(rt.store.cursor())
         if not todo:
             say("nothing to resume: every crawl is sealed")

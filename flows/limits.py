@@ -1,0 +1,103 @@
+"""Per-plugin concurrency limits ("one browser at a time") as Prefect global limits.
+
+They are Prefect's, so they hold across every process and machine that reports to the same
+API, and show (and can be changed) in the UI. `hook_slot` is what a snapshot's hook walk
+(tasks/snapshots.run) enters around each hook run, whatever the Prefect granularity.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import AsyncIterator, Iterator, Mapping
+from typing import Final
+
+BROWSER_LIMIT: Final[str] = "archiveflow-browser"
+DEFAULT_BROWSER_PLUGINS: Final[str] = "screenshot,chrome,pdf,dom,singlefile"
+
+_ensured: set[str] = set()
+_ensure_locks: dict[int, asyncio.Lock] = {}  # per event loop: a Lock is bound to one
+_ensured_sync = threading.Lock()
+
+
+def plugin_limit(plugin: str, config: Mapping[str, str]) -> tuple[str, int] | None:
+    """(limit name, slots) of the global limit a plugin's hook runs hold, or None.
+
+    Browser plugins (config BROWSER_PLUGINS, comma-separated) share BROWSER_LIMIT with
+    BROWSER_CONCURRENCY slots (default 1): one headless browser at a time on the API."""
+    names = config.get("BROWSER_PLUGINS") or DEFAULT_BROWSER_PLUGINS
+    if plugin not in {p.strip() for p in names.split(",")}:
+        return None
+    try:
+        slots = int(config.get("BROWSER_CONCURRENCY") or 1)
+    except ValueError:
+        slots = 1
+    return BROWSER_LIMIT, max(1, slots)
+
+
+async def ensure_limit(name: str, slots: int) -> None:
+    """Create the global concurrency limit `name` if the API has none by that name.
+
+    An existing limit is left alone: its size may have been changed in the UI. Prefect's
+    `concurrency()` silently does nothing for a limit that does not exist, hence this."""
+    if name in _ensured:
+        return
+    lock = _ensure_locks.setdefault(id(asyncio.get_running_loop()), asyncio.Lock())
+    async with lock:  # the tasks of one process ask the API once, not all at once
+        if name not in _ensured:
+            await _create_if_missing(name, slots)
+            _ensured.add(name)
+
+
+async def _create_if_missing(name: str, slots: int) -> None:
+    from prefect import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+
+    async with get_client() as client:
+        try:
+            await client.read_global_concurrency_limit_by_name(name)
+        except ObjectNotFound:
+            with contextlib.suppress(ObjectAlreadyExists):  # another process won the race
+                await client.create_global_concurrency_limit(
+                    GlobalConcurrencyLimitCreate(name=name, limit=slots))
+
+
+@contextlib.asynccontextmanager
+async def limit_slot(name: str | None, slots: int = 1,
+                     timeout_seconds: float | None = None) -> AsyncIterator[None]:
+    """Async form of hook_slot by limit name (`None` holds nothing).
+
+    No pipeline code uses it: tests/deployments/test_limits.py does; it goes with that test
+    (tests/flows/test_limits.py covers hook_slot in both granularities)."""
+    if name is None:
+        yield
+        return
+    from prefect.concurrency.asyncio import concurrency
+
+    await ensure_limit(name, slots)
+    async with concurrency(name, occupy=1, timeout_seconds=timeout_seconds, strict=True):
+        yield
+
+
+@contextlib.contextmanager
+def hook_slot(plugin: str, config: Mapping[str, str]) -> Iterator[None]:
+    """Hold the plugin's global limit slot (see plugin_limit) around a hook run, or nothing.
+
+    Synchronous: the hook walk runs in a worker thread that carries the flow's context."""
+    limit = plugin_limit(plugin, config)
+    if limit is None:
+        yield
+        return
+    from prefect.concurrency.sync import concurrency
+    from prefect.utilities.asyncutils import run_coro_as_sync
+
+    name, slots = limit
+    if name not in _ensured:
+        with _ensured_sync:
+            if name not in _ensured:
+                run_coro_as_sync(_create_if_missing(name, slots))
+                _ensured.add(name)
+    with concurrency(name, occupy=1, strict=True):
+        yield

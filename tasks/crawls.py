@@ -1,0 +1,193 @@
+"""The Crawl model: claim, run its on_Crawl hooks, clean up, seal.
+
+Crawl: queued → started → sealed (store/transitions.py).
+
+- `run` (queued → started): the on_Crawl hooks (seed parsing, set-up, crawl-wide background
+  services); their records go through `process_hook_records()`, which creates the depth-0
+  Snapshots (the crawl's children).
+- `is_finished`: no Snapshot of the crawl is queued or started.
+- `cleanup` (started → sealed): stop the crawl's background hooks, run its on_CrawlEnd
+  hooks; `seal` then moves the row.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Final
+
+from archiveflow.store import crawls as crawl_store
+from archiveflow.store import snapshots as snapshot_store
+from archiveflow.store.processes import add_processes
+from archiveflow.store.transitions import expire_leases
+from archiveflow.tasks.config import hook_timeout
+from archiveflow.tasks.hooks import (
+    HookLaunchError,
+    HookPaths,
+    HookRun,
+    finalize_background,
+    kill_process,
+    process_is_alive,
+    run_hook,
+    update_from_output,
+)
+from archiveflow.tasks.ingest import Context, process_hook_records
+from archiveflow.tasks.recorder import process_row
+from archiveflow.tasks.runtime import Runtime
+
+LEASE: Final[float] = 6 * 3600.0  # s a claimed Crawl, Snapshot or ArchiveResult is held
+ARG_INLINE_MAX: Final[int] = 8 * 1024  # longer seed text goes through a file
+_URLISH = re.compile(r"""[A-Za-z][A-Za-z0-9+.-]*://[^\s"]+""")  # not into JSON quotes
+_TRUTHY: Final[tuple[str, ...]] = ("true", "1", "yes", "on")
+
+
+def config_of(row: dict[str, Any]) -> dict[str, Any]:
+    """A Crawl's or Snapshot's own config (a JSON column)."""
+    value = row.get("config")
+    if isinstance(value, dict):
+        return value
+    return json.loads(value) if value else {}
+
+
+def iso(value: Any) -> Any:
+    """A timestamp as ISO text (for the JSON files beside the outputs); else the value."""
+    return value.isoformat() if isinstance(value, datetime) else value
+
+
+def crawl_context(rt: Runtime, crawl: dict[str, Any],
+                  snapshot: dict[str, Any] | None = None) -> Context:
+    """The filter context of records printed under this crawl (and snapshot)."""
+    cfg = rt.config(config_of(crawl))
+    return Context(
+        crawl=crawl, snapshot=snapshot, machine_id=rt.machine.id,
+        allow_private=cfg.get("URL_ALLOW_PRIVATE", "False").lower() in _TRUTHY,
+        allow_file=cfg.get("URL_ALLOW_FILE", "False").lower() in _TRUTHY,
+    )
+
+
+def plugin_list(crawl: dict[str, Any]) -> list[str] | None:
+    """The crawl's plugin allow-list (None: every enabled plugin)."""
+    raw = crawl.get("plugins")
+    return [p.strip() for p in raw.split(",") if p.strip()] if raw else None
+
+
+@dataclass
+class CrawlStart:
+    """A claimed crawl and what its on_Crawl hooks did: snapshots created, URLs refused,
+    hooks that failed, background hooks still running."""
+
+    crawl: dict[str, Any]
+    created: int = 0
+    refused: list[tuple[str, str]] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    background: list[HookRun] = field(default_factory=list)
+
+
+def expire_stale(rt: Runtime) -> int:
+    """After a crash: expire the leases of rows a dead process held; returns how many.
+
+    Safe because a local index has one writer at a time: if we could open it, no other
+    process is working on it."""
+    return expire_leases(rt.store.cursor())
+
+
+def claim(rt: Runtime, crawl_id: str) -> dict[str, Any]:
+    """queued → started (or reclaim a started crawl whose worker died)."""
+    return crawl_store.claim_crawl(rt.store.cursor(), crawl_id, lease=LEASE)
+
+
+def _seed_args(rt: Runtime, crawl: dict[str, Any]) -> dict[str, str]:
+    """argv of the on_Crawl hooks; long or multi-line seed text goes through a file."""
+    crawl_dir = rt.data_dir / crawl["output_dir"]
+    seeds: str = crawl["seeds"]
+    source = seeds
+    if len(seeds) > ARG_INLINE_MAX or "\n" in seeds:
+        src = crawl_dir / "sources" / "seeds.txt"
+        src.parent.mkdir(parents=True, exist_ok=True)
+        src.write_text(seeds, encoding="utf-8")
+        source = str(src)
+    m = _URLISH.search(seeds) if len(seeds) < 1_000_000 else None
+    args = {"url": m.group(0) if m else seeds.strip()[:2000], "crawl_id": crawl["id"],
+            "source_url": source}
+    if crawl.get("parser"):
+        args["parser"] = crawl["parser"]
+    return args
+
+
+def run(rt: Runtime, crawl: dict[str, Any]) -> CrawlStart:
+    """Run the claimed crawl's on_Crawl hooks and process their records (depth-0
+    Snapshots); background hooks are left running until `cleanup`."""
+    out = CrawlStart(crawl)
+    cfg = rt.config(config_of(crawl))
+    crawl_dir = rt.data_dir / crawl["output_dir"]
+    crawl_dir.mkdir(parents=True, exist_ok=True)
+    (crawl_dir / "crawl.json").write_text(
+        json.dumps({k: iso(v) for k, v in crawl.items()}, default=str), encoding="utf-8")
+    args = _seed_args(rt, crawl)
+    env = rt.hook_env(cfg, crawl_dir=crawl_dir)
+    ctx = crawl_context(rt, crawl)
+    procs: list[dict[str, Any]] = []
+    for hook in rt.hooks("Crawl", cfg):
+        # Resuming after a crash: a run of this hook that the dead process started (a
+        # crawl-wide service runs until stopped) is stopped before the new one starts.
+        stale = HookPaths(crawl_dir / hook.plugin, hook.name).pid_file
+        if stale.exists() and process_is_alive(stale):
+            kill_process(stale, signal.SIGTERM, grace=2.0)
+        try:
+            hook_run = run_hook(hook, args=args, output_dir=crawl_dir, env=env,
+                                timeout=hook_timeout(hook, cfg),
+                                extra_context={"crawl_id": crawl["id"]})
+        except HookLaunchError as e:
+            out.failures.append(f"{hook.name}: {e}")
+            continue
+        if hook.is_background:
+            out.background.append(hook_run)
+            continue
+        outcome = update_from_output(hook_run, output_dir=crawl_dir, snapshot_dir=crawl_dir)
+        procs.append(process_row("crawl", crawl["id"], hook_run, outcome))
+        if outcome.status == "failed":
+            # A seed parser that failed printed nothing usable: archive nothing half-way.
+            out.failures.append(f"{hook.plugin}: {outcome.error or 'failed'}")
+            continue
+        with rt.store.transaction() as cur:
+            rep = process_hook_records(cur, outcome.other_records, ctx)
+        out.created += rep.counts.get("Snapshot", 0)
+        out.refused.extend(rep.refused)
+    if procs:
+        with rt.store.transaction() as cur:
+            add_processes(cur, procs)
+    return out
+
+
+def has_running_background_hooks(start: CrawlStart) -> bool:
+    """True while a background on_Crawl hook of this run is alive (by its pid file)."""
+    return any(process_is_alive(r.paths.pid_file) for r in start.background)
+
+
+def is_finished(rt: Runtime, crawl: dict[str, Any]) -> bool:
+    """True when no Snapshot of the crawl is queued or started."""
+    return snapshot_store.is_crawl_done(rt.store.cursor(), crawl["id"])
+
+
+def cleanup(rt: Runtime, start: CrawlStart) -> None:
+    """Stop the crawl's background hooks, then run its on_CrawlEnd hooks."""
+    crawl = start.crawl
+    for hook_run in start.background:
+        finalize_background(hook_run)
+    cfg = rt.config(config_of(crawl))
+    crawl_dir = rt.data_dir / crawl["output_dir"]
+    env = rt.hook_env(cfg, crawl_dir=crawl_dir)
+    for hook in rt.hooks("CrawlEnd", cfg):
+        try:
+            run_hook(hook, args={"crawl_id": crawl["id"]}, output_dir=crawl_dir, env=env,
+                     timeout=hook_timeout(hook, cfg), extra_context={"crawl_id": crawl["id"]})
+        except HookLaunchError:
+            continue
+
+
+def seal(rt: Runtime, crawl: dict[str, Any]) -> dict[str, Any]:
+    """started → sealed (after `cleanup`)."""
+    return crawl_store.seal_crawl(rt.store.cursor(), crawl["id"])
