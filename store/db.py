@@ -40,10 +40,12 @@ def map_errors(path: Path | str = "") -> Iterator[None]:
         if "lock" in msg.lower():
             m = _LOCK_PID.search(msg)
             who = f"process {m.group(1)}" if m else "another process"
-            raise IndexLocked(
+            err = IndexLocked(
                 f"index {path} is in use by {who}; wait for it to finish "
                 f"or use `archiveflow sql`/`status`, which read through it"
-            ) from e
+            )
+            err.holder = who  # type: ignore[attr-defined]  # for messages of callers
+            raise err from e
         raise StoreError(f"index {path}: {msg.splitlines()[0]}") from e
     except duckdb.TransactionException as e:
         if "conflict" in str(e).lower():

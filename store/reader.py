@@ -1,21 +1,34 @@
 """Reading the index while another process writes it.
 
-DuckDB lets one process open a file read-write and then no other process may open it at
+DuckDB lets one process open a file read-write, and then no other process may open it at
 all, not even read-only. So the writer serves reads: every process holding the index
-read-write runs a QueryServer on an abstract unix socket named after the index path; a
-reader first tries to open the file read-only and, if it is locked, sends its query to the
-server instead. Results travel as Arrow IPC, so types survive. Statements that change data
-are refused unless the caller asks for write access.
+read-write (a crawl, `serve`) runs a QueryServer on the index's read socket
+(store/readsock.py: a 0600 file beside the index, uid checked on both ends). A Reader first
+opens the file itself, read-only; if a writer holds it, it sends its query to the socket.
+Results travel as Arrow IPC, so types survive.
+
+The server serves reads only: a request cannot ask for write access (`sql --write` during a
+crawl is refused by the client, with what to do). What "read-only" is enforced by, in each
+mode, is in store/readonly.py. The one non-SQL request is `search`, whose catch-up and FTS
+rebuild are the server's own code (store/search.py), with only the search's words and
+filters taken from the request.
+
+Bounded: one accept thread and `workers` threads serve at most `max_connections` open
+connections (more are told "busy"); a connection that has not sent its whole request within
+`idle_timeout` seconds is closed, quietly. Other accounts are refused at accept, before they
+cost a thread.
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
+import os
 import socket
 import struct
 import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -23,16 +36,26 @@ from typing import Any, Final
 import duckdb
 import pyarrow as pa
 import pyarrow.ipc as ipc
+from archiveflow.store import readonly, readsock
 from archiveflow.store.db import Store, map_errors
 from archiveflow.store.errors import IndexLocked, StoreError
+from archiveflow.store.readonly import QueryError
 
-_READ_ONLY_TYPES: Final[frozenset[str]] = frozenset(
-    {"SELECT", "EXPLAIN", "PRAGMA", "SHOW", "DESCRIBE", "SUMMARIZE", "SET", "VARIABLE_SET"}
-)
+__all__ = ["AlreadyServing", "QueryError", "QueryServer", "Reader", "Result", "WriteRefused"]
+
+IDLE_TIMEOUT: Final[float] = 10.0  # seconds a connection may take to send its request
+MAX_CONNECTIONS: Final[int] = 32  # open connections at once (queued ones included)
+WORKERS: Final[int] = 4  # threads answering queries
+MAX_REQUEST: Final[int] = 16 << 20  # bytes of one request (SQL text and parameters)
+_HEAD = struct.Struct("!Q")
 
 
-class QueryError(StoreError):
-    """A query that failed or was refused; the message says why."""
+class AlreadyServing(OSError):  # noqa: N818 - an OSError, as tasks/runtime.py expects
+    """This process already serves the index (a second Runtime on the same data folder)."""
+
+
+class WriteRefused(QueryError):
+    """Write access asked for while another process holds the index."""
 
 
 @dataclass
@@ -51,105 +74,170 @@ class Result:
         return list(zip(*cols, strict=True)) if cols else []
 
 
-def socket_name(index_path: Path) -> str:
-    """The abstract socket name of the index at `index_path`."""
-    digest = hashlib.sha256(str(index_path.resolve()).encode()).hexdigest()[:24]
-    return f"\0archiveflow-{digest}"
-
-
-def check_read_only(con: duckdb.DuckDBPyConnection, sql: str) -> None:
-    """Raise QueryError if any statement in `sql` could change data."""
-    try:
-        statements = con.extract_statements(sql)
-    except duckdb.Error as e:
-        raise QueryError(f"SQL error: {str(e).splitlines()[0]}") from e
-    for st in statements:
-        kind = str(st.type).rsplit(".", 1)[-1].upper()
-        if kind not in _READ_ONLY_TYPES:
-            raise QueryError(f"{kind} statements change the index; add --write to allow them")
-
-
-def _run(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any] | None) -> pa.Table:
-    try:
-        statements = con.extract_statements(sql)
-        if not statements:
-            raise QueryError("empty query")
-        for st in statements[:-1]:
-            con.execute(st)
-        res = con.execute(statements[-1], params) if params else con.execute(statements[-1])
-        if res.description is None:
-            return pa.table({"ok": [True]})
-        return res.to_arrow_table()
-    except duckdb.Error as e:
-        raise QueryError(f"SQL error: {str(e).splitlines()[0]}") from e
-
-
 def _send(sock: socket.socket, payload: bytes) -> None:
-    sock.sendall(struct.pack("!Q", len(payload)) + payload)
+    sock.sendall(_HEAD.pack(len(payload)) + payload)
 
 
-def _recv(sock: socket.socket) -> bytes:
-    head = b""
-    while len(head) < 8:
-        chunk = sock.recv(8 - len(head))
-        if not chunk:
-            raise ConnectionError("index server closed the connection")
-        head += chunk
-    (n,) = struct.unpack("!Q", head)
+def _recv_exact(sock: socket.socket, n: int, deadline: float | None) -> bytes:
     buf = bytearray()
     while len(buf) < n:
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("no complete request in time")
+            sock.settimeout(left)
         chunk = sock.recv(min(1 << 20, n - len(buf)))
         if not chunk:
-            raise ConnectionError("index server closed the connection")
+            raise ConnectionError("the other end closed the connection")
         buf += chunk
     return bytes(buf)
 
 
-class QueryServer:
-    """Serves queries on the writer's connection to other processes (one thread each)."""
+def _recv(sock: socket.socket, *, deadline: float | None = None, limit: int | None = None
+          ) -> bytes:
+    (n,) = _HEAD.unpack(_recv_exact(sock, _HEAD.size, deadline))
+    if limit is not None and n > limit:
+        raise ValueError(f"request of {n} bytes is over the limit of {limit}")
+    return _recv_exact(sock, n, deadline)
 
-    def __init__(self, store: Store) -> None:
+
+def _arrow_bytes(table: pa.Table) -> bytes:
+    sink = io.BytesIO()
+    with ipc.new_stream(sink, table.schema) as w:
+        w.write_table(table)
+    return sink.getvalue()
+
+
+_serving_lock = threading.Lock()
+_serving: set[Path] = set()
+
+
+class QueryServer:
+    """Serves read-only queries on the writer's index to the owner's other processes."""
+
+    def __init__(self, store: Store, *, idle_timeout: float = IDLE_TIMEOUT,
+                 max_connections: int = MAX_CONNECTIONS, workers: int = WORKERS) -> None:
         self.store = store
-        self.name = socket_name(store.path)
-        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self._sock.bind(self.name)
-        self._sock.listen(16)
-        self._stop = False
-        self._thread = threading.Thread(target=self._loop, name="archiveflow-query-server",
+        self.idle_timeout = idle_timeout
+        self.max_connections = max_connections
+        self.path = readsock.socket_path(store.path)
+        self.refused = 0  # connections turned away (another uid, or busy)
+        self._uid = os.geteuid()
+        with _serving_lock:
+            if self.path in _serving:
+                raise AlreadyServing(f"this process already serves {store.path} on {self.path}")
+            self._sock = readsock.listen(self.path)
+            _serving.add(self.path)
+        self._inode = os.stat(self.path).st_ino
+        self._closed = False
+        self._slots = threading.BoundedSemaphore(max_connections)
+        self._pool = ThreadPoolExecutor(max_workers=workers,
+                                        thread_name_prefix="archiveflow-query")
+        self._thread = threading.Thread(target=self._loop, name="archiveflow-query-accept",
                                         daemon=True)
         self._thread.start()
 
+    def _refuse(self, conn: socket.socket, why: str) -> None:
+        self.refused += 1
+        with conn:
+            conn.settimeout(0.5)
+            try:
+                _send(conn, b"E" + why.encode())
+            except OSError:
+                pass
+
     def _loop(self) -> None:
-        while not self._stop:
+        while True:
             try:
                 conn, _ = self._sock.accept()
             except OSError:
+                if self._closed:
+                    return
+                time.sleep(0.1)  # e.g. out of file descriptors: keep serving the others
+                continue
+            try:
+                peer = readsock.peer_of(conn)
+            except OSError:
+                conn.close()
+                continue
+            if peer.uid != self._uid:
+                self._refuse(conn, f"refused: uid {peer.uid} may not read this index; only "
+                                   f"its owner (uid {self._uid}) may")
+                continue
+            if not self._slots.acquire(blocking=False):
+                self._refuse(conn, f"busy: {self.max_connections} connections are open; "
+                                   "try again in a moment")
+                continue
+            try:
+                self._pool.submit(self._serve, conn)
+            except RuntimeError:  # the pool was shut down: we are closing
+                self._slots.release()
+                conn.close()
                 return
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
     def _serve(self, conn: socket.socket) -> None:
-        with conn:
-            try:
-                req = json.loads(_recv(conn))
-                cur = self.store.cursor()
-                if not req.get("write"):
-                    check_read_only(cur, req["sql"])
-                table = _run(cur, req["sql"], req.get("params"))
-                sink = io.BytesIO()
-                with ipc.new_stream(sink, table.schema) as w:
-                    w.write_table(table)
-                _send(conn, b"A" + sink.getvalue())
-            except Exception as e:  # noqa: BLE001 - reported to the client
-                _send(conn, b"E" + str(e).encode())
+        try:
+            with conn:
+                try:
+                    raw = _recv(conn, deadline=time.monotonic() + self.idle_timeout,
+                                limit=MAX_REQUEST)
+                except (OSError, ValueError):  # idle, gone or oversized: nothing to answer
+                    return
+                try:
+                    payload = b"A" + _arrow_bytes(self._answer(json.loads(raw)))
+                except StoreError as e:
+                    payload = b"E" + str(e).encode()
+                except Exception as e:  # noqa: BLE001 - reported to the client, one line
+                    payload = b"E" + f"query failed: {type(e).__name__}: {e}".encode()
+                conn.settimeout(self.idle_timeout)
+                try:
+                    _send(conn, payload)
+                except OSError:
+                    return
+        finally:
+            self._slots.release()
+
+    def _answer(self, req: Any) -> pa.Table:
+        if not isinstance(req, dict):
+            raise QueryError("malformed request")
+        if req.get("write"):
+            raise WriteRefused("the running crawl serves reads only; run it with --write when "
+                               "no crawl runs")
+        op = req.get("op", "query")
+        if op == "query":
+            sql, params = req.get("sql"), req.get("params")
+            if not isinstance(sql, str) or not (params is None or isinstance(params, list)):
+                raise QueryError("malformed request: sql must be text, params a list")
+            return readonly.run_read_only(self.store.cursor(), sql, params)
+        if op == "search":
+            from archiveflow.store import search
+
+            return search.serve_search(self.store, search.query_from_json(req.get("query")),
+                                       rebuild=bool(req.get("rebuild")))
+        raise QueryError(f"unknown request {op!r}")
 
     def close(self) -> None:
-        """Stop accepting queries."""
-        self._stop = True
+        """Stop accepting queries and remove the socket file (if it is still ours)."""
+        if self._closed:
+            return
+        self._closed = True
         try:
             self._sock.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
         self._sock.close()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        try:
+            if os.stat(self.path).st_ino == self._inode:
+                self.path.unlink()
+        except OSError:
+            pass
+        with _serving_lock:
+            _serving.discard(self.path)
+
+
+def _holder(e: IndexLocked) -> str:
+    return str(getattr(e, "holder", "") or "another process")
 
 
 class Reader:
@@ -164,37 +252,54 @@ class Reader:
             raise StoreError(f"no index at {index_path}: archive something first "
                              "(archiveflow add URL)")
         try:
-            with map_errors(index_path):
-                self._con = duckdb.connect(str(index_path), read_only=not write)
-        except IndexLocked:
+            if write:
+                with map_errors(index_path):
+                    self._con = duckdb.connect(str(index_path))
+            else:
+                self._con = readonly.open_read_only(index_path)
+        except (IndexLocked, duckdb.ConnectionException) as e:
+            # ConnectionException: this very process holds the index with other settings.
+            if write:
+                who = _holder(e) if isinstance(e, IndexLocked) else "this process"
+                raise WriteRefused(
+                    f"index {index_path} is held by {who} (a running crawl): --write needs it "
+                    "to itself; wait for the crawl to finish or stop it, then run again") from e
             self.via_writer = True
+
+    def _request(self, req: dict[str, Any]) -> pa.Table:
+        path = readsock.socket_path(self.index_path)
+        with readsock.connect(path, self.index_path) as s:
+            _send(s, json.dumps(req, default=str).encode())
+            try:
+                reply = _recv(s)
+            except ConnectionError as e:
+                raise QueryError(f"the index server on {path} closed the connection without "
+                                 "an answer; try again") from e
+        if reply[:1] == b"E":
+            raise QueryError(reply[1:].decode(errors="replace"))
+        return ipc.open_stream(reply[1:]).read_all()
 
     def query(self, sql: str, params: list[Any] | None = None, *, write: bool = False
               ) -> Result:
-        """Run `sql` (the last statement's rows are returned)."""
+        """Run `sql` (the last statement's rows are returned); read-only unless `write`."""
+        if write and not self.write:
+            raise QueryError("this reader was opened read-only; open it with write=True")
         if self._con is not None:
-            if write and not self.write:
-                raise QueryError("this reader was opened read-only; open it with write=True")
-            if not write:
-                check_read_only(self._con, sql)
-            return Result(_run(self._con, sql, params))
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-            try:
-                s.connect(socket_name(self.index_path))
-            except OSError as e:
-                raise QueryError(
-                    f"index {self.index_path} is locked by a process that serves no queries "
-                    "(an older archiveflow?); wait for it to finish") from e
-            _send(s, json.dumps({"sql": sql, "params": params, "write": write}).encode())
-            reply = _recv(s)
-        if reply[:1] == b"E":
-            raise QueryError(reply[1:].decode(errors="replace"))
-        return Result(ipc.open_stream(reply[1:]).read_all())
+            run = readonly.run_any if write else readonly.run_read_only
+            return Result(run(self._con, sql, params))
+        return Result(self._request({"op": "query", "sql": sql, "params": params}))
+
+    def search_table(self, query: dict[str, Any], *, rebuild: bool = False) -> pa.Table:
+        """Ask the writer to run a ranked search (store/search.py) and return its rows."""
+        if self._con is not None:
+            raise QueryError("search_table is for a reader through the writer")
+        return self._request({"op": "search", "query": query, "rebuild": rebuild})
 
     def close(self) -> None:
-        """Release the read-only connection."""
+        """Release the direct connection."""
         if self._con is not None:
             self._con.close()
+            self._con = None
 
     def __enter__(self) -> Reader:
         return self

@@ -316,15 +316,6 @@ def _cursor_runner(cur: duckdb.DuckDBPyConnection) -> Run:
     return run
 
 
-def _reader_runner(reader: Any) -> Run:
-    def run(sql: str, params: Any = None) -> tuple[list[str], list[tuple[Any, ...]]]:
-        # write=True because LOAD, the text catch-up and the index rebuild are not SELECTs;
-        # these statements are ours, never the user's.
-        res = reader.query(sql, params, write=True)
-        return res.columns, res.rows
-    return run
-
-
 def _prepare(run: Run, data_dir: Path, rebuild: bool) -> None:
     """Create the tables, index the text of sealed snapshots not indexed yet, rebuild the
     FTS index when stale. Works on any connection that may write."""
@@ -344,10 +335,45 @@ def _prepare(run: Run, data_dir: Path, rebuild: bool) -> None:
         run(rebuild_sql(), None)
 
 
-def _search_with(run: Run, q: SearchQuery) -> list[dict[str, Any]]:
-    run(load_sql(), None)
+def _search_with(run: Run, q: SearchQuery, *, load: bool = True) -> list[dict[str, Any]]:
+    if load:
+        run(load_sql(), None)
     cols, rows = run(search_sql(), search_params(q))
     return rows_with_snippets(cols, rows, q)
+
+
+def query_to_json(q: SearchQuery) -> dict[str, Any]:
+    """A search as the JSON the read socket carries (store/reader.py)."""
+    return {"text": q.text, "domain": q.domain, "tag": q.tag,
+            "since": q.since.isoformat() if q.since else None, "limit": int(q.limit)}
+
+
+def query_from_json(data: Any) -> SearchQuery:
+    """The SearchQuery of `query_to_json`'s output; SearchError if it is malformed."""
+    try:
+        since = data.get("since")
+        return SearchQuery(
+            text=str(data["text"]),
+            domain=None if data.get("domain") is None else str(data["domain"]),
+            tag=None if data.get("tag") is None else str(data["tag"]),
+            since=datetime.fromisoformat(since) if since else None,
+            limit=int(data.get("limit", 20)))
+    except (AttributeError, KeyError, TypeError, ValueError) as e:
+        raise SearchError(f"malformed search request: {e}") from e
+
+
+def serve_search(store: Any, q: SearchQuery, *, rebuild: bool = False) -> Any:
+    """The writer's side of a search asked through the read socket: catch up and rebuild
+    the text index with this process's own statements, then the ranked search's rows
+    (an Arrow table; the client cuts the snippets)."""
+    import pyarrow as pa
+
+    cur = store.cursor()
+    run = _cursor_runner(cur)
+    _prepare(run, Path(store.path).parent, rebuild)
+    run(load_sql(), None)
+    res = cur.execute(search_sql(), search_params(q))
+    return res.to_arrow_table() if res.description else pa.table({})
 
 
 def run_search(index_path: Path, q: SearchQuery, *, rebuild: bool = False
@@ -357,29 +383,29 @@ def run_search(index_path: Path, q: SearchQuery, *, rebuild: bool = False
     First the text of sealed snapshots not indexed yet is added (read from their folders)
     and a stale FTS index rebuilt; then the ranked search. When no process writes the
     index, a read-only connection is enough unless that work is needed (then it opens the
-    index read-write, briefly). When a crawl holds it, everything is sent to that process.
+    index read-write, briefly). When a crawl holds it, the crawl does that work and the
+    search (`serve_search`), asked through the read socket.
     `rebuild` re-reads every snapshot's text first.
     """
-    from archiveflow.store.db import Store, map_errors
+    from archiveflow.store.db import Store
     from archiveflow.store.reader import Reader
+    from archiveflow.store.readonly import read_only_connection
 
     data_dir = index_path.parent
     with Reader(index_path) as reader:
         if reader.via_writer:
-            run = _reader_runner(reader)
-            _prepare(run, data_dir, rebuild)
-            return _search_with(run, q)
+            table = reader.search_table(query_to_json(q), rebuild=rebuild)
+            cols = table.column_names
+            rows = list(zip(*(c.to_pylist() for c in table.columns), strict=True))
+            return rows_with_snippets(cols, rows, q)
     if not rebuild:
-        with map_errors(index_path):
-            con = duckdb.connect(str(index_path), read_only=True)
-        try:
+        # The fts extension is loaded before the connection is locked down (no file access).
+        with read_only_connection(index_path, preload=[load_sql()]) as con:
             has_text, has_fts = con.execute(_STATE_SQL).fetchone() or (False, False)
             if has_text and has_fts:
                 dirty, missing = con.execute(_STALE_SQL).fetchone() or (True, 1)
                 if not dirty and not missing:
-                    return _search_with(_cursor_runner(con), q)
-        finally:
-            con.close()
+                    return _search_with(_cursor_runner(con), q, load=False)
     store = Store(index_path)  # free: the FTS index lives in the file, so write it here
     try:
         run = _cursor_runner(store.cursor())
