@@ -3,6 +3,12 @@
 Reads go through a `Reader` (store/reader.py), so an export works while a crawl runs.
 Each format writes one file per table into the output folder:
 `snapshots.<ext>`, `results.<ext>` and `output_files.<ext>`.
+
+CSV is opened by spreadsheets, which run a cell that starts with `=`, `+`, `-` or `@` (or a
+tab or carriage return before one) as a formula; titles, URLs and error text come from the
+pages archived and from plugin output. `csv_safe` puts an apostrophe before such text, the
+usual neutralisation (OWASP "CSV injection"); numbers are left alone. `archiveflow sql
+--format csv` uses it too.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from pathlib import Path
 from typing import Any, Final, Literal
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
@@ -66,12 +73,34 @@ def _write_jsonl(table: pa.Table, path: Path) -> None:
                 f.write(json.dumps(row, default=_json_default, ensure_ascii=False) + "\n")
 
 
-def _csv_safe(table: pa.Table) -> pa.Table:
-    # CSV has no lists: a list column (tags) becomes comma-separated text.
+FORMULA_START: Final[str] = r"^[=+\-@\t\r]"  # what a spreadsheet may take for a formula
+
+
+def _is_text(t: pa.DataType) -> bool:
+    if isinstance(t, pa.ExtensionType):
+        t = t.storage_type
+    return bool(pa.types.is_string(t) or pa.types.is_large_string(t))
+
+
+def neutralise_formulas(col: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Array:
+    """Text cells starting with =, +, -, @, tab or CR get a leading apostrophe."""
+    if isinstance(col.type, pa.ExtensionType):
+        col = col.cast(col.type.storage_type)
+    risky = pc.match_substring_regex(col, FORMULA_START)
+    quoted = pc.binary_join_element_wise(pa.scalar("'", col.type), col, pa.scalar("", col.type))
+    return pc.if_else(risky, quoted, col)
+
+
+def csv_safe(table: pa.Table) -> pa.Table:
+    """The table as CSV can hold it and a spreadsheet can open it: list columns (tags)
+    become comma-separated text, and text that looks like a formula is neutralised."""
     cols = []
     for field, col in zip(table.schema, table.columns, strict=True):
-        if pa.types.is_list(field.type):
-            col = pa.array([",".join(v) if v else "" for v in col.to_pylist()], pa.string())
+        if pa.types.is_list(field.type) or pa.types.is_large_list(field.type):
+            col = pa.array([",".join(map(str, v)) if v else "" for v in col.to_pylist()],
+                           pa.string())
+        if _is_text(col.type):
+            col = neutralise_formulas(col)
         cols.append(col)
     return pa.table(cols, names=table.column_names)
 
@@ -87,7 +116,7 @@ def write_tables(tables: dict[str, pa.Table], fmt: ExportFormat, out_dir: Path
             pq.write_table(table, path)
         elif fmt == "csv":
             sink = io.BytesIO()
-            pacsv.write_csv(_csv_safe(table), sink)
+            pacsv.write_csv(csv_safe(table), sink)
             path.write_bytes(sink.getvalue())
         else:
             _write_jsonl(table, path)
@@ -101,3 +130,9 @@ def export(query: Query, fmt: ExportFormat, out_dir: Path, crawl_id: str | None 
     tables = fetch_tables(query, crawl_id)
     files = write_tables(tables, fmt, out_dir)
     return {name: (files[name], tables[name].num_rows) for name in tables}
+
+
+def export_index(reader: Any, fmt: ExportFormat, out_dir: Path, crawl_id: str | None = None
+                 ) -> dict[str, tuple[Path, int]]:
+    """`export` reading through a Reader (store/reader.py): directly, or via the crawl."""
+    return export(lambda sql, params: reader.query(sql, params).table, fmt, out_dir, crawl_id)

@@ -69,6 +69,27 @@ def insert_rows(cur: duckdb.DuckDBPyConnection, table: str,
     return df.height
 
 
+def requeue_unfinished_crawls(cur: duckdb.DuckDBPyConnection) -> None:
+    """Rebuilt crawls start sealed; one with a snapshot left to do goes back to queued."""
+    cur.execute("""
+        UPDATE crawl SET status = 'queued' WHERE id IN (
+            SELECT crawl_id FROM snapshot WHERE status <> 'sealed')
+    """)
+
+
+def count_resumable_snapshots(cur: duckdb.DuckDBPyConnection) -> int:
+    """Queued snapshots that had started (some hook ran): `resume` finishes them."""
+    row = cur.execute("SELECT count(*) FROM snapshot WHERE status = 'queued' "
+                      "AND id IN (SELECT DISTINCT snapshot_id FROM archiveresult)").fetchone()
+    return int(row[0]) if row else 0
+
+
+def checkpoint(cur: duckdb.DuckDBPyConnection) -> None:
+    """Write everything into the database file, so the swap moves no write-ahead log."""
+    with map_errors():
+        cur.execute("CHECKPOINT")
+
+
 def json_text(value: Any) -> str | None:
     """A JSON column's value as text (it may come from a file as a string or an object)."""
     if value is None:

@@ -270,22 +270,15 @@ def reindex(data_dir: Path, on_progress: Callable[[str], None] | None = None
                     continue
                 rep = ingest_records(cur, wanted, _context(crawl, snap, machine.id))
                 report.rediscovered += len(rep.created)
-            # A crawl is sealed when none of its snapshots is left to do.
-            cur.execute("""
-                UPDATE crawl SET status = 'queued' WHERE id IN (
-                    SELECT crawl_id FROM snapshot WHERE status <> 'sealed')
-            """)
+            rstore.requeue_unfinished_crawls(cur)
             search_store.rebuild_text(cur, data_dir)
         cur = store.cursor()
         report.crawls = len(scan.crawls)
         report.snapshots = len(scan.snapshots)
         report.results = len(scan.results)
         report.files = len(scan.files)
-        row = cur.execute("SELECT count(*) FROM snapshot WHERE status = 'queued' "
-                          "AND id IN (SELECT DISTINCT snapshot_id FROM archiveresult)"
-                          ).fetchone()
-        report.queued_snapshots = int(row[0]) if row else 0
-        cur.execute("CHECKPOINT")
+        report.queued_snapshots = rstore.count_resumable_snapshots(cur)
+        rstore.checkpoint(cur)
     finally:
         store.close()
     report.old_index = rstore.swap_in(index_path)

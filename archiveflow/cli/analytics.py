@@ -24,13 +24,13 @@ from archiveflow.cli.common import (
     say,
 )
 
-_VIEWS_SQL = "SELECT count(*) FROM duckdb_views() WHERE view_name = 'plugin_stats'"
-
 
 def _reader(args: argparse.Namespace) -> Any:
     """A Reader of the index; creates the analytics views first if the index predates them."""
+    from archiveflow.store.queries import has_analytics_views
+
     reader = open_index(args, read_only=True)
-    if reader.via_writer or reader.query(_VIEWS_SQL).rows[0][0]:
+    if reader.via_writer or has_analytics_views(reader):
         return reader
     # An index last written by an archiveflow without views.sql: a read-write open adds them.
     reader.close()
@@ -62,49 +62,33 @@ def _mib(n: Any) -> str:
 
 def cmd_stats(args: argparse.Namespace) -> int:
     """One screen: totals, plugins, failure reasons, domains, crawls, machines."""
-    with _reader(args) as r:
-        def q(sql: str) -> list[tuple[Any, ...]]:
-            return r.query(sql).rows
+    from archiveflow.store.queries import archive_stats
 
-        snaps, urls, domains = q("SELECT count(*), count(DISTINCT url), "
-                                 "count(DISTINCT url_domain(url)) FROM snapshot")[0]
-        crawls = dict(q("SELECT status, count(*) FROM crawl GROUP BY ALL"))
-        results = dict(q("SELECT status, count(*) FROM archiveresult GROUP BY ALL"))
-        files, size = q("SELECT count(*), coalesce(sum(size), 0) FROM output_file")[0]
-        print(f"{snaps} snapshots of {urls} URLs on {domains} domains; crawls: "
-              + (", ".join(f"{k} {v}" for k, v in sorted(crawls.items())) or "none"))
-        print("results: " + (", ".join(f"{k} {v}" for k, v in sorted(results.items()))
-                             or "none") + f"; {files} files, {_mib(size)}")
-        plugins = q("SELECT plugin, results, succeeded, failed, success_rate, p50_seconds, "
-                    "p95_seconds, output_bytes FROM plugin_stats ORDER BY plugin")
-        if plugins:
-            print()
-            print_table(["plugin", "results", "ok", "failed", "ok rate", "p50 s", "p95 s", "disk"],
-                        [(p, n, ok, f, _pct(rate), p50, p95, _mib(b))
-                         for p, n, ok, f, rate, p50, p95, b in plugins])
-        reasons = q("SELECT plugin, failures, reason FROM plugin_failures "
-                    "ORDER BY failures DESC, plugin LIMIT 5")
-        if reasons:
-            print("\ntop failure reasons")
-            print_table(["plugin", "n", "reason"], reasons)
-        doms = q("SELECT domain, snapshots, failed, failure_rate, output_bytes FROM domain_stats "
-                 "ORDER BY snapshots DESC, domain LIMIT 5")
-        if doms:
-            print("\ntop domains")
-            print_table(["domain", "snapshots", "failed results", "fail rate", "disk"],
-                        [(d, n, f, _pct(rate), _mib(b)) for d, n, f, rate, b in doms])
-        crawl_rows = q("SELECT crawl_id, status, snapshots, sealed, results_done, results, "
-                       "elapsed_seconds, snapshots_per_minute FROM crawl_progress "
-                       "ORDER BY created_at DESC LIMIT 3")
-        if crawl_rows:
-            print("\nlatest crawls")
-            print_table(["crawl", "status", "snapshots", "sealed", "results done", "results",
-                         "elapsed s", "snapshots/min"], crawl_rows)
-        machines = q("SELECT hostname, binaries, installed, failed, failed_names "
-                     "FROM machine_stats ORDER BY hostname")
-        if machines:
-            print("\nmachines")
-            print_table(["host", "binaries", "installed", "failed", "failed names"], machines)
+    with _reader(args) as r:
+        st = archive_stats(r)
+    print(f"{st.snapshots} snapshots of {st.urls} URLs on {st.domains} domains; crawls: "
+          + (", ".join(f"{k} {v}" for k, v in sorted(st.crawls.items())) or "none"))
+    print("results: " + (", ".join(f"{k} {v}" for k, v in sorted(st.results.items()))
+                         or "none") + f"; {st.files} files, {_mib(st.bytes)}")
+    if st.plugins:
+        print()
+        print_table(["plugin", "results", "ok", "failed", "ok rate", "p50 s", "p95 s", "disk"],
+                    [(p, n, ok, f, _pct(rate), p50, p95, _mib(b))
+                     for p, n, ok, f, rate, p50, p95, b in st.plugins])
+    if st.failure_reasons:
+        print("\ntop failure reasons")
+        print_table(["plugin", "n", "reason"], st.failure_reasons)
+    if st.top_domains:
+        print("\ntop domains")
+        print_table(["domain", "snapshots", "failed results", "fail rate", "disk"],
+                    [(d, n, f, _pct(rate), _mib(b)) for d, n, f, rate, b in st.top_domains])
+    if st.latest_crawls:
+        print("\nlatest crawls")
+        print_table(["crawl", "status", "snapshots", "sealed", "results done", "results",
+                     "elapsed s", "snapshots/min"], st.latest_crawls)
+    if st.machines:
+        print("\nmachines")
+        print_table(["host", "binaries", "installed", "failed", "failed names"], st.machines)
     return EXIT_OK
 
 
@@ -147,10 +131,6 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 # --- export / index-html --------------------------------------------------------------------
 
-def _query_fn(reader: Any) -> Callable[[str, list[Any]], Any]:
-    return lambda sql, params: reader.query(sql, params).table
-
-
 def cmd_export(args: argparse.Namespace) -> int:
     """Snapshots and results as json/csv/parquet files, or a static HTML index."""
     if args.format == "html":
@@ -163,7 +143,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     out = Path(args.output)
     started = time.perf_counter()
     with open_index(args, read_only=True) as reader:
-        written = export.export(_query_fn(reader), args.format, out, args.crawl)
+        written = export.export_index(reader, args.format, out, args.crawl)
     for _name, (path, rows) in written.items():
         print(f"{path}  {rows} rows")
     say(f"exported in {time.perf_counter() - started:.2f}s")
@@ -172,11 +152,13 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def _html(args: argparse.Namespace, out: Path | None) -> int:
     from archiveflow.cli.html_index import write_html_index
+    from archiveflow.store.queries import index_pages
 
     data_dir = data_folder(args).resolve()
     out = out or data_dir / "html"
     with open_index(args, read_only=True) as reader:
-        index = write_html_index(_query_fn(reader), data_dir, out, args.crawl)
+        pages = index_pages(reader, args.crawl)
+    index = write_html_index(pages, data_dir, out)
     print(index)
     return EXIT_OK
 

@@ -25,12 +25,6 @@ from archiveflow.cli.common import (
 )
 
 TABLE_HEADERS = ["name", "status", "provider", "version", "path", "error"]
-# The same columns for `binaries`, read through the writer when a crawl holds the index.
-BINARIES_SQL = """
-    SELECT name, status, binprovider AS provider, version, abspath AS path, error,
-           sha256, bin_providers, modified_at::VARCHAR AS modified_at
-    FROM machine_binary WHERE machine_id = ? ORDER BY name
-"""
 
 
 def _short_error(text: str | None) -> str:
@@ -157,13 +151,13 @@ def cmd_install(args: argparse.Namespace) -> int:
 
 
 def cmd_binaries(args: argparse.Namespace) -> int:
+    from archiveflow.store.queries import machine_binaries
     from archiveflow.tasks.machine import this_machine
 
     machine = this_machine()
-    reader = open_index(args, read_only=True)
-    with reader:
-        res = reader.query(BINARIES_SQL, [machine.id])
-    rows = [dict(zip(res.columns, r, strict=True)) for r in res.rows]
+    # Read through the writer when a crawl holds the index.
+    with open_index(args, read_only=True) as reader:
+        rows = machine_binaries(reader, machine.id)
     if args.json:
         for row in rows:
             print(json.dumps(row, default=str))

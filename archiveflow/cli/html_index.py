@@ -12,38 +12,13 @@ from __future__ import annotations
 import html
 import os
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Final
 from urllib.parse import quote
 
-import pyarrow as pa
-
-Query = Callable[[str, list[Any]], pa.Table]
-
-SNAPSHOTS_SQL: Final[str] = """
-    SELECT s.id, s.url, s.title, s.status, s.created_at, s.output_dir, s.depth,
-           coalesce((SELECT string_agg(t.tag, ', ' ORDER BY t.tag) FROM snapshot_tag t
-                     WHERE t.snapshot_id = s.id), '') AS tags
-    FROM snapshot s
-    WHERE (?::VARCHAR IS NULL OR s.crawl_id = ?)
-    ORDER BY s.created_at DESC, s.id
-"""
-RESULTS_SQL: Final[str] = """
-    SELECT a.id, a.snapshot_id, a.plugin, a.hook_name, a.status, a.output_str, a.error,
-           a.output_size, a.start_ts, a.end_ts
-    FROM archiveresult a JOIN snapshot s ON s.id = a.snapshot_id
-    WHERE (?::VARCHAR IS NULL OR s.crawl_id = ?)
-    ORDER BY a.snapshot_id, a.hook_name
-"""
-FILES_SQL: Final[str] = """
-    SELECT f.archiveresult_id, f.path, f.size, f.mimetype
-    FROM output_file f JOIN archiveresult a ON a.id = f.archiveresult_id
-    JOIN snapshot s ON s.id = a.snapshot_id
-    WHERE (?::VARCHAR IS NULL OR s.crawl_id = ?)
-    ORDER BY f.archiveresult_id, f.path
-"""
+from archiveflow.store.queries import IndexPages
 
 STYLE: Final[str] = """
 body { font: 14px/1.4 system-ui, sans-serif; margin: 1.5em; color: #222; }
@@ -60,10 +35,6 @@ th { background: #f4f4f4; } code { font-size: .9em; color: #555; word-break: bre
 
 def _e(value: Any) -> str:
     return html.escape("" if value is None else str(value), quote=True)
-
-
-def _rows(table: pa.Table) -> list[dict[str, Any]]:
-    return table.to_pylist()
 
 
 def _date(value: Any) -> str:
@@ -159,24 +130,23 @@ def _snapshot_page(snap: dict[str, Any], results: Sequence[dict[str, Any]],
     return _page(snap["title"] or snap["url"], body)
 
 
-def write_html_index(query: Query, data_dir: Path, out_dir: Path,
-                     crawl_id: str | None = None) -> Path:
-    """Write index.html and snapshots/<id>.html under `out_dir`; returns index.html."""
+def write_html_index(pages: IndexPages, data_dir: Path, out_dir: Path) -> Path:
+    """Write index.html and snapshots/<id>.html under `out_dir`; returns index.html.
+    `pages`: the rows, from store.queries.index_pages."""
     data_dir, out_dir = data_dir.resolve(), out_dir.resolve()
-    params = [crawl_id, crawl_id]
-    snaps = _rows(query(SNAPSHOTS_SQL, params))
+    snaps = pages.snapshots
     results: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for r in _rows(query(RESULTS_SQL, params)):
+    for r in pages.results:
         results[r["snapshot_id"]].append(r)
     files: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for f in _rows(query(FILES_SQL, params)):
+    for f in pages.files:
         files[f["archiveresult_id"]].append(f)
-    pages = out_dir / "snapshots"
-    pages.mkdir(parents=True, exist_ok=True)
-    page_links = _Links(data_dir, pages)
+    snapshot_dir = out_dir / "snapshots"
+    snapshot_dir.mkdir(parents=True, exist_ok=True)
+    page_links = _Links(data_dir, snapshot_dir)
     for s in snaps:
         text = _snapshot_page(s, results.get(s["id"], []), files, page_links)
-        (pages / f"{s['id']}.html").write_text(text, encoding="utf-8")
+        (snapshot_dir / f"{s['id']}.html").write_text(text, encoding="utf-8")
     index = out_dir / "index.html"
     index.write_text(_index_page(snaps, results, _Links(data_dir, out_dir)), encoding="utf-8")
     return index

@@ -11,32 +11,26 @@ from archiveflow.cli.common import EXIT_OK, CliError, Command, open_index, print
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    reader = open_index(args, read_only=True)
-    with reader:
-        for table in ("crawl", "snapshot", "archiveresult"):
-            rows = reader.query(f"SELECT status, count(*) AS n FROM {table} GROUP BY status "
-                                "ORDER BY status")
-            print(f"{table}: " + (", ".join(f"{s} {n}" for s, n in rows.rows) or "none"))
+    from archiveflow.store import queries
+
+    with open_index(args, read_only=True) as reader:
+        counts = queries.status_counts(reader)
+    for table, rows in counts.items():
+        print(f"{table}: " + (", ".join(f"{s} {n}" for s, n in rows) or "none"))
     return EXIT_OK
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    reader = open_index(args, read_only=True)
-    sql = """
-        SELECT s.id, s.url, s.title, s.status, s.created_at::VARCHAR AS created_at,
-               s.depth, string_agg(a.plugin || ':' || a.status, ' ' ORDER BY a.plugin) AS results
-        FROM snapshot s LEFT JOIN archiveresult a ON a.snapshot_id = s.id
-        WHERE (? IS NULL OR s.crawl_id = ?)
-        GROUP BY ALL ORDER BY 5 DESC LIMIT ?
-    """
-    with reader:
-        res = reader.query(sql, [args.crawl, args.crawl, args.limit])
+    from archiveflow.store import queries
+
+    with open_index(args, read_only=True) as reader:
+        rows = queries.list_snapshots(reader, args.crawl, args.limit)
     if args.json:
-        for row in res.rows:
-            print(json.dumps(dict(zip(res.columns, row, strict=True)), default=str))
+        for row in rows:
+            print(json.dumps(row, default=str))
     else:
         print_table(["url", "title", "status", "results"],
-                    [(r[1], r[2], r[3], r[6]) for r in res.rows])
+                    [(r["url"], r["title"], r["status"], r["results"]) for r in rows])
     return EXIT_OK
 
 
@@ -48,15 +42,13 @@ def cmd_sql(args: argparse.Namespace) -> int:
         query = sys.stdin.read()
     elif "\n" not in query and query.endswith(".sql") and Path(query).is_file():
         query = Path(query).read_text(encoding="utf-8")
-    reader = open_index(args, read_only=True, write=args.write)
-    with reader:
+    with open_index(args, read_only=True, write=args.write) as reader:
         try:
             res = reader.query(query, write=args.write)
         except readers.QueryError as e:
             raise CliError(str(e)) from e
     readers.write_result(res, args.format, args.output)
     return EXIT_OK
-
 
 
 def register(command: Command) -> None:
@@ -72,4 +64,6 @@ def register(command: Command) -> None:
     q.add_argument("query", nargs="?", help="SQL text, a .sql file, or - for stdin")
     q.add_argument("--format", choices=["table", "csv", "json", "parquet"], default="table")
     q.add_argument("--output", help="write to this file (required for parquet)")
-    q.add_argument("--write", action="store_true", help="allow statements that change data")
+    q.add_argument("--write", action="store_true",
+                   help="allow statements that change data or touch files (only while no "
+                        "crawl holds the index)")

@@ -1,4 +1,8 @@
-"""CLI side of reading the index: open a reader, print results in the asked format."""
+"""CLI side of reading the index: open a reader, print results in the asked format.
+
+CSV goes through store.export.csv_safe: text a spreadsheet would run as a formula is
+neutralised (the index holds page titles, URLs and plugin output, which strangers choose).
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from archiveflow.cli.common import print_table
+from archiveflow.store.export import csv_safe
 from archiveflow.store.reader import QueryError, Reader, Result
 
 __all__ = ["QueryError", "Reader", "Result", "open_reader", "write_result"]
@@ -32,13 +37,12 @@ def write_result(res: Result, fmt: str, output: str | None) -> None:
     try:
         if fmt == "csv":
             sink = io.BytesIO()
-            pacsv.write_csv(res.table, sink)
+            pacsv.write_csv(csv_safe(res.table), sink)
             out.write(sink.getvalue().decode("utf-8"))
         elif fmt == "json":
             for row in res.table.to_pylist():
                 out.write(json.dumps(row, default=str) + "\n")
         else:
-
             print_table(res.columns, res.rows, out)
     finally:
         if output:
