@@ -245,7 +245,6 @@ def run_any(cur: duckdb.DuckDBPyConnection, sql: str, params: list[Any] | None =
 
 def lock_down(con: duckdb.DuckDBPyConnection) -> None:
     """Turn off file access and freeze the settings of this connection's whole instance."""
-    con.execute("SET TimeZone = 'UTC'")
     con.execute("SET enable_external_access = false")
     con.execute("SET lock_configuration = true")
 
