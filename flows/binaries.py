@@ -6,7 +6,7 @@ import asyncio
 from typing import Any
 
 from archiveflow.flows.context import current
-from archiveflow.tasks import binaries as work
+from archiveflow.tasks import binaries
 from archiveflow.tasks.machine import this_machine
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
@@ -21,10 +21,10 @@ def _run_name() -> str:
 @task(name="plan-binaries", task_run_name="plan-binaries",
       cache_policy=NO_CACHE, persist_result=False)
 async def plan_binaries(plugins: list[str] | None, force: bool, retry_failed: bool
-                        ) -> work.BinaryPlan:
+                        ) -> binaries.BinaryPlan:
     """Give declared binaries rows; decide which need installing (no process started)."""
     rt = current().rt
-    return await asyncio.to_thread(work.plan_binaries, rt, plugins, force=force,
+    return await asyncio.to_thread(binaries.plan_binaries, rt, plugins, force=force,
                                    retry_failed=retry_failed)
 
 
@@ -33,16 +33,16 @@ async def install_binary(name: str, binary_id: str) -> dict[str, Any]:
     """Run the provider hooks of one Binary row until one provides it."""
     cur = current()
     row = cur.binary_rows[binary_id]
-    return await asyncio.to_thread(work.install_one, cur.rt, row)
+    return await asyncio.to_thread(binaries.run, cur.rt, row)
 
 
 @task(name="finish-binaries", task_run_name="finish-binaries",
       cache_policy=NO_CACHE, persist_result=False)
-async def finish_binaries(plan: work.BinaryPlan, results: list[dict[str, Any]]
+async def finish_binaries(plan: binaries.BinaryPlan, results: list[dict[str, Any]]
                           ) -> dict[str, Any]:
     """Refresh the runtime's binaries and the Machine config; summarize."""
     rt = current().rt
-    report = await asyncio.to_thread(work.finish_binaries, rt, plan, results)
+    report = await asyncio.to_thread(binaries.finish_binaries, rt, plan, results)
     return report.to_dict()
 
 
@@ -79,7 +79,7 @@ async def require_binaries(plugins: list[str] | None = None, data_dir: str | Non
     retrying binaries that already failed (`archiveflow install` does that).
     """
     rt = current(data_dir).rt
-    plan = await asyncio.to_thread(work.plan_binaries, rt, plugins, retry_failed=False)
+    plan = await asyncio.to_thread(binaries.plan_binaries, rt, plugins, retry_failed=False)
     if not plan.todo:
         return None
     return await install_binaries(plugins=plugins, data_dir=data_dir, retry_failed=False)

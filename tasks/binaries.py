@@ -1,4 +1,5 @@
-"""Binaries of this Machine: what the enabled plugins declare, resolved by provider hooks.
+"""The Binary model: what the enabled plugins declare on this Machine, resolved by provider
+hooks. Binary: queued → started → succeeded / failed (store/transitions.py).
 
 Plain Python, no Prefect: flows/binaries.py wraps these functions in a flow and tasks.
 
@@ -11,7 +12,7 @@ Plain Python, no Prefect: flows/binaries.py wraps these functions in a flow and 
   requeued. The sha256 is only recomputed when the file's stat (inode, size, mtime, ctime)
   differs from the one saved in `verified.json` next to the row's hook outputs, so the check
   costs milliseconds even for a 200 MB browser.
-- `install_one` claims a row (queued → started) and runs the provider hooks (event Binary)
+- `run` claims a row (queued → started) and runs the provider hooks (event Binary)
   in the order of the row's `bin_providers`; the first that prints a Binary record with an
   existing abspath wins (→ succeeded). Otherwise the row fails with one line per provider:
   why it did not provide the binary (the tail of its stderr, its exit).
@@ -299,7 +300,7 @@ def _reason(provider: str, run: HookRun, outcome: HookOutcome,
     return f"{tail or 'no reason on stderr'} ({_exit_phrase(outcome)})"
 
 
-def install_one(rt: Runtime, row: Mapping[str, Any],
+def run(rt: Runtime, row: Mapping[str, Any],
                 config: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Claim one Binary row and run its providers in order; first success wins.
 
@@ -486,5 +487,5 @@ def ensure_binaries(rt: Runtime, plugins: Sequence[str] | None = None, *,
     """
     plan = plan_binaries(rt, plugins, force=force, retry_failed=retry_failed)
     cfg = rt.config()
-    results = [install_one(rt, row, cfg) for row in plan.todo]
+    results = [run(rt, row, cfg) for row in plan.todo]
     return finish_binaries(rt, plan, results)

@@ -109,3 +109,34 @@ def test_two_threads_never_both_win(tmp_path: Path) -> None:
     assert not set(won["a"]) & set(won["b"])
     assert len(won["a"]) + len(won["b"]) == 200
     store.close()
+
+
+def test_expire_leases_hands_back_every_started_row(store: Store) -> None:
+    """After a crash: every `started` row of every leased table becomes claimable again."""
+    for table in transitions.LEASED:
+        _insert(store, table, "queued", f"{table}-q")
+        _insert(store, table, "queued", f"{table}-s")
+        transitions.move(store.cursor(), table, "claim", f"{table}-s", lease=3600)
+    assert transitions.expire_leases(store.cursor()) == len(transitions.LEASED)
+    cur = store.cursor()
+    for table in transitions.LEASED:
+        # the queued row is left as it was; the started one is claimable now
+        assert cur.execute(f"SELECT retry_at FROM {table} WHERE id = ?",
+                           [f"{table}-q"]).fetchone() == (None,)
+        assert [r["id"] for r in transitions.move(cur, table, "claim", [f"{table}-s"],
+                                                  lease=60)] == [f"{table}-s"]
+
+
+def test_renew_leases_keeps_started_rows_held(store: Store) -> None:
+    for name in ("a", "b"):
+        _insert(store, "archiveresult", "queued", name)
+    cur = store.cursor()
+    transitions.move(cur, "archiveresult", "claim", "a", lease=60)
+    cur.execute("UPDATE archiveresult SET retry_at = now() - INTERVAL 1 SECOND WHERE id = 'a'")
+    transitions.renew_leases(cur, "archiveresult", ["a", "b"], 3600)
+    held = dict(cur.execute("SELECT id, retry_at > now() + INTERVAL 59 MINUTE FROM archiveresult"
+                            ).fetchall())
+    assert held == {"a": True, "b": None}  # b is queued: no lease to renew
+    assert transitions.move(cur, "archiveresult", "claim", ["a"], lease=60) == []
+    with pytest.raises(ValueError, match="no lease on table 'tag'"):
+        transitions.renew_leases(cur, "tag", ["a"], 60)

@@ -1,0 +1,100 @@
+"""The one walk over a Snapshot's hooks (tasks/snapshots.run), with real hook processes, a
+real DuckDB file and the Recorder thread: the verbs the crawl flow calls, in order.
+
+Both Prefect granularities go through this walk; they differ only in the per-hook callback,
+so the concurrency slot (`hold`) is checked here around every hook and around the callback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import pytest
+from archiveflow.store import crawls as crawl_store
+from archiveflow.store import load
+from archiveflow.tasks import crawls, results, snapshots
+from archiveflow.tasks.feed import SnapshotFeed
+from archiveflow.tasks.plan import PlanItem, ResultDone, SnapshotPlan, count_results
+from archiveflow.tasks.recorder import Recorder
+from archiveflow.tasks.runtime import Runtime, open_runtime
+
+FIXTURE_PLUGINS = Path(__file__).resolve().parents[1] / "fixtures" / "plugins"
+PLUGINS = "noop,ok_files,exit10,daemon"  # three foreground hooks, one background service
+
+
+@pytest.fixture
+def rt(tmp_path: Path) -> Iterator[Runtime]:
+    runtime = open_runtime(tmp_path / "data")
+    yield runtime
+    runtime.close()
+
+
+def _crawl_with(rt: Runtime, urls: list[str]) -> dict[str, object]:
+    cur = rt.store.cursor()
+    crawl = crawl_store.create_crawl(cur, seeds="\n".join(urls), plugins=PLUGINS,
+                                     config={"PLUGINS_PATH": str(FIXTURE_PLUGINS)})
+    load.insert_snapshots(cur, load.frame("snapshot", [{"url": u, "depth": 0} for u in urls]),
+                          crawl_id=crawl["id"], username="default")
+    return crawls.claim(rt, crawl["id"])
+
+
+def test_walk_holds_each_plugin_slot_and_calls_back_for_foreground_hooks(rt: Runtime) -> None:
+    crawl = _crawl_with(rt, ["https://example.com/a"])
+    events: list[str] = []
+
+    @contextlib.contextmanager
+    def hold(plugin: str, config: Mapping[str, str]) -> Iterator[None]:
+        events.append(f"enter {plugin}")
+        yield
+        events.append(f"exit {plugin}")
+
+    def callback(plan: SnapshotPlan, item: PlanItem) -> ResultDone:
+        events.append(f"run {item.hook.plugin}")
+        return results.run(plan, item)
+
+    recorder = Recorder(rt.store)
+    try:
+        (plan,) = snapshots.prepare(rt, crawl, snapshots.claim(rt, crawl, 10))
+        assert [i.hook.plugin for i in plan.items] == ["noop", "ok_files", "exit10", "daemon"]
+        done = snapshots.run(rt, recorder, plan, hold=hold, run_foreground=callback)
+    finally:
+        recorder.close()
+    # foreground hooks in order, each run inside its slot; the background service holds its
+    # slot from its start until the snapshot's cleanup stopped it
+    assert events == ["enter noop", "run noop", "exit noop",
+                      "enter ok_files", "run ok_files", "exit ok_files",
+                      "enter exit10", "run exit10", "exit exit10",
+                      "enter daemon", "exit daemon"]
+    by = {r.hook.plugin: r.outcome.status for r in done}
+    # a service stopped before it set up its SIGTERM handler printed nothing: noresults
+    assert by.pop("daemon") in ("succeeded", "noresults")
+    assert by == {"noop": "noresults", "ok_files": "succeeded", "exit10": "skipped"}
+    assert snapshots.is_finished(plan, done)
+    assert not snapshots.has_running_background_hooks(plan)
+    assert crawls.is_finished(rt, crawl)  # the Recorder sealed the only snapshot
+
+
+def test_feed_and_walk_archive_a_crawl_then_seal_it(rt: Runtime) -> None:
+    urls = [f"https://example.com/{i}" for i in range(5)]
+    start = crawls.CrawlStart(_crawl_with(rt, urls))
+    recorder = Recorder(rt.store)
+    try:
+        feed = SnapshotFeed(rt, recorder, start.crawl, concurrency=2, batch=3)
+        counts: dict[str, int] = {}
+        while not feed.done():
+            for plan in feed.take(2, idle=True):
+                assert not crawls.is_finished(rt, start.crawl)
+                done = snapshots.run(rt, recorder, plan, wait=False)
+                assert snapshots.is_finished(plan, done)
+                for k, v in count_results([r for r in done if r.hook.plugin != "daemon"]
+                                          ).items():
+                    counts[k] = counts.get(k, 0) + v
+        crawls.cleanup(rt, start)
+        sealed = crawls.seal(rt, start.crawl)
+    finally:
+        recorder.close()
+    assert feed.started == len(urls)
+    assert counts == {"noresults": 5, "succeeded": 5, "skipped": 5}
+    assert sealed["status"] == "sealed"
