@@ -113,7 +113,19 @@ class PrefectRuntime:
     def ui_line(self) -> str:
         """One line for the user: where to watch runs, and how to log in."""
         login = " (log in: `archiveflow server login`)" if self.mode != "external" else ""
-        return f"Prefect UI: {self.ui_url}runs{login}"
+        return f"Prefect UI: {runs_page(self.ui_url)}{login}"
+
+
+def runs_page(ui_url: str) -> str:
+    """The UI's runs page. Prefect serves two UIs (v1 at ``/``, v2 under ``/v2``) and names
+    its default in ``/ui-settings``; the runs page of the default one."""
+    try:
+        with urllib.request.urlopen(f"{ui_url}ui-settings", timeout=2) as resp:
+            ui = json.loads(resp.read())
+        base = ui.get(f"{ui.get('default_ui')}_base_url") or "/"
+    except (OSError, ValueError, AttributeError):
+        base = "/"
+    return ui_url.removesuffix("/") + base.rstrip("/") + "/runs"
 
 
 def granularity() -> Granularity:

@@ -14,6 +14,8 @@ import asyncio
 import contextlib
 import json
 import os
+import signal
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,6 +30,7 @@ from archiveflow.cli.common import (
     say,
 )
 from archiveflow.cli.crawl import add_crawl_options
+from archiveflow.cli.stderr_gate import StderrGate
 
 RELOAD_SECONDS: Final[float] = 5.0
 
@@ -210,7 +213,15 @@ def _binaries_deployment(data_dir: Path, every: str | None) -> Any:
     return binaries_deployment(data_dir, interval=parse_every(every) if every else None)
 
 
-async def _serve(data_dir: Path, args: argparse.Namespace, t0: float) -> None:
+def _signal_name(args: tuple[Any, ...]) -> str:
+    try:
+        return signal.Signals(args[0]).name
+    except (IndexError, ValueError, TypeError):
+        return "SIGTERM"
+
+
+async def _serve(data_dir: Path, args: argparse.Namespace, t0: float,
+                 gate: StderrGate | None = None) -> None:
     import psutil
     from prefect.exceptions import ObjectNotFound
     from prefect.runner import Runner
@@ -224,6 +235,14 @@ async def _serve(data_dir: Path, args: argparse.Namespace, t0: float) -> None:
             for dep_id in self._deployment_registry.get_deployment_ids():
                 with contextlib.suppress(ObjectNotFound):
                     await self._client.pause_deployment(dep_id)
+
+        def handle_sigterm(self, *args: Any, **kwargs: Any) -> None:
+            # Prefect's shutdown cancels the running flow runs (they end Cancelled, with
+            # their logs in the API); their subprocesses' crash reports are not shown.
+            if gate is not None:
+                gate.shut(f"serve: {_signal_name(args)} received: cancelling running flow "
+                          "runs and pausing the schedules, then exiting")
+            super().handle_sigterm(*args, **kwargs)
 
     runner = _Runner(name=f"archiveflow-serve-{os.getpid()}", limit=args.limit,
                      query_seconds=args.poll, pause_on_shutdown=True)
@@ -254,6 +273,9 @@ async def _serve(data_dir: Path, args: argparse.Namespace, t0: float) -> None:
     try:
         reload = asyncio.create_task(_reload(runner, data_dir, schedules))
         try:
+            if threading.current_thread() is threading.main_thread():
+                # Ctrl-C takes the same way out as SIGTERM (runner.start sets SIGTERM's).
+                signal.signal(signal.SIGINT, runner.handle_sigterm)
             await runner.start()
         finally:
             reload.cancel()
@@ -291,9 +313,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     data_dir = data_folder(args).resolve()
     rt = _prefect(data_dir)
-    say(f"Prefect API {rt.api_url} ({rt.mode}); UI: {rt.api_url.removesuffix('/api')}")
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve(data_dir, args, t0))
+    say(f"Prefect API {rt.api_url} ({rt.mode}); {rt.ui_line()}")
+    gate = StderrGate()
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(_serve(data_dir, args, t0, gate))
+    finally:
+        gate.restore()
     return 0
 
 
