@@ -385,6 +385,8 @@ class EgressProxy:
         with upstream:
             if rest:
                 upstream.sendall(rest)
+            if method != "CONNECT":
+                _forward_response_head(upstream, conn)
             _relay(conn, upstream)
 
     def _open(self, conn: socket.socket, host: str, port_s: str, policy: Policy
@@ -426,6 +428,26 @@ def _read_head(conn: socket.socket) -> tuple[bytes | None, bytes]:
         buf += data
     head, _, rest = buf.partition(b"\r\n\r\n")
     return head, rest
+
+
+def _forward_response_head(upstream: socket.socket, conn: socket.socket) -> None:
+    """Pass the response head on, saying `Connection: close`: a client that thought it could
+    reuse the connection would send its next request into a closed socket and wait."""
+    upstream.settimeout(IDLE_TIMEOUT)
+    buf = b""
+    while b"\r\n\r\n" not in buf and len(buf) <= MAX_HEAD:
+        data = upstream.recv(65536)
+        if not data:
+            break
+        buf += data
+    head, sep, body = buf.partition(b"\r\n\r\n")
+    if not sep:
+        conn.sendall(buf)  # no complete head: pass on what came, the client will complain
+        return
+    lines = [line for line in head.split(b"\r\n")
+             if line.partition(b":")[0].strip().lower() not in _HOP_HEADERS]
+    conn.sendall(b"\r\n".join([*lines, b"Connection: close", b"Proxy-Connection: close"])
+                 + b"\r\n\r\n" + body)
 
 
 def _reply(conn: socket.socket, code: int, reason: str, body: str,
