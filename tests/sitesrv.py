@@ -6,6 +6,8 @@
 - A redirect map answers 302 with a Location (``/redirect`` → ``/page3.html``,
   ``/redirect-chain`` → ``/redirect``).
 - ``/slow?s=N`` answers after N seconds (for timeouts).
+- ``/requisites?img=URL&css=URL&a=URL`` and ``/sitemap-index?loc=URL`` make a page or a
+  sitemap index pointing at URLs given in the query (e.g. on another test server).
 - A missing path answers 404 with a small HTML page that has a title (like real servers).
 - Files under a mounted prefix are served from another folder; their ``*.xml``, ``*.html``
   and ``*.jsonl`` files are templates in which ``{{BASE}}`` becomes the server's base URL, so
@@ -37,6 +39,27 @@ NOT_FOUND_BODY: Final[bytes] = (
 )
 
 
+def _generated(path: str, qs: dict[str, list[str]]) -> tuple[str, bytes] | None:
+    """(content type, body) of the pages made from their query, for URLs that point at
+    another server (whose port is known only at run time); None for other paths."""
+    from html import escape
+
+    if path == "/requisites":
+        # /requisites?img=URL&css=URL&a=URL: a page with those images, stylesheets and links.
+        tags = [f'<img src="{escape(u)}">' for u in qs.get("img", [])]
+        tags += [f'<link rel="stylesheet" href="{escape(u)}">' for u in qs.get("css", [])]
+        tags += [f'<a href="{escape(u)}">link</a>' for u in qs.get("a", [])]
+        body = "<!DOCTYPE html><title>Requisites</title><p>Generated page.</p>" + "".join(tags)
+        return "text/html; charset=utf-8", body.encode()
+    if path == "/sitemap-index":
+        # /sitemap-index?loc=URL: a sitemap index whose child sitemaps are those URLs.
+        locs = "".join(f"<sitemap><loc>{escape(u)}</loc></sitemap>" for u in qs.get("loc", []))
+        body = ('<?xml version="1.0"?><sitemapindex '
+                f'xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">{locs}</sitemapindex>')
+        return "application/xml; charset=utf-8", body.encode()
+    return None
+
+
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
     protocol_version = "HTTP/1.1"
@@ -63,6 +86,10 @@ class _Handler(BaseHTTPRequestHandler):
             qs = parse_qs(parts.query)
             time.sleep(min(float(qs.get("s", ["2"])[0]), 10.0))
             self._send(HTTPStatus.OK, b"<title>Slow</title>", "text/html", send_body)
+            return
+        generated = _generated(path, parse_qs(parts.query))
+        if generated is not None:
+            self._send(HTTPStatus.OK, generated[1], generated[0], send_body)
             return
         target = self.server.redirects.get(path)
         if target is not None:

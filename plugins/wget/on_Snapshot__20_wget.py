@@ -121,25 +121,34 @@ def expected_path(url: str) -> str:
 
 
 def drop_refused(errors: list[dict], since: float) -> list[dict]:
-    """The errors that were the egress proxy's refusals, with its reason; the files wget
-    saved for them (its 403 body, kept by --content-on-error) are removed."""
-    refused = []
-    for err in errors:
-        if not err["reason"].startswith(REFUSED_REASON):
-            continue
-        reason = "refused by archiveflow's egress policy"
-        parts = urlsplit(err["url"])
-        raw = parts.netloc.split("@")[-1].replace(":", "+") + (parts.path or "/")
-        for path in dict.fromkeys((expected_path(err["url"]), raw, raw + "index.html")):
-            if not os.path.isfile(path) or os.path.getmtime(path) < since:
+    """The errors that were the egress proxy's refusals, each with the proxy's reason.
+
+    wget keeps the proxy's 403 body (--content-on-error), under the name of the URL it asked
+    for (after a redirect: the first URL's name), so every file of this run that is such a
+    body is removed: it is not the target's content.
+    """
+    refused = [e for e in errors if e["reason"].startswith(REFUSED_REASON)]
+    if not refused:
+        return []
+    bodies = []
+    for folder, dirs, files in os.walk("."):
+        dirs[:] = [d for d in dirs if d != "warc"]
+        for name in files:
+            path = os.path.join(folder, name)
+            if os.path.getmtime(path) < since or os.path.getsize(path) > 4096:
                 continue
             with open(path, "rb") as f:
-                body = f.read(2000)
+                body = f.read(4096)
             if body.startswith(REFUSED_BODY):
-                reason = body.decode("utf-8", "replace").strip()
+                bodies.append(body.decode("utf-8", "replace").strip())
                 os.remove(path)
-        refused.append({"url": err["url"], "reason": reason})
-    return refused
+    out = []
+    for err in refused:
+        host = urlsplit(err["url"]).hostname or ""
+        reason = next((b for b in bodies if f" {host}" in b or f"{host}:" in b),
+                      "refused by archiveflow's egress policy")
+        out.append({"url": err["url"], "reason": reason})
+    return out
 
 
 def find_main_html(url: str, first_saved: re.Match | None, since: float) -> str | None:
