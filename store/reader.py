@@ -143,6 +143,13 @@ class QueryServer:
             conn.settimeout(0.5)
             try:
                 _send(conn, b"E" + why.encode())
+                conn.shutdown(socket.SHUT_WR)
+                # Closing with the peer's request unread resets the connection and loses
+                # the reply; drop what already arrived (without waiting for more).
+                conn.setblocking(False)
+                for _ in range(16):
+                    if not conn.recv(65536):
+                        break
             except OSError:
                 pass
 
