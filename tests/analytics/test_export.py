@@ -70,6 +70,37 @@ def test_json_and_csv_hold_the_same_rows(archive: dict[str, Any],
     assert [r["id"] for r in rows] == ids.column("id").to_pylist()
 
 
+def test_csv_export_neutralises_formulas(archive: dict[str, Any], tmp_path: Path) -> None:
+    """Titles and errors come from strangers' pages and plugin output: in CSV, a cell that a
+    spreadsheet would run as a formula starts with an apostrophe; JSON keeps the text."""
+    data = tmp_path / "data"
+    data.mkdir()
+    shutil.copy(archive["data"] / "index.duckdb", data / "index.duckdb")
+    con = duckdb.connect(str(data / "index.duckdb"))
+    try:
+        sid = con.execute("SELECT id FROM snapshot ORDER BY created_at, id LIMIT 1").fetchone()
+        assert sid
+        con.execute("UPDATE snapshot SET title = '=HYPERLINK(\"http://evil\",\"x\")' "
+                    "WHERE id = ?", [sid[0]])
+        con.execute("UPDATE archiveresult SET error = '@SUM(1+1)' WHERE snapshot_id = ?",
+                    [sid[0]])
+    finally:
+        con.close()
+    for fmt in ("csv", "json"):
+        proc = run_cli(data, "export", "--format", fmt, "--output", str(tmp_path / fmt))
+        assert proc.returncode == 0, proc.stderr
+    with open(tmp_path / "csv" / "snapshots.csv", newline="", encoding="utf-8") as f:
+        snaps = {r["id"]: r for r in csv.DictReader(f)}
+    assert snaps[sid[0]]["title"] == "'=HYPERLINK(\"http://evil\",\"x\")"
+    assert all(not r["title"].startswith(("=", "+", "-", "@")) for r in snaps.values())
+    with open(tmp_path / "csv" / "results.csv", newline="", encoding="utf-8") as f:
+        errors = {r["error"] for r in csv.DictReader(f) if r["snapshot_id"] == sid[0]}
+    assert errors == {"'@SUM(1+1)"}
+    lines = (tmp_path / "json" / "snapshots.jsonl").read_text(encoding="utf-8").splitlines()
+    titles = {json.loads(line)["title"] for line in lines}
+    assert '=HYPERLINK("http://evil","x")' in titles
+
+
 class _Checker(HTMLParser):
     """Tags balanced (void elements aside), and every href collected."""
 
