@@ -234,6 +234,17 @@ def test_public_page_redirects_and_requisites_on_private_addresses(
     assert secret.requests[before:] == []
 
 
+@pytest.mark.parametrize("host", ["127.0.0.1", "2130706433"])
+def test_a_feed_url_on_a_private_address_is_not_fetched(
+        tmp_path: Path, secret: Origin, host: str, prefect_api: str) -> None:
+    # A feed/sitemap URL given to `add` is not a seed but a file the seed parser fetches.
+    before = len(secret.requests)
+    proc = _add(tmp_path, f"http://{host}:{secret.port}/feed.xml")
+    assert "egress" in proc.stderr and "URL_ALLOW_PRIVATE" in proc.stderr, proc.stderr[-2000:]
+    assert _urls(tmp_path) == set()
+    assert secret.requests[before:] == []
+
+
 def test_feed_and_child_sitemap_on_private_addresses_are_not_fetched(
         tmp_path: Path, secret: Origin, public: tuple[Origin, str], prefect_api: str) -> None:
     origin, name = public

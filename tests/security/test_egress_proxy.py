@@ -103,6 +103,22 @@ def test_allowed_requests_pass_and_say_connection_close(proxy: EgressProxy, site
     assert b"Connection: close" in head and b"Page One" in body
 
 
+def test_connect_tunnels_what_the_policy_allows(proxy: EgressProxy, site_url: str) -> None:
+    url = proxy.url(Policy(allow_private=True))
+    port = int(url.rsplit(":", 1)[1])
+    target = site_url.removeprefix("http://")
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(f"CONNECT {target} HTTP/1.1\r\n"
+                  f"Proxy-Authorization: Basic {_auth(url)}\r\n\r\n".encode())
+        assert s.recv(4096).startswith(b"HTTP/1.1 200 Connection established")
+        # Any protocol rides the tunnel (TLS in real use); plain HTTP shows the bytes pass.
+        s.sendall(b"GET /page1.html HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        answer = b""
+        while chunk := s.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 200") and b"Page One" in answer
+
+
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"),
                     reason="needs root and setpriv to run a client as another account")
 def test_other_accounts_get_407_without_this_listeners_token(
