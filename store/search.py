@@ -23,11 +23,15 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from functools import cache
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import duckdb
 import polars as pl
 from archiveflow.store.errors import StoreError
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    from archiveflow.store.db import Store
 
 TEXT_CAP: Final[int] = 1_000_000  # characters of a page's text that are indexed
 TEXT_FILE: Final[str] = "htmltotext/htmltotext.txt"
@@ -362,15 +366,22 @@ def query_from_json(data: Any) -> SearchQuery:
         raise SearchError(f"malformed search request: {e}") from e
 
 
-def serve_search(store: Any, q: SearchQuery, *, rebuild: bool = False) -> Any:
+def serve_search(store: Store, q: SearchQuery, *, rebuild: bool = False) -> pa.Table:
     """The writer's side of a search asked through the read socket: catch up and rebuild
     the text index with this process's own statements, then the ranked search's rows
     (an Arrow table; the client cuts the snippets)."""
     import pyarrow as pa
+    from archiveflow.store.db import map_errors, retry_conflicts
 
     cur = store.cursor()
     run = _cursor_runner(cur)
-    _prepare(run, Path(store.path).parent, rebuild)
+
+    def prepare() -> None:
+        # The crawl marks the text stale as it seals snapshots: a conflict is retried.
+        with map_errors(store.path):
+            _prepare(run, Path(store.path).parent, rebuild)
+
+    retry_conflicts(prepare)
     run(load_sql(), None)
     res = cur.execute(search_sql(), search_params(q))
     return res.to_arrow_table() if res.description else pa.table({})
