@@ -3,8 +3,9 @@
 Inside `unshare -n` the only interface is a fresh loopback; the test gives it the global
 address 1.2.3.4, so "public" and "private" are both on this machine and no packet can leave
 it (the namespace has no route anywhere else). There, with no allow-list and no
-URL_ALLOW_PRIVATE, the wget and headers hooks run by hand behind a real egress proxy: the
-public page is archived, its loopback requisite and its redirect to loopback are refused.
+URL_ALLOW_PRIVATE, the wget, headers and screenshot (Chromium) hooks run by hand behind a
+real egress proxy: the public page is archived, its loopback requisite and its redirect to
+loopback are refused.
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ proxy = EgressProxy()
 url = proxy.url(Policy())
 env = {**os.environ, "http_proxy": url, "https_proxy": url, "no_proxy": ""}
 out = {}
-for plugin, path in (("wget", "/page.html"), ("headers", "/away")):
+for plugin, path in (("wget", "/page.html"), ("headers", "/away"), ("screenshot", "/away")):
     snap = os.path.join(work, plugin)
     cwd = os.path.join(snap, plugin)
     os.makedirs(cwd)
@@ -87,5 +88,9 @@ def test_public_address_passes_and_loopback_is_refused_in_a_namespace(tmp_path: 
     assert "loopback address 127.0.0.1 refused" in refused[0]["reason"], refused
     headers = got["results"]["headers"][-1]
     assert headers["status"] == "failed" and "loopback" in headers["error"], headers
-    assert got["seen"]["public"] == ["/page.html", "/away"]
+    shot = got["results"]["screenshot"][-1]
+    assert shot["status"] == "failed" and "loopback" in shot["error"], shot
+    assert not list(tmp_path.rglob("screenshot.png")), "a picture of the refusal was kept"
+    public = got["seen"]["public"]
+    assert public.count("/page.html") == 1 and public.count("/away") == 2, public
     assert got["seen"]["secret"] == []
