@@ -78,6 +78,9 @@ def test_start_once_then_reuse_then_stop(data_dir: Path) -> None:
     first = runtime.configure_prefect(data_dir)
     assert (first.mode, first.api_url, first.pid) == ("local-reused", url, pid)
     assert os.environ["PREFECT_API_URL"] == url
+    # every client we configure carries the data folder's secret (the server requires it)
+    secret = (data_dir / "prefect" / "auth_string").read_text().strip()
+    assert os.environ["PREFECT_API_AUTH_STRING"] == secret
     again = runtime.configure_prefect(data_dir)
     assert (again.mode, again.api_url) == ("local-reused", url)
 
@@ -129,3 +132,40 @@ def test_import_is_light() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, cwd=Path(__file__).resolve().parents[2]).stdout  # fmt: skip
     assert out.strip() == "[]"
+
+
+def test_one_secret_per_data_folder_even_when_created_at_once(tmp_path: Path) -> None:
+    code = ("import sys; from pathlib import Path; from archiveflow.flows import prefect_home;"
+            " print(prefect_home.auth_string(Path(sys.argv[1])))")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "prefect")],
+                              stdout=subprocess.PIPE, text=True) for _ in range(4)]
+    secrets = {p.communicate(timeout=60)[0].strip() for p in procs}
+    assert len(secrets) == 1
+    (secret,) = secrets
+    assert secret.startswith("archiveflow:") and len(secret) > 40
+    assert (tmp_path / "prefect" / "auth_string").stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "prefect").stat().st_mode & 0o777 == 0o700
+    assert [p.name for p in (tmp_path / "prefect").iterdir()] == ["auth_string"]  # no temps
+
+
+def test_server_env_auth_cors_and_ui_url(tmp_path: Path) -> None:
+    user = {"PREFECT_API_URL": "http://elsewhere/api", "PREFECT_API_AUTH_STRING": "x:y",
+            "PATH": "/bin"}
+    env = runtime.server_env(tmp_path / "prefect", 41234, user)
+    assert env["PREFECT_SERVER_API_AUTH_STRING"] == runtime.login_string(tmp_path)
+    assert env["PREFECT_UI_API_URL"] == "http://127.0.0.1:41234/api"
+    assert env["PREFECT_SERVER_API_CORS_ALLOWED_ORIGINS"] == (
+        "http://127.0.0.1:41234,http://localhost:41234")
+    assert "PREFECT_API_URL" not in env and "PREFECT_API_AUTH_STRING" not in env
+    assert env["PREFECT_HOME"] == str(tmp_path / "prefect")
+
+
+def test_idle_exit_setting() -> None:
+    from archiveflow.flows.prefect_server_process import idle_exit_seconds
+
+    assert idle_exit_seconds({}) == 600
+    assert idle_exit_seconds({"ARCHIVEFLOW_PREFECT_IDLE_EXIT": "0"}) == 0
+    assert idle_exit_seconds({"ARCHIVEFLOW_PREFECT_IDLE_EXIT": "90"}) == 90
+    for bad in ("-1", "10m"):
+        with pytest.raises(ValueError, match="ARCHIVEFLOW_PREFECT_IDLE_EXIT"):
+            idle_exit_seconds({"ARCHIVEFLOW_PREFECT_IDLE_EXIT": bad})
