@@ -14,7 +14,8 @@ import sys
 import time
 from pathlib import Path
 
-from archiveflow.tasks.egress import EgressProxy, Policy
+from archiveflow.tasks.egress import EgressProxy
+from archiveflow.tasks.egress_policy import Policy
 
 ROOT = Path(__file__).resolve().parents[1]
 CLIENT = r"""

@@ -27,7 +27,8 @@ from archiveflow.tasks.discover import (
     plugin_dirs,
     plugin_search_path,
 )
-from archiveflow.tasks.egress import EgressProxy, Policy
+from archiveflow.tasks.egress import EgressProxy
+from archiveflow.tasks.egress_policy import Policy
 from archiveflow.tasks.machine import MachineInfo, this_machine
 
 PROJECT_PLUGINS: Final[Path] = Path(__file__).resolve().parent.parent / "plugins"

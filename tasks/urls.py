@@ -2,7 +2,8 @@
 
 This is the cheap first gate (no DNS): it sees IP literals, the legacy IPv4 forms and
 localhost. Names that resolve to private addresses, redirects and requisites are the egress
-proxy's (tasks/egress.py), which every crawl hook goes through.
+proxy's (tasks/egress.py), which every crawl hook goes through; both gates judge
+addresses with tasks/egress_policy.py.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import socket
 from typing import Final
 from urllib.parse import urlsplit, urlunsplit
 
-from archiveflow.tasks.egress import address_kind
+from archiveflow.tasks.egress_policy import address_kind
 
 ALLOWED_SCHEMES: Final[frozenset[str]] = frozenset({"http", "https"})
 MAX_URL_LEN: Final[int] = 8192

@@ -10,7 +10,8 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
-from archiveflow.tasks.egress import EgressProxy, Policy
+from archiveflow.tasks.egress import EgressProxy
+from archiveflow.tasks.egress_policy import Policy
 from pluginrun import HookRun, run_hook
 from sitesrv import SiteServer
 

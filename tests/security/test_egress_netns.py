@@ -25,7 +25,8 @@ PLUGINS = Path(__file__).resolve().parents[2] / "plugins"
 INSIDE = r'''
 import json, os, subprocess, sys, threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from archiveflow.tasks.egress import EgressProxy, Policy
+from archiveflow.tasks.egress import EgressProxy
+from archiveflow.tasks.egress_policy import Policy
 
 public_ip, plugins, work = sys.argv[1], sys.argv[2], sys.argv[3]
 subprocess.run(["ip", "link", "set", "lo", "up"], check=True)

@@ -14,7 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from archiveflow.tasks.egress import EgressProxy, EgressRefused, Policy, address_kind, resolve
+from archiveflow.tasks.egress import EgressProxy
+from archiveflow.tasks.egress_policy import EgressRefused, Policy, address_kind, resolve
 from archiveflow.tasks.runtime import open_runtime
 from sitesrv import SiteServer
 
