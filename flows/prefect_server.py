@@ -222,7 +222,7 @@ def server_env(home: Path, port: int, environ: dict[str, str]) -> dict[str, str]
         PREFECT_UI_API_URL=f"{origin}/api",
         PREFECT_SERVER_API_CORS_ALLOWED_ORIGINS=f"{origin},http://localhost:{port}",
     )
-    if environ.get("ARCHIVEFLOW_PREFECT_UI", "1") == "0":
+    if environ.get("ARCHIVEFLOW_PREFECT_UI", "").strip().lower() in ("0", "false", "no", "off"):
         env["PREFECT_UI_ENABLED"] = "false"
     return env
 
