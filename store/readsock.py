@@ -54,7 +54,11 @@ class Peer:
 
 def peer_of(sock: socket.socket) -> Peer:
     """The credentials of the process at the other end of `sock`."""
-    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
+    opt = getattr(socket, "SO_PEERCRED", None)
+    if opt is None:  # without it neither end can know who is at the other
+        raise SocketError("this system has no SO_PEERCRED: reading the index while a crawl "
+                          "runs needs Linux; wait for the crawl to finish")
+    raw = sock.getsockopt(socket.SOL_SOCKET, opt, _UCRED.size)
     pid, uid, gid = _UCRED.unpack(raw)
     return Peer(pid, uid, gid)
 
