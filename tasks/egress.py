@@ -26,7 +26,10 @@ refused on another.
 
 A refused request gets ``403 Refused by archiveflow egress policy`` with a one-line body naming
 the host, the address and the reason, and the headers ``X-Archiveflow-Egress: refused`` and
-``X-Archiveflow-Egress-Reason`` (the same line, for clients that log headers, not bodies).
+``X-Archiveflow-Egress-Reason`` (the same line, for clients that log headers, not bodies). A
+server that does not answer (DNS, connection refused, timeout) gets ``502 Not reached by
+archiveflow egress proxy`` the same way, with ``X-Archiveflow-Egress: unreachable``: hooks fail
+on both instead of keeping the proxy's reply as the page.
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ from urllib.parse import urlsplit
 from archiveflow.tasks.egress_policy import EgressRefused, IPAddress, Policy, resolve
 
 REFUSED_REASON: Final[str] = "Refused by archiveflow egress policy"
+UNREACHABLE_REASON: Final[str] = "Not reached by archiveflow egress proxy"
 REFUSED_HEADER: Final[str] = "X-Archiveflow-Egress"
 MAX_HEAD: Final[int] = 64 * 1024
 HEAD_TIMEOUT: Final[float] = 30.0
@@ -266,10 +270,10 @@ class EgressProxy:
         else:
             try:
                 parts = urlsplit(target)
-                host, port = parts.hostname or "", parts.port or 80
+                scheme, host, port = parts.scheme.lower(), parts.hostname or "", parts.port or 80
             except ValueError:
-                host, port = "", 0
-            if parts.scheme.lower() != "http" or not host:
+                scheme, host, port = "", "", 0
+            if scheme != "http" or not host:
                 _reply(conn, 400, "Bad Request",
                        f"egress proxy: expected an absolute http:// URL, got {target[:200]!r}")
                 return
@@ -301,21 +305,25 @@ class EgressProxy:
             _reply(conn, 400, "Bad Request", f"egress proxy: bad port {port_s[:20]!r}")
             return None
         try:
-            targets = resolve(host, port, policy)
+            return _connect(resolve(host, port, policy))
         except EgressRefused as e:
             self.refused += 1
-            why = f"archiveflow egress: {e}"
-            # The reason in a header too: Chromium's net log shows headers, not bodies.
-            _reply(conn, 403, REFUSED_REASON, why,
-                   {REFUSED_HEADER: "refused",
-                    f"{REFUSED_HEADER}-Reason": why.encode("ascii", "replace").decode()})
-            return None
-        try:
-            return _connect(targets)
+            _fail(conn, 403, REFUSED_REASON, "refused", f"archiveflow egress: {e}")
         except OSError as e:
-            why = "connection refused" if isinstance(e, ConnectionRefusedError) else str(e)
-            _reply(conn, 502, "Bad Gateway", f"egress proxy: {host}:{port}: {why}")
-            return None
+            # No answer from the server is not the server's answer: say so the same way, so a
+            # hook fails as it would without a proxy instead of keeping this reply as a page.
+            why = "connection refused" if isinstance(e, ConnectionRefusedError) else (
+                "timed out" if isinstance(e, TimeoutError) else str(e))
+            _fail(conn, 502, UNREACHABLE_REASON, "unreachable",
+                  f"archiveflow egress: {host}:{port}: {why}")
+        return None
+
+
+def _fail(conn: socket.socket, code: int, phrase: str, what: str, why: str) -> None:
+    # The reason in a header too: Chromium's net log shows headers, not bodies.
+    _reply(conn, code, phrase, why,
+           {REFUSED_HEADER: what,
+            f"{REFUSED_HEADER}-Reason": why.encode("ascii", "replace").decode()})
 
 
 def _read_head(conn: socket.socket) -> tuple[bytes | None, bytes]:

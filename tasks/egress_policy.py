@@ -92,13 +92,16 @@ def resolve(host: str, port: int, policy: Policy) -> list[tuple[IPAddress, int]]
 
     Resolves like the hooks' own resolver would (getaddrinfo, so the legacy IPv4 forms
     `127.1`, `0x7f000001`, `2130706433` and `0` mean what they mean to wget and glibc).
-    Raises EgressRefused when none is allowed, naming the first refused address.
+    Raises EgressRefused when none is allowed, naming the first refused address, and
+    OSError when the name does not resolve (not the policy's doing: the server is unknown).
     """
     name = host.strip("[]")
     try:
         infos = socket.getaddrinfo(name, port, type=socket.SOCK_STREAM)
-    except (socket.gaierror, UnicodeError) as e:
-        raise EgressRefused(f"cannot resolve {host}: {e}") from None
+    except UnicodeError as e:
+        raise OSError(f"DNS lookup of {host} failed ({e})") from None
+    except socket.gaierror as e:
+        raise OSError(f"DNS lookup of {host} failed ({e.strerror})") from None
     allowed: list[tuple[IPAddress, int]] = []
     first_refusal = ""
     for _family, _type, _proto, _canon, sockaddr in infos:

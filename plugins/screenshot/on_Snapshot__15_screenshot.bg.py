@@ -17,8 +17,9 @@
 # end). On SIGTERM (the runner's timeout or cleanup) the hook kills that whole group, prints a
 # failed ArchiveResult "interrupted" and exits. Chromium missing -> failed "chromium not found:
 # run archiveflow install"; a page that does not load (connection refused, DNS) -> failed with
-# Chromium's net:: error; a page (or a redirect hop of it) the egress proxy refused -> failed
-# with the proxy's reason (read from Chromium's net log), no picture of the refusal kept.
+# Chromium's net:: error; a page (or a redirect hop of it) the egress proxy refused or could
+# not reach -> failed with the proxy's reason (read from Chromium's net log), no picture of
+# the proxy's answer kept.
 from __future__ import annotations
 
 import json
@@ -77,21 +78,22 @@ def http_url(url: str) -> str:
     return quote(url, safe=":/?#[]@!$&'()*+,;=%~")
 
 
-def egress_refusal(answer: object) -> str | None:
-    """The egress proxy's reason when it refused this request (an HTTPError or a response
-    whose headers carry X-Archiveflow-Egress: refused), else None.
+def egress_failure(answer: object) -> str | None:
+    """The egress proxy's reason when it, not the server, answered this request (an HTTPError
+    whose headers carry X-Archiveflow-Egress: refused or unreachable), else None.
 
-    Every crawl hook is pointed at archiveflow's egress proxy (http_proxy/https_proxy), which
-    refuses private-network targets, also after redirects; its 403 is not the page's answer.
+    Every crawl hook is pointed at archiveflow's egress proxy (http_proxy/https_proxy): it
+    refuses private-network targets, also after redirects (403), and answers 502 when the
+    server cannot be reached. Neither is the page's answer.
     """
     headers = getattr(answer, "headers", None)
-    if headers is None or headers.get(EGRESS_HEADER, "").strip().lower() != "refused":
+    if headers is None or not headers.get(EGRESS_HEADER, "").strip():
         return None
     try:
         body = answer.read(2000).decode("utf-8", "replace").strip()  # type: ignore[attr-defined]
     except (OSError, ValueError, AttributeError):
         body = ""
-    return body or "refused by archiveflow's egress policy"
+    return body or f"archiveflow egress: {headers.get(EGRESS_HEADER, '').strip()}"
 # ---- end of shared part ----
 
 
@@ -116,8 +118,9 @@ def proxy_server() -> str | None:
 
 
 def refused_document(netlog: str, url: str) -> str | None:
-    """The egress proxy's refusal of the page itself (or of a redirect hop of it), found in
-    Chromium's net log: the response headers of the request that started with `url`."""
+    """The egress proxy's answer instead of the page (a refusal, or a server it could not
+    reach), for the page itself or a redirect hop of it, found in Chromium's net log: the
+    response headers of the request that started with `url`."""
     try:
         with open(netlog, encoding="utf-8", errors="replace") as f:
             events = json.load(f).get("events", [])
@@ -134,8 +137,9 @@ def refused_document(netlog: str, url: str) -> str | None:
             continue
         lines = {str(h).partition(":")[0].strip().lower(): str(h).partition(":")[2].strip()
                  for h in headers}
-        if lines.get(EGRESS_HEADER.lower(), "").lower() == "refused":
-            return lines.get(f"{EGRESS_HEADER.lower()}-reason") or "refused by the egress policy"
+        what = lines.get(EGRESS_HEADER.lower(), "")
+        if what:  # "refused" by the policy, or "unreachable": the proxy answered, not the site
+            return lines.get(f"{EGRESS_HEADER.lower()}-reason") or f"archiveflow egress: {what}"
     return None
 
 

@@ -86,21 +86,22 @@ def http_url(url: str) -> str:
     return quote(url, safe=":/?#[]@!$&'()*+,;=%~")
 
 
-def egress_refusal(answer: object) -> str | None:
-    """The egress proxy's reason when it refused this request (an HTTPError or a response
-    whose headers carry X-Archiveflow-Egress: refused), else None.
+def egress_failure(answer: object) -> str | None:
+    """The egress proxy's reason when it, not the server, answered this request (an HTTPError
+    whose headers carry X-Archiveflow-Egress: refused or unreachable), else None.
 
-    Every crawl hook is pointed at archiveflow's egress proxy (http_proxy/https_proxy), which
-    refuses private-network targets, also after redirects; its 403 is not the page's answer.
+    Every crawl hook is pointed at archiveflow's egress proxy (http_proxy/https_proxy): it
+    refuses private-network targets, also after redirects (403), and answers 502 when the
+    server cannot be reached. Neither is the page's answer.
     """
     headers = getattr(answer, "headers", None)
-    if headers is None or headers.get(EGRESS_HEADER, "").strip().lower() != "refused":
+    if headers is None or not headers.get(EGRESS_HEADER, "").strip():
         return None
     try:
         body = answer.read(2000).decode("utf-8", "replace").strip()  # type: ignore[attr-defined]
     except (OSError, ValueError, AttributeError):
         body = ""
-    return body or "refused by archiveflow's egress policy"
+    return body or f"archiveflow egress: {headers.get(EGRESS_HEADER, '').strip()}"
 # ---- end of shared part ----
 
 
@@ -122,7 +123,7 @@ def fetch(url: str, timeout: int) -> str:
             raw = resp.read()
             charset = resp.headers.get_content_charset() or "utf-8"
     except urllib.error.HTTPError as e:
-        refused = egress_refusal(e)
+        refused = egress_failure(e)
         if refused:
             raise SeedError(f"{url}: {refused}") from None
         raise SeedError(f"{url}: HTTP {e.code} {e.reason}") from None

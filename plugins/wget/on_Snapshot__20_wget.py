@@ -21,7 +21,8 @@
 # timeout) is `failed` too, with wget's reason. wget goes through the egress proxy named by
 # http_proxy/https_proxy (`-e use_proxy=on` whatever a wgetrc says): a page, redirect hop or
 # requisite it refused is not saved (wget keeps the proxy's 403 body; it is removed), a
-# refused page is `failed` with the proxy's reason, refused requisites are listed in `refused`.
+# refused page is `failed` with the proxy's reason, refused requisites are listed in `refused`;
+# a server the proxy could not reach (its 502) fails the page like a connection error.
 from __future__ import annotations
 
 import json
@@ -39,8 +40,9 @@ DEFAULT_UA = ("Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like G
 SAVED_RE = re.compile(r'URL:\s*(\S+)\s+\[[^\]]*\]\s+->\s+"([^"]+)"')
 ERROR_RE = re.compile(r"^(\S+):\s*\n\S+ \S+ ERROR (\d+): (.*)$", re.MULTILINE)
 HTML_EXT = (".html", ".htm", ".xhtml")
-REFUSED_REASON = "Refused by archiveflow egress policy"
-REFUSED_BODY = b"archiveflow egress:"
+PROXY_REASONS = {"Refused by archiveflow egress policy": "refused",
+                 "Not reached by archiveflow egress proxy": "unreachable"}
+PROXY_BODY = b"archiveflow egress:"
 
 
 # ---- shared by the crawl and snapshot hooks (tests/plugins/test_shared_code.py) ----
@@ -82,21 +84,22 @@ def http_url(url: str) -> str:
     return quote(url, safe=":/?#[]@!$&'()*+,;=%~")
 
 
-def egress_refusal(answer: object) -> str | None:
-    """The egress proxy's reason when it refused this request (an HTTPError or a response
-    whose headers carry X-Archiveflow-Egress: refused), else None.
+def egress_failure(answer: object) -> str | None:
+    """The egress proxy's reason when it, not the server, answered this request (an HTTPError
+    whose headers carry X-Archiveflow-Egress: refused or unreachable), else None.
 
-    Every crawl hook is pointed at archiveflow's egress proxy (http_proxy/https_proxy), which
-    refuses private-network targets, also after redirects; its 403 is not the page's answer.
+    Every crawl hook is pointed at archiveflow's egress proxy (http_proxy/https_proxy): it
+    refuses private-network targets, also after redirects (403), and answers 502 when the
+    server cannot be reached. Neither is the page's answer.
     """
     headers = getattr(answer, "headers", None)
-    if headers is None or headers.get(EGRESS_HEADER, "").strip().lower() != "refused":
+    if headers is None or not headers.get(EGRESS_HEADER, "").strip():
         return None
     try:
         body = answer.read(2000).decode("utf-8", "replace").strip()  # type: ignore[attr-defined]
     except (OSError, ValueError, AttributeError):
         body = ""
-    return body or "refused by archiveflow's egress policy"
+    return body or f"archiveflow egress: {headers.get(EGRESS_HEADER, '').strip()}"
 # ---- end of shared part ----
 
 
@@ -120,15 +123,17 @@ def expected_path(url: str) -> str:
     return host + path
 
 
-def drop_refused(errors: list[dict], since: float) -> list[dict]:
-    """The errors that were the egress proxy's refusals, each with the proxy's reason.
+def proxy_failures(errors: list[dict], since: float) -> list[dict]:
+    """The errors that were the egress proxy's answers (a refusal, or a server it could not
+    reach), each with the proxy's reason and its kind ("refused" or "unreachable").
 
-    wget keeps the proxy's 403 body (--content-on-error), under the name of the URL it asked
+    wget keeps the proxy's body (--content-on-error), under the name of the URL it asked
     for (after a redirect: the first URL's name), so every file of this run that is such a
     body is removed: it is not the target's content.
     """
-    refused = [e for e in errors if e["reason"].startswith(REFUSED_REASON)]
-    if not refused:
+    failed = [(e, kind) for e in errors for phrase, kind in PROXY_REASONS.items()
+              if e["reason"].startswith(phrase)]
+    if not failed:
         return []
     bodies = []
     for folder, dirs, files in os.walk("."):
@@ -139,15 +144,15 @@ def drop_refused(errors: list[dict], since: float) -> list[dict]:
                 continue
             with open(path, "rb") as f:
                 body = f.read(4096)
-            if body.startswith(REFUSED_BODY):
+            if body.startswith(PROXY_BODY):
                 bodies.append(body.decode("utf-8", "replace").strip())
                 os.remove(path)
     out = []
-    for err in refused:
+    for err, kind in failed:
         host = urlsplit(err["url"]).hostname or ""
         reason = next((b for b in bodies if f" {host}" in b or f"{host}:" in b),
-                      "refused by archiveflow's egress policy")
-        out.append({"url": err["url"], "reason": reason})
+                      f"archiveflow egress: {err['reason']}")
+        out.append({"url": err["url"], "reason": reason, "kind": kind})
     return out
 
 
@@ -219,7 +224,8 @@ def main() -> int:
 
     errors = [{"url": u, "status": int(c), "reason": r.strip().rstrip(".")}
               for u, c, r in ERROR_RE.findall(log)]
-    refused = drop_refused(errors, since)
+    by_proxy = proxy_failures(errors, since)
+    refused = [{"url": f["url"], "reason": f["reason"]} for f in by_proxy if f["kind"] == "refused"]
     # The page itself is wget's first transfer; requisites come after it.
     first_saved = SAVED_RE.search(log)
     first_error = ERROR_RE.search(log)
@@ -227,7 +233,7 @@ def main() -> int:
     if first_error and (first_saved is None or first_error.start() < first_saved.start()):
         main_err = errors[0]
     final_url = main_err["url"] if main_err else (first_saved.group(1) if first_saved else url)
-    main_refused = next((r for r in refused if main_err and r["url"] == main_err["url"]), None)
+    main_refused = next((f for f in by_proxy if main_err and f["url"] == main_err["url"]), None)
     main_html = None if main_refused else find_main_html(url, first_saved, since)
     http_status = main_err["status"] if main_err else (200 if first_saved else None)
     warc = f"{warc_rel}.warc.gz" if warc_rel and os.path.isfile(f"{warc_rel}.warc.gz") else None

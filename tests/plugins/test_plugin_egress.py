@@ -63,6 +63,22 @@ def test_a_refused_redirect_fails_the_hook_with_the_reason(
     assert not saved, "the proxy's refusal was kept as the page"
 
 
+@pytest.mark.parametrize("plugin", ["headers", "wget", "title", "parse_html_urls", "screenshot"])
+def test_a_server_the_proxy_cannot_reach_fails_the_hook(hook: Hook, plugin: str,
+                                                        closed_port: int) -> None:
+    proxy = EgressProxy()
+    try:
+        url = proxy.url(Policy(allow_private=True))
+        run = hook(plugin, f"http://127.0.0.1:{closed_port}/",
+                   http_proxy=url, https_proxy=url, no_proxy="")
+    finally:
+        proxy.close()
+    assert run.result.status == "failed", run.stdout + run.stderr
+    assert "connection refused" in (run.result.error or ""), run.result
+    kept = [p.name for p in run.cwd.rglob("*") if p.is_file() and p.suffix in ("", ".html", ".png")]
+    assert not kept, f"the proxy's 502 was kept: {kept}"
+
+
 def test_wget_keeps_the_public_page_and_lists_refused_requisites(
         hook: Hook, public: SiteServer, secret: SiteServer, proxy_env: dict[str, str]) -> None:
     before = len(secret.requests)
