@@ -147,7 +147,8 @@ class Runtime:
 
 
 def proxy_env(url: str) -> dict[str, str]:
-    """The variables that point urllib, wget, curl and most other clients at `url`.
+    """The variables that point urllib, requests, wget, curl, git, Node and most other clients
+    at `url`.
 
     Both spellings: curl and urllib read the lower-case ones, other tools the upper-case.
     no_proxy is emptied, or a user's `localhost,127.0.0.1` would send exactly the
@@ -157,6 +158,7 @@ def proxy_env(url: str) -> dict[str, str]:
     for name in ("http_proxy", "https_proxy", "ftp_proxy", "all_proxy"):
         env[name] = env[name.upper()] = url
     env["no_proxy"] = env["NO_PROXY"] = ""
+    env["NODE_USE_ENV_PROXY"] = "1"  # Node's own fetch/http read the variables only if asked
     return env
 
 
