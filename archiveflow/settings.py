@@ -46,31 +46,31 @@ class Settings(BaseSettings):
                                       case_sensitive=False)
 
     data_dir: Path = Field(
-        Path("./data"),
+        default=Path("./data"),
         description="The data folder (index, outputs, the local Prefect server's home); "
                     "`--data-dir` wins over it.")
     lock_wait: float = Field(
-        600.0, ge=0,
+        default=600.0, ge=0,
         description="Seconds a writing command waits for another archiveflow process that "
                     "holds the index before it gives up.")
     duckdb_threads: int | None = Field(
-        None, ge=1,
+        default=None, ge=1,
         description="DuckDB threads of the index connection (default: DuckDB's own, the "
                     "number of cores).")
     prefect_granularity: Literal["snapshot", "task"] = Field(
-        "snapshot",
+        default="snapshot",
         description="`snapshot`: a Prefect task run per Snapshot, each ArchiveResult reported "
                     "as a task run under it; `task`: each Snapshot a nested flow and each "
                     "ArchiveResult a task run executed by Prefect (2-8x the orchestration "
                     "cost, bench/PREFECT.md).")
     prefect_result_runs: bool = Field(
-        True,
+        default=True,
         description="Report each ArchiveResult to Prefect as a task run (default granularity).")
     prefect_start_timeout: float = Field(
-        120.0, gt=0,
+        default=120.0, gt=0,
         description="Seconds to wait for the local Prefect server to answer after starting it.")
     prefect_ui: bool = Field(
-        True, description="Serve the Prefect UI from the local Prefect server.")
+        default=True, description="Serve the Prefect UI from the local Prefect server.")
 
     @field_validator("prefect_granularity", mode="before")
     @classmethod

@@ -165,8 +165,8 @@ def resolve_config(
             continue
         if not isinstance(layer, Mapping):
             continue
-        for name, value in layer.items():
-            explicit[alias_of.get(name, name)] = value
+        for key_name, value in layer.items():
+            explicit[alias_of.get(str(key_name), str(key_name))] = value
 
     resolved: dict[str, str] = {}
     for key, ck in declared.items():
