@@ -17,6 +17,8 @@ from archiveflow.flows.prefect_server import granularity
 from archiveflow.tasks import crawls
 from archiveflow.tasks.feed import SnapshotFeed
 from prefect import flow
+from prefect.client.schemas.objects import State
+from prefect.states import Failed
 
 POLL_SECONDS = 0.2
 
@@ -24,8 +26,12 @@ POLL_SECONDS = 0.2
 @flow(name="crawl", flow_run_name="crawl {crawl_id}", persist_result=False,
       validate_parameters=False)
 async def crawl_flow(crawl_id: str, concurrency: int = 4, data_dir: str | None = None,
-                     started: bool = False) -> dict[str, Any]:
+                     started: bool = False) -> dict[str, Any] | State[Any]:
     """Claim the crawl, run its on_Crawl hooks, archive its snapshots, clean up, seal.
+
+    Returns the crawl's summary; the run ends Failed (with the summary as its data) when the
+    crawl archived nothing, every ArchiveResult having failed, as the CLI exits 1 then.
+    Callers take the summary either way with `run_crawl_flow`.
 
     `started=True`: the CLI already claimed the crawl and ran its on_Crawl hooks while
     Prefect was starting (so the first hook never waits for Prefect), and handed them over
@@ -86,5 +92,31 @@ async def crawl_flow(crawl_id: str, concurrency: int = 4, data_dir: str | None =
                     await asyncio.wait_for(wake.wait(), POLL_SECONDS)
     await asyncio.to_thread(crawls.cleanup, rt, start)
     sealed = await asyncio.to_thread(crawls.seal, rt, crawl)
-    return {"crawl_id": crawl_id, "status": sealed["status"], "snapshots": feed.started,
-            "seeded": start.created, "refused": start.refused, "failures": start.failures}
+    counts = await asyncio.to_thread(crawls.result_counts, rt, crawl)
+    summary = {"crawl_id": crawl_id, "status": sealed["status"], "snapshots": feed.started,
+               "seeded": start.created, "refused": start.refused, "failures": start.failures,
+               "results": counts}
+    if archived_nothing(summary):
+        return Failed(message=f"crawl {crawl_id} archived nothing: all {counts['failed']} "
+                      "ArchiveResults failed", data=summary)
+    return summary
+
+
+def archived_nothing(summary: dict[str, Any]) -> bool:
+    """True when the crawl had ArchiveResults and every one of them failed."""
+    counts: dict[str, int] = summary.get("results") or {}
+    return bool(counts) and set(counts) == {"failed"}
+
+
+async def run_crawl_flow(crawl_id: str, concurrency: int = 4, data_dir: str | None = None,
+                    started: bool = False) -> dict[str, Any]:
+    """Run the `crawl` flow (as a subflow inside a flow) and return its summary, also when
+    its run ended Failed because nothing was archived; a crash still raises."""
+    state = await crawl_flow(crawl_id, concurrency=concurrency, data_dir=data_dir,
+                             started=started, return_state=True)
+    result = await state.aresult(raise_on_failure=False)
+    if isinstance(result, BaseException):
+        raise result
+    if not isinstance(result, dict):
+        raise RuntimeError(f"crawl {crawl_id}: its flow run ended {state.name}: {state.message}")
+    return result

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from archiveflow.flows import context
-from archiveflow.flows.crawl import crawl_flow
+from archiveflow.flows.crawl import archived_nothing, run_crawl_flow
 
 # The names archiveflow/cli/schedule.py and tests/deployments/test_limits.py import from
 # here; the limits live in flows/limits.py.
@@ -164,10 +164,12 @@ async def archive(
             "seeds": seeds, "depth": depth, "tags": tags, "plugins": plugins,
             "url_allow": url_allow, "url_deny": url_deny, "max_urls": max_urls,
             "parser": parser, "only_new": only_new, "config": config, "schedule": schedule})
-        result = await crawl_flow(crawl_id, concurrency=concurrency, data_dir=data_dir)
+        result = await run_crawl_flow(crawl_id, concurrency=concurrency, data_dir=data_dir)
         print(f"crawl {crawl_id}: {result['snapshots']} snapshots, status {result['status']}")
         if result["failures"]:
             raise RuntimeError(f"crawl {crawl_id}: " + "; ".join(result["failures"]))
+        if archived_nothing(result):
+            raise RuntimeError(f"crawl {crawl_id} archived nothing: every ArchiveResult failed")
         return result
     finally:
         if opened:

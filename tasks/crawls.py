@@ -20,6 +20,7 @@ from datetime import datetime
 from typing import Any, Final
 
 from archiveflow.store import crawls as crawl_store
+from archiveflow.store import results as result_store
 from archiveflow.store import snapshots as snapshot_store
 from archiveflow.store.processes import add_processes
 from archiveflow.store.transitions import expire_leases
@@ -170,6 +171,11 @@ def has_running_background_hooks(start: CrawlStart) -> bool:
 def is_finished(rt: Runtime, crawl: dict[str, Any]) -> bool:
     """True when no Snapshot of the crawl is queued or started."""
     return snapshot_store.is_crawl_done(rt.store.cursor(), crawl["id"])
+
+
+def result_counts(rt: Runtime, crawl: dict[str, Any]) -> dict[str, int]:
+    """The crawl's ArchiveResults by status."""
+    return result_store.result_counts(rt.store.cursor(), crawl["id"])
 
 
 def cleanup(rt: Runtime, start: CrawlStart) -> None:

@@ -165,9 +165,9 @@ def run_crawl(rt: Any, crawl_id: str, concurrency: int, prefect_ready: Any = Non
         with Progress(rt, crawl_id):
             current.crawl_starts[crawl_id] = crawls.run(rt, crawls.claim(rt, crawl_id))
             prefect_ready.result()
-            from archiveflow.flows.crawl import crawl_flow
+            from archiveflow.flows.crawl import run_crawl_flow
 
-            return asyncio.run(crawl_flow(crawl_id, concurrency=concurrency, started=True))
+            return asyncio.run(run_crawl_flow(crawl_id, concurrency=concurrency, started=True))
     finally:
         context.uninstall()
 

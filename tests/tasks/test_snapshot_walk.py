@@ -98,3 +98,21 @@ def test_feed_and_walk_archive_a_crawl_then_seal_it(rt: Runtime) -> None:
     assert feed.started == len(urls)
     assert counts == {"noresults": 5, "succeeded": 5, "skipped": 5}
     assert sealed["status"] == "sealed"
+
+
+def test_crawl_background_service_runs_until_cleanup(rt: Runtime) -> None:
+    """A crawl-wide on_Crawl service (tests/reliability/plugins/crawlsvc) is running after
+    `crawls.run` and stopped by `crawls.cleanup`; the seed parser made the depth-0 Snapshot."""
+    services = Path(__file__).resolve().parents[1] / "reliability" / "plugins"
+    cur = rt.store.cursor()
+    row = crawl_store.create_crawl(cur, seeds="https://example.com/a", plugins="crawlsvc",
+                                   config={"PLUGINS_PATH": str(services)})
+    start = crawls.run(rt, crawls.claim(rt, row["id"]))
+    try:
+        assert [r.hook.plugin for r in start.background] == ["crawlsvc"]
+        assert crawls.has_running_background_hooks(start)
+        assert start.created == 1 and not start.failures
+        assert not crawls.is_finished(rt, start.crawl)  # its Snapshot is queued
+    finally:
+        crawls.cleanup(rt, start)
+    assert not crawls.has_running_background_hooks(start)
