@@ -12,6 +12,13 @@ It lives in two places, on purpose:
 A deployment registered by `schedule add` is **paused** until `archiveflow serve` serves
 it (serve un-pauses it, and Prefect pauses it again when serve stops): a schedule nobody
 serves never piles up late runs.
+
+A run accepts **only the parameters its schedule defines**. Anyone who can call the API can
+create a flow run of a deployment with parameters of their own (`config: {"PLUGINS_PATH":
+...}` would run their hooks as the owner), and Prefect's parameter-schema check can be
+switched off per run by the caller. So `serve` compares each run's parameters with the ones
+it registered from schedules.json (:func:`parameter_changes`) before it starts the run, and a
+run that differs ends Failed with the differing names in its state message.
 """
 
 from __future__ import annotations
@@ -229,6 +236,31 @@ async def deployment_info(names: list[str]) -> dict[str, dict[str, Any]]:
             out[name] = {"id": str(dep.id), "paused": dep.paused,
                          "next_run": runs[0].expected_start_time if runs else None}
     return out
+
+
+def parameter_changes(expected: dict[str, Any], got: dict[str, Any]) -> list[str]:
+    """Names of the parameters (``config.KEY`` inside ``config``) whose values differ between
+    a deployment's registered parameters and a run's; empty when the run is the schedule's."""
+    want = json.loads(json.dumps(expected, default=str))  # as the API stores them
+    have = json.loads(json.dumps(got, default=str))
+    changed = []
+    for key in sorted(set(want) | set(have)):
+        a, b = want.get(key), have.get(key)
+        if a == b:
+            continue
+        if isinstance(a, dict) and isinstance(b, dict):
+            changed += [f"{key}.{k}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+        else:
+            changed.append(key)
+    return changed
+
+
+def refusal(deployment: str, changed: list[str]) -> str:
+    """The state message of a run refused for its parameters."""
+    shown = ", ".join(changed[:8]) + (f" and {len(changed) - 8} more" if len(changed) > 8 else "")
+    return (f"refused by archiveflow serve: parameters differ from deployment {deployment}'s "
+            f"({shown}); a scheduled crawl runs only with its schedule's parameters: change "
+            "them with `archiveflow schedule add --replace`")
 
 
 async def trigger(name: str) -> UUID:

@@ -213,50 +213,29 @@ def _binaries_deployment(data_dir: Path, every: str | None) -> Any:
     return binaries_deployment(data_dir, interval=parse_every(every) if every else None)
 
 
-def _signal_name(args: tuple[Any, ...]) -> str:
-    try:
-        return signal.Signals(args[0]).name
-    except (IndexError, ValueError, TypeError):
-        return "SIGTERM"
-
-
 async def _serve(data_dir: Path, args: argparse.Namespace, t0: float,
                  gate: StderrGate | None = None) -> None:
     import psutil
-    from prefect.exceptions import ObjectNotFound
-    from prefect.runner import Runner
 
     from archiveflow.deployments import crawls as dep
+    from archiveflow.deployments.runner import ServeRunner
     from archiveflow.flows.scheduled import plugin_limit
 
-    class _Runner(Runner):
-        async def _pause_schedules(self) -> None:
-            # A schedule removed while we served has no deployment left to pause.
-            for dep_id in self._deployment_registry.get_deployment_ids():
-                with contextlib.suppress(ObjectNotFound):
-                    await self._client.pause_deployment(dep_id)
-
-        def handle_sigterm(self, *args: Any, **kwargs: Any) -> None:
-            # Prefect's shutdown cancels the running flow runs (they end Cancelled, with
-            # their logs in the API); their subprocesses' crash reports are not shown.
-            if gate is not None:
-                gate.shut(f"serve: {_signal_name(args)} received: cancelling running flow "
-                          "runs and pausing the schedules, then exiting")
-            super().handle_sigterm(*args, **kwargs)
-
-    runner = _Runner(name=f"archiveflow-serve-{os.getpid()}", limit=args.limit,
-                     query_seconds=args.poll, pause_on_shutdown=True)
+    # Prefect's shutdown cancels the running flow runs (they end Cancelled, with their logs
+    # in the API); their subprocesses' crash reports are not shown (see stderr_gate.py).
+    runner = ServeRunner(name=f"archiveflow-serve-{os.getpid()}", limit=args.limit,
+                         query_seconds=args.poll, pause_on_shutdown=True,
+                         on_stop=gate.shut if gate is not None else say, on_refused=say)
     schedules = dep.load_schedules(data_dir)
     for s in schedules.values():
-        await runner.aadd_deployment(dep.crawl_deployment(s, data_dir))
+        await runner.serve_deployment(dep.crawl_deployment(s, data_dir))
     names = [dep.full_name(n) for n in sorted(schedules)]
     if not args.no_binaries:
         bins = _binaries_deployment(data_dir, args.binaries_every)
         if bins is not None:
-            await runner.aadd_deployment(bins)
+            await runner.serve_deployment(bins)
             names.append(f"install_binaries/{bins.name}")
     if not names:
-
         raise CliError(f"nothing to serve in {data_dir}: add a schedule first")
     # Created up front so they show (and can be resized) in the UI before the first use.
     from archiveflow.flows.scheduled import ensure_limit
@@ -303,7 +282,7 @@ async def _reload(runner: Any, data_dir: Path, served: dict[str, Any]) -> None:
             continue
         for name, s in now.items():
             if served.get(name) != s:
-                await runner.aadd_deployment(dep.crawl_deployment(s, data_dir))
+                await runner.serve_deployment(dep.crawl_deployment(s, data_dir))
                 say(f"serve: now serving {dep.full_name(name)} ({s.describe()})")
         served.clear()
         served.update(now)
@@ -311,6 +290,8 @@ async def _reload(runner: Any, data_dir: Path, served: dict[str, Any]) -> None:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
+    from archiveflow.deployments.runner import GuardUnavailable
+
     data_dir = data_folder(args).resolve()
     rt = _prefect(data_dir)
     say(f"Prefect API {rt.api_url} ({rt.mode}); {rt.ui_line()}")
@@ -318,6 +299,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(_serve(data_dir, args, t0, gate))
+    except GuardUnavailable as e:
+        raise CliError(f"serve: {e}") from e
     finally:
         gate.restore()
     return 0
