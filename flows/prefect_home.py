@@ -120,7 +120,12 @@ def hold(home: Path) -> None:
     lease.write_text(json.dumps({"pid": os.getpid(),
                                  "create_time": psutil.Process().create_time()}))
     _held.add(home)
-    atexit.register(lease.unlink, missing_ok=True)  # the server's idle clock starts now
+    atexit.register(_release, lease, os.getpid())  # the server's idle clock starts now
+
+
+def _release(lease: Path, owner: int) -> None:
+    if os.getpid() == owner:  # not in a forked child that inherited the atexit hook
+        lease.unlink(missing_ok=True)
 
 
 def holders(home: Path, prune: bool = False) -> list[int]:
