@@ -51,7 +51,14 @@ def _normal_entry(entry: str) -> str:
         port = rest.lstrip(":")
     elif entry.count(":") == 1:
         host, port = entry.split(":")
-    ip = ipaddress.ip_address(host)
+    try:
+        ip = ipaddress.ip_address(host)
+        if port and not 0 < int(port) < 65536:
+            raise ValueError(port)
+    except ValueError:
+        raise ValueError(
+            f"EGRESS_ALLOW_ADDRESSES: {entry!r} is not an address: list IPs or IP:port, "
+            "e.g. 10.0.0.5:8080,[fd00::5]") from None
     return f"{_show(ip)}:{int(port)}" if port else _show(ip)
 
 

@@ -51,6 +51,11 @@ def test_allow_addresses_opens_one_origin_only() -> None:
         resolve("127.0.0.1", 8081, policy)
     assert Policy.from_config({"EGRESS_ALLOW_ADDRESSES": " 127.0.0.1:8080 ,"}) == policy
     assert Policy.from_config({"URL_ALLOW_PRIVATE": "True"}).allow_private
+    v6 = Policy.from_config({"EGRESS_ALLOW_ADDRESSES": "[fd00:0::5]:80,fd00::6"})
+    assert v6.allow_addresses == {"[fd00::5]:80", "[fd00::6]"}
+    for bad in ("intranet.example", "10.0.0.5:http", "10.0.0.5:70000"):
+        with pytest.raises(ValueError, match=r"EGRESS_ALLOW_ADDRESSES: .* e\.g\. "):
+            Policy.from_config({"EGRESS_ALLOW_ADDRESSES": bad})
 
 
 @pytest.fixture
