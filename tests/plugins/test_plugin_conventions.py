@@ -13,7 +13,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from archiveflow.store.records import BinaryRecord
 
 PLUGINS_DIR = Path(__file__).resolve().parents[2] / "plugins"

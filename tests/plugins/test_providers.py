@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from archiveflow.store.records import BinaryRecord, parse_lines
 
 PLUGINS = Path(__file__).resolve().parents[2] / "plugins"
