@@ -63,6 +63,9 @@ CORE_CONFIG: Final[dict[str, ConfigKey]] = dict([
           "Archive loopback and private-network targets (your own intranet); `add "
           "--allow-private` sets it for one crawl."),
     _core("URL_ALLOW_FILE", "bool", False, "Archive file:// URLs."),
+    _core("EGRESS_ALLOW_ADDRESSES", "str", "",
+          "Private addresses (IP or IP:port, comma-separated) that hooks may reach "
+          "although private targets are refused: one intranet server, not the whole network."),
     _core("PLUGINS_PATH", "str", "",
           "More plugin folders (separated by ':'), searched after the built-in plugins and "
           "<data>/plugins; a plugin found in several folders is taken from the last."),

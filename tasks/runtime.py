@@ -18,7 +18,7 @@ from typing import Any, Final
 from archiveflow.store import binaries as binary_store
 from archiveflow.store import machines
 from archiveflow.store.db import Store
-from archiveflow.store.reader import QueryServer
+from archiveflow.store.reader import AlreadyServing, QueryServer
 from archiveflow.tasks.config import load_user_config, required_binaries, resolve_config
 from archiveflow.tasks.discover import (
     Hook,
@@ -188,6 +188,9 @@ def open_runtime(
     rt.refresh_binaries()
     try:
         rt.query_server = QueryServer(store)  # lets `sql`/`status` read while we write
-    except OSError:
+    except AlreadyServing:
         rt.query_server = None  # this process already serves the index
+    except BaseException:
+        store.close()  # a squatter on the socket (SocketInUse): fail loudly, index released
+        raise
     return rt
