@@ -1,18 +1,19 @@
-"""Full-text search over the readable text of every Snapshot (DuckDB's fts extension).
+"""Full-text search over the readable text of every Snapshot, kept up to date per batch.
 
-- The extension comes from the `duckdb-extension-fts` wheel and is loaded from the file
-  inside it (`LOAD '<path>'`); nothing is ever downloaded (`INSTALL` is never used), so
-  search works on air-gapped machines.
 - `snapshot_text` holds one row per sealed Snapshot: id, url, title, domain, its capture
-  time and the text `htmltotext` saved. `index_snapshots()` keeps it in step; the pipeline
-  calls it after it seals a batch of snapshots. It is cheap (it reads
-  small text files and writes two set-based statements) and marks the FTS index stale.
-  Any sealed snapshot still missing from it is added by the next search, so a failure or a
-  missed call here only delays its text until then.
-- The FTS index itself (`PRAGMA create_fts_index`) cannot be updated in place: it is a full
-  rebuild, linear in the corpus. Rebuilding it per sealed batch would make a crawl of N
-  snapshots cost O(N²); so it is rebuilt lazily, by the first search that finds it stale
-  (`fts_state.dirty`). See docs/sql.md for the measured costs.
+  time and the text `htmltotext` saved (for filters, exact phrases and snippets).
+- The ranking uses our own inverted index (store/search_index.py: `search_doc`,
+  `search_term`), BM25 scored at query time in one statement with the formula and k1/b of
+  DuckDB's fts extension. Unlike `PRAGMA create_fts_index`, which can only rebuild the
+  whole corpus (≈ 137 s per 10k snapshots here), it is appended per batch: the pipeline
+  calls `index_snapshots()` from a thread off the write path after it seals snapshots, and
+  the work is proportional to the batch.
+- Any sealed snapshot whose text is not indexed yet (a failed or missed call, an archive
+  made before search existed) is indexed by the next search, the same way, so a failure
+  here only delays its text until then.
+- The fts extension is still needed, for `stem()`: loaded from the `duckdb-extension-fts`
+  wheel (store/fts.py), never downloaded. An index built by an older archiveflow (an
+  `fts_main_snapshot_text` schema, `fts_state`) is dropped and its text re-indexed.
 """
 
 from __future__ import annotations
@@ -21,23 +22,29 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
-from functools import cache
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import duckdb
 import polars as pl
-from archiveflow.store.errors import StoreError
+from archiveflow.store import search_index
+from archiveflow.store.fts import SearchError, fts_extension_path, load_fts, load_sql
 
 if TYPE_CHECKING:
     import pyarrow as pa
     from archiveflow.store.db import Store
 
+__all__ = ["SearchError", "SearchQuery", "fts_extension_path", "index_snapshots", "load_fts",
+           "load_sql", "rebuild_text", "run_search", "serve_search"]
+
 TEXT_CAP: Final[int] = 1_000_000  # characters of a page's text that are indexed
 TEXT_FILE: Final[str] = "htmltotext/htmltotext.txt"
-FTS_SCHEMA: Final[str] = "fts_main_snapshot_text"
 SNIPPET_CHARS: Final[int] = 160
+CATCH_UP_BATCH: Final[int] = 2000  # snapshots whose files are read per transaction
 _WORD = re.compile(r"\w+", re.UNICODE)
+T = TypeVar("T")
+_LEGACY_FTS: Final[str] = "fts_main_snapshot_text"  # the schema of the old whole-corpus index
 
 DDL: Final[str] = """
 CREATE TABLE IF NOT EXISTS snapshot_text (
@@ -48,55 +55,25 @@ CREATE TABLE IF NOT EXISTS snapshot_text (
     captured_at TIMESTAMPTZ,
     text        VARCHAR NOT NULL
 );
-CREATE TABLE IF NOT EXISTS fts_state (
-    id        INTEGER PRIMARY KEY,
-    dirty     BOOLEAN NOT NULL,
-    built_at  TIMESTAMPTZ,
-    docs      BIGINT
-);
-INSERT INTO fts_state (id, dirty) SELECT 1, true WHERE NOT EXISTS (SELECT 1 FROM fts_state);
 """
 
 _SCHEMA: Final[dict[str, Any]] = {
     "snapshot_id": pl.Utf8, "url": pl.Utf8, "title": pl.Utf8, "domain": pl.Utf8,
     "captured_at": pl.Datetime("us", "UTC"), "text": pl.Utf8,
 }
-
-
-class SearchError(StoreError):
-    """Search is not possible (no extension file, no index yet); the message says why."""
-
-
-@cache
-def fts_extension_path() -> Path:
-    """The `fts.duckdb_extension` file shipped in the duckdb-extension-fts wheel."""
-    try:
-        import duckdb_extension_fts  # type: ignore[import-not-found, unused-ignore]
-    except ImportError as e:
-        raise SearchError(
-            f"full-text search needs the duckdb-extension-fts wheel: pip install "
-            f"duckdb-extension-fts=={duckdb.__version__}") from e
-    root = Path(duckdb_extension_fts.__file__).parent
-    found = sorted(root.rglob("*.duckdb_extension"))
-    exact = [p for p in found if f"v{duckdb.__version__}" in p.parts]
-    if not (exact or found):
-        raise SearchError(f"no .duckdb_extension file inside {root}")
-    return (exact or found)[0]
-
-
-def load_sql() -> str:
-    """The statement that loads the fts extension from the wheel (no download)."""
-    return f"LOAD '{str(fts_extension_path()).replace(chr(39), chr(39) * 2)}'"
-
-
-def load_fts(cur: duckdb.DuckDBPyConnection) -> None:
-    """Load the fts extension into this connection's database."""
-    cur.execute(load_sql())
+_SNAPSHOT_COLUMNS: Final[str] = "id, url, title, output_dir, created_at"
 
 
 def ensure_tables(cur: duckdb.DuckDBPyConnection) -> None:
-    """Create snapshot_text and fts_state if missing (idempotent)."""
+    """Create snapshot_text and the index tables if missing (idempotent); drop the index
+    of an older archiveflow (its text is indexed again from snapshot_text)."""
     cur.execute(DDL)
+    search_index.ensure_index_tables(cur)
+    row = cur.execute("SELECT count(*) FROM duckdb_schemas() WHERE schema_name = ?",
+                      [_LEGACY_FTS]).fetchone()
+    if row and row[0]:
+        cur.execute(f"DROP SCHEMA {_LEGACY_FTS} CASCADE")
+    cur.execute("DROP TABLE IF EXISTS fts_state")
 
 
 def _read_text(snap_dir: Path) -> str:
@@ -117,78 +94,61 @@ def text_rows(data_dir: Path, snapshots: Sequence[dict[str, Any]]) -> pl.DataFra
     return pl.DataFrame(rows, schema=_SCHEMA, orient="row")
 
 
+def _snapshots(cur: duckdb.DuckDBPyConnection, sql: str, params: Any = None
+               ) -> list[dict[str, Any]]:
+    res = cur.execute(sql, params) if params is not None else cur.execute(sql)
+    cols = [d[0] for d in res.description or []]
+    return [dict(zip(cols, r, strict=True)) for r in res.fetchall()]
+
+
 def index_snapshots(cur: duckdb.DuckDBPyConnection, data_dir: Path,
                     snapshot_ids: Sequence[str], *, ensure: bool = True) -> int:
-    """Put the text of these snapshots into snapshot_text (replacing earlier rows) and mark
-    the FTS index stale. Runs inside the caller's transaction; returns rows written.
-    `ensure=False`: the caller already made the tables (DDL in every batch costs ms)."""
+    """Put the text of these snapshots into snapshot_text and the search index (replacing
+    earlier versions). Runs inside the caller's transaction; returns rows written; the work
+    is proportional to the batch. `ensure=False`: the caller already made the tables."""
     if not snapshot_ids:
         return 0
     if ensure:
         ensure_tables(cur)
-    res = cur.execute(
-        "SELECT id, url, title, output_dir, created_at FROM snapshot "
-        "WHERE id IN (SELECT unnest(?::VARCHAR[]))", [list(snapshot_ids)])
-    cols = [d[0] for d in res.description or []]
-    snaps = [dict(zip(cols, r, strict=True)) for r in res.fetchall()]
+    snaps = _snapshots(cur, f"SELECT {_SNAPSHOT_COLUMNS} FROM snapshot "
+                            "WHERE id IN (SELECT unnest(?::VARCHAR[]))", [list(snapshot_ids)])
     return write_text_rows(cur, text_rows(Path(data_dir), snaps), ensure=False)
 
 
 def write_text_rows(cur: duckdb.DuckDBPyConnection, df: pl.DataFrame, *,
                     ensure: bool = True) -> int:
-    """Replace snapshot_text rows with these (one DELETE, one INSERT) and mark it stale."""
+    """Replace snapshot_text rows with these (one DELETE, one INSERT) and index them."""
     if df.is_empty():
         return 0
     if ensure:
         ensure_tables(cur)
-    _af_text = df.to_arrow()  # noqa: F841 - read by name below (a replacement scan, no view)
-    cur.execute("DELETE FROM snapshot_text WHERE snapshot_id IN "
-                "(SELECT unnest(?::VARCHAR[]))", [df["snapshot_id"].to_list()])
-    cur.execute("INSERT INTO snapshot_text SELECT snapshot_id, url, title, url_domain(url), "
-                "captured_at, text FROM _af_text")
-    cur.execute("UPDATE fts_state SET dirty = true WHERE id = 1")
+    df = df.unique(subset=["snapshot_id"], keep="last", maintain_order=True)
+    cur.register("_af_text", df.to_arrow())
+    try:
+        cur.execute("DELETE FROM snapshot_text WHERE snapshot_id IN "
+                    "(SELECT unnest(?::VARCHAR[]))", [df["snapshot_id"].to_list()])
+        cur.execute("INSERT INTO snapshot_text SELECT snapshot_id, url, title, "
+                    "url_domain(url), captured_at, text FROM _af_text")
+    finally:
+        cur.unregister("_af_text")
+    load_fts(cur)  # stem(); a no-op once loaded
+    search_index.add_docs(cur, df)
     return df.height
 
 
 def rebuild_text(cur: duckdb.DuckDBPyConnection, data_dir: Path) -> int:
-    """Refill snapshot_text from every sealed snapshot's files (e.g. after reindex)."""
+    """Refill snapshot_text and the index from every sealed snapshot's files (e.g. after
+    reindex), CATCH_UP_BATCH snapshots at a time so memory stays bounded."""
     ensure_tables(cur)
-    res = cur.execute("SELECT id, url, title, output_dir, created_at FROM snapshot "
-                      "WHERE status = 'sealed'")
-    cols = [d[0] for d in res.description or []]
-    snaps = [dict(zip(cols, r, strict=True)) for r in res.fetchall()]
     cur.execute("DELETE FROM snapshot_text")
-    return write_text_rows(cur, text_rows(Path(data_dir), snaps))
-
-
-def rebuild_sql() -> str:
-    """Statements that rebuild the FTS index and mark it fresh (fts must be loaded)."""
-    return (
-        "PRAGMA create_fts_index('snapshot_text', 'snapshot_id', 'title', 'text', "
-        "overwrite = 1); "
-        "UPDATE fts_state SET dirty = false, built_at = now(), "
-        "docs = (SELECT count(*) FROM snapshot_text) WHERE id = 1"
-    )
-
-
-def rebuild_fts(cur: duckdb.DuckDBPyConnection) -> None:
-    """Rebuild the FTS index over snapshot_text now."""
-    load_fts(cur)
-    ensure_tables(cur)
-    for stmt in cur.extract_statements(rebuild_sql()):
-        cur.execute(stmt)
-
-
-def is_dirty(cur: duckdb.DuckDBPyConnection) -> bool:
-    """True when snapshot_text changed since the FTS index was built (or it has none)."""
-    has = cur.execute(
-        "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'fts_state'").fetchone()
-    if not has or not has[0]:
-        return True
-    row = cur.execute("SELECT dirty FROM fts_state WHERE id = 1").fetchone()
-    schema = cur.execute("SELECT count(*) FROM duckdb_schemas() WHERE schema_name = ?",
-                         [FTS_SCHEMA]).fetchone()
-    return bool(row is None or row[0] or not schema or not schema[0])
+    search_index.clear(cur)
+    snaps = _snapshots(cur, f"SELECT {_SNAPSHOT_COLUMNS} FROM snapshot "
+                            "WHERE status = 'sealed' ORDER BY created_at, id")
+    n = 0
+    for i in range(0, len(snaps), CATCH_UP_BATCH):
+        n += write_text_rows(cur, text_rows(Path(data_dir), snaps[i:i + CATCH_UP_BATCH]),
+                             ensure=False)
+    return n
 
 
 @dataclass(frozen=True)
@@ -215,24 +175,30 @@ class SearchQuery:
 
 
 def search_sql() -> str:
-    """The ranked search statement; parameters in order of `search_params()`."""
+    """The ranked search statement; parameters in order of `search_params()`.
+
+    Filters and ranking first, over the matching documents; the full text (for snippets)
+    is read only for the `limit` rows returned."""
     return f"""
+        WITH s AS ({search_index.bm25_sql("$q")}),
+        hits AS (
+            SELECT s.snapshot_id, s.score, t.captured_at
+            FROM s JOIN snapshot_text t USING (snapshot_id)
+            WHERE ($phrase IS NULL OR strpos(lower(coalesce(t.title, '') || ' ' || t.text),
+                                             lower($phrase)) > 0)
+              AND ($domain IS NULL OR t.domain = lower($domain)
+                   OR t.domain LIKE '%.' || lower($domain))
+              AND ($tag IS NULL OR EXISTS (SELECT 1 FROM snapshot_tag g
+                                          WHERE g.snapshot_id = t.snapshot_id AND g.tag = $tag))
+              AND ($since IS NULL OR t.captured_at >= $since::TIMESTAMPTZ)
+            ORDER BY s.score DESC, t.captured_at DESC, s.snapshot_id
+            LIMIT $limit)
         SELECT t.snapshot_id, t.url, t.title, t.domain, t.captured_at,
-               round(s.score, 4) AS score, t.text,
+               round(h.score, 4) AS score, t.text,
                (SELECT coalesce(string_agg(g.tag, ',' ORDER BY g.tag), '')
                 FROM snapshot_tag g WHERE g.snapshot_id = t.snapshot_id) AS tags
-        FROM (SELECT snapshot_id, {FTS_SCHEMA}.match_bm25(snapshot_id, $q) AS score
-              FROM snapshot_text) s
-        JOIN snapshot_text t USING (snapshot_id)
-        WHERE s.score IS NOT NULL
-          AND ($phrase IS NULL OR strpos(lower(t.title || ' ' || t.text), lower($phrase)) > 0)
-          AND ($domain IS NULL OR t.domain = lower($domain)
-               OR t.domain LIKE '%.' || lower($domain))
-          AND ($tag IS NULL OR EXISTS (SELECT 1 FROM snapshot_tag g
-                                      WHERE g.snapshot_id = t.snapshot_id AND g.tag = $tag))
-          AND ($since IS NULL OR t.captured_at >= $since::TIMESTAMPTZ)
-        ORDER BY s.score DESC, t.captured_at DESC
-        LIMIT $limit
+        FROM hits h JOIN snapshot_text t USING (snapshot_id)
+        ORDER BY h.score DESC, h.captured_at DESC, h.snapshot_id
     """
 
 
@@ -261,7 +227,7 @@ def snippet(text: str, query: str, width: int = SNIPPET_CHARS) -> str:
 
 
 def search(cur: duckdb.DuckDBPyConnection, q: SearchQuery) -> list[dict[str, Any]]:
-    """Run a ranked search on a connection that has fts loaded and a fresh index."""
+    """Run a ranked search on a connection that has fts loaded and the index up to date."""
     res = cur.execute(search_sql(), search_params(q))
     return rows_with_snippets(
         [d[0] for d in res.description or []], res.fetchall(), q)
@@ -278,72 +244,82 @@ def rows_with_snippets(columns: Sequence[str], rows: Sequence[Sequence[Any]], q:
     return out
 
 
-# Whether search can run as is: (text table exists, FTS index exists, index stale,
-# sealed snapshots whose text is not indexed yet).
-_STATE_SQL: Final[str] = f"""
-    SELECT
-      (SELECT count(*) FROM duckdb_tables()
-       WHERE schema_name = 'main' AND table_name = 'snapshot_text') > 0,
-      (SELECT count(*) FROM duckdb_schemas() WHERE schema_name = '{FTS_SCHEMA}') > 0
-"""
-_STALE_SQL: Final[str] = """
-    SELECT coalesce((SELECT dirty FROM fts_state WHERE id = 1), true),
-           (SELECT count(*) FROM snapshot s WHERE s.status = 'sealed'
-            AND NOT EXISTS (SELECT 1 FROM snapshot_text t WHERE t.snapshot_id = s.id))
-"""
-_MISSING_SQL: Final[str] = """
-    SELECT s.id, s.output_dir FROM snapshot s WHERE s.status = 'sealed'
+# Sealed snapshots whose text is not in snapshot_text, and texts not in the index.
+_MISSING_TEXT_SQL: Final[str] = f"""
+    SELECT {_SNAPSHOT_COLUMNS} FROM snapshot s WHERE s.status = 'sealed'
     AND NOT EXISTS (SELECT 1 FROM snapshot_text t WHERE t.snapshot_id = s.id)
+    ORDER BY s.created_at, s.id LIMIT {CATCH_UP_BATCH}
 """
-_CATCH_UP_SQL: Final[str] = """
-    UPDATE fts_state SET dirty = true WHERE id = 1;
-    INSERT INTO snapshot_text (snapshot_id, url, title, domain, captured_at, text)
-    SELECT s.id, s.url, s.title, url_domain(s.url), s.created_at, x.text
-    FROM (SELECT unnest(?::VARCHAR[]) AS id, unnest(?::VARCHAR[]) AS text) x
-    JOIN snapshot s ON s.id = x.id
-    WHERE NOT EXISTS (SELECT 1 FROM snapshot_text t WHERE t.snapshot_id = s.id)
+_UNINDEXED_SQL: Final[str] = f"""
+    SELECT t.snapshot_id, t.title, t.text FROM snapshot_text t
+    WHERE NOT EXISTS (SELECT 1 FROM search_doc d WHERE d.snapshot_id = t.snapshot_id)
+    LIMIT {CATCH_UP_BATCH}
 """
-CATCH_UP_BATCH: Final[int] = 500
-
-Run = Callable[[str, Any], tuple[list[str], list[tuple[Any, ...]]]]
-
-
-def _cursor_runner(cur: duckdb.DuckDBPyConnection) -> Run:
-    def run(sql: str, params: Any = None) -> tuple[list[str], list[tuple[Any, ...]]]:
-        statements = cur.extract_statements(sql)
-        for st in statements[:-1]:
-            cur.execute(st)
-        res = cur.execute(statements[-1], params) if params else cur.execute(statements[-1])
-        if res.description is None:
-            return [], []
-        return [d[0] for d in res.description], res.fetchall()
-    return run
+_PENDING_SQL: Final[str] = """
+    SELECT (SELECT count(*) FROM snapshot s WHERE s.status = 'sealed'
+            AND NOT EXISTS (SELECT 1 FROM snapshot_text t WHERE t.snapshot_id = s.id))
+         + (SELECT count(*) FROM snapshot_text t
+            WHERE NOT EXISTS (SELECT 1 FROM search_doc d WHERE d.snapshot_id = t.snapshot_id))
+"""
 
 
-def _prepare(run: Run, data_dir: Path, rebuild: bool) -> None:
-    """Create the tables, index the text of sealed snapshots not indexed yet, rebuild the
-    FTS index when stale. Works on any connection that may write."""
-    run(DDL, None)
+def tables_exist(cur: duckdb.DuckDBPyConnection) -> bool:
+    """True when snapshot_text and the index tables are there."""
+    row = cur.execute("SELECT count(*) FROM duckdb_tables() WHERE schema_name = 'main' "
+                      "AND table_name = 'snapshot_text'").fetchone()
+    return bool(row and row[0]) and search_index.index_exists(cur)
+
+
+def pending(cur: duckdb.DuckDBPyConnection) -> int:
+    """Sealed snapshots whose text the index does not hold yet (the next search adds them)."""
+    if not tables_exist(cur):
+        row = cur.execute("SELECT count(*) FROM snapshot WHERE status = 'sealed'").fetchone()
+        return int(row[0]) if row else 0
+    row = cur.execute(_PENDING_SQL).fetchone()
+    return int(row[0]) if row else 0
+
+
+def _in_transaction(cur: duckdb.DuckDBPyConnection, work: Callable[[], T]) -> T:
+    from archiveflow.store.errors import WriteConflict
+
+    cur.execute("BEGIN")
+    try:
+        out = work()
+        cur.execute("COMMIT")
+        return out
+    except BaseException as e:
+        try:
+            cur.execute("ROLLBACK")
+        except duckdb.Error:
+            pass
+        # The crawl's indexer thread may have just added the same snapshot: do it again.
+        if isinstance(e, duckdb.ConstraintException):
+            raise WriteConflict(str(e).splitlines()[0]) from e
+        raise
+
+
+def catch_up(cur: duckdb.DuckDBPyConnection, data_dir: Path, *, rebuild: bool = False
+             ) -> int:
+    """Index every sealed snapshot whose text the index lacks, CATCH_UP_BATCH per
+    transaction (work proportional to what is missing); `rebuild` first empties it.
+    Returns the number of documents added. Works on any connection that may write."""
+    ensure_tables(cur)
+    load_fts(cur)
     if rebuild:
-        run("DELETE FROM snapshot_text; UPDATE fts_state SET dirty = true WHERE id = 1", None)
-    _, missing = run(_MISSING_SQL, None)
-    for i in range(0, len(missing), CATCH_UP_BATCH):
-        chunk = missing[i:i + CATCH_UP_BATCH]
-        run(_CATCH_UP_SQL, [[sid for sid, _ in chunk],
-                            [_read_text(data_dir / out) for _, out in chunk]])
-    _, rows = run(_STALE_SQL, None)
-    _, state = run(_STATE_SQL, None)
-    if rows[0][0] or not state[0][1]:
-        # LOAD on its own: the PRAGMA cannot even be parsed before the extension is loaded.
-        run(load_sql(), None)
-        run(rebuild_sql(), None)
+        def empty() -> None:
+            cur.execute("DELETE FROM snapshot_text")
+            search_index.clear(cur)
 
-
-def _search_with(run: Run, q: SearchQuery, *, load: bool = True) -> list[dict[str, Any]]:
-    if load:
-        run(load_sql(), None)
-    cols, rows = run(search_sql(), search_params(q))
-    return rows_with_snippets(cols, rows, q)
+        _in_transaction(cur, empty)
+    added = 0
+    while snaps := _snapshots(cur, _MISSING_TEXT_SQL):
+        rows = text_rows(data_dir, snaps)
+        added += _in_transaction(cur, partial(write_text_rows, cur, rows, ensure=False))
+    while True:
+        frame = cur.execute(_UNINDEXED_SQL).pl()
+        if frame.is_empty():
+            return added
+        added += _in_transaction(cur, partial(search_index.add_docs, cur, frame))
 
 
 def query_to_json(q: SearchQuery) -> dict[str, Any]:
@@ -367,22 +343,20 @@ def query_from_json(data: Any) -> SearchQuery:
 
 
 def serve_search(store: Store, q: SearchQuery, *, rebuild: bool = False) -> pa.Table:
-    """The writer's side of a search asked through the read socket: catch up and rebuild
-    the text index with this process's own statements, then the ranked search's rows
-    (an Arrow table; the client cuts the snippets)."""
+    """The writer's side of a search asked through the read socket: index what is missing
+    with this process's own statements, then the ranked search's rows (an Arrow table; the
+    client cuts the snippets)."""
     import pyarrow as pa
     from archiveflow.store.db import map_errors, retry_conflicts
 
     cur = store.cursor()
-    run = _cursor_runner(cur)
 
     def prepare() -> None:
-        # The crawl marks the text stale as it seals snapshots: a conflict is retried.
+        # The crawl indexes as it seals snapshots: a conflict with it is retried.
         with map_errors(store.path):
-            _prepare(run, Path(store.path).parent, rebuild)
+            catch_up(cur, Path(store.path).parent, rebuild=rebuild)
 
     retry_conflicts(prepare)
-    run(load_sql(), None)
     res = cur.execute(search_sql(), search_params(q))
     return res.to_arrow_table() if res.description else pa.table({})
 
@@ -391,18 +365,16 @@ def run_search(index_path: Path, q: SearchQuery, *, rebuild: bool = False
                ) -> list[dict[str, Any]]:
     """Search the index at `index_path`, whoever holds it.
 
-    First the text of sealed snapshots not indexed yet is added (read from their folders)
-    and a stale FTS index rebuilt; then the ranked search. When no process writes the
-    index, a read-only connection is enough unless that work is needed (then it opens the
-    index read-write, briefly). When a crawl holds it, the crawl does that work and the
-    search (`serve_search`), asked through the read socket.
-    `rebuild` re-reads every snapshot's text first.
+    Sealed snapshots whose text is not indexed yet are added first (read from their
+    folders), then the ranked search. When no process writes the index, a read-only
+    connection is enough unless that work is needed (then it opens the index read-write,
+    briefly). When a crawl holds it, the crawl does that work and the search
+    (`serve_search`), asked through the read socket. `rebuild` re-reads every text first.
     """
     from archiveflow.store.db import Store
     from archiveflow.store.reader import Reader
     from archiveflow.store.readonly import read_only_connection
 
-    data_dir = index_path.parent
     with Reader(index_path) as reader:
         if reader.via_writer:
             table = reader.search_table(query_to_json(q), rebuild=rebuild)
@@ -412,15 +384,12 @@ def run_search(index_path: Path, q: SearchQuery, *, rebuild: bool = False
     if not rebuild:
         # The fts extension is loaded before the connection is locked down (no file access).
         with read_only_connection(index_path, preload=[load_sql()]) as con:
-            has_text, has_fts = con.execute(_STATE_SQL).fetchone() or (False, False)
-            if has_text and has_fts:
-                dirty, missing = con.execute(_STALE_SQL).fetchone() or (True, 1)
-                if not dirty and not missing:
-                    return _search_with(_cursor_runner(con), q, load=False)
-    store = Store(index_path)  # free: the FTS index lives in the file, so write it here
+            if tables_exist(con) and not pending(con):
+                return search(con, q)
+    store = Store(index_path)  # free: the index lives in the file, so write it here
     try:
-        run = _cursor_runner(store.cursor())
-        _prepare(run, data_dir, rebuild)
-        return _search_with(run, q)
+        cur = store.cursor()
+        catch_up(cur, index_path.parent, rebuild=rebuild)
+        return search(cur, q)
     finally:
         store.close()

@@ -63,8 +63,8 @@ def test_filters(archive: dict[str, Any]) -> None:
 
 
 def test_index_snapshots_keeps_text_in_step(archive: dict[str, Any], tmp_path: Path) -> None:
-    """What the pipeline calls after sealing: rows replaced, the FTS index marked stale and
-    rebuilt by the next search."""
+    """What the pipeline calls after sealing: the text row and its postings replaced in the
+    same transaction; the next search finds the new words and not the old ones."""
     import shutil
 
     from archiveflow.store.db import Store
@@ -82,7 +82,7 @@ def test_index_snapshots_keeps_text_in_step(archive: dict[str, Any], tmp_path: P
         (snap_dir / search.TEXT_FILE).write_text("now about a purple okapi", encoding="utf-8")
         with store.transaction() as tx:
             assert search.index_snapshots(tx, data, ids) == 1
-        assert search.is_dirty(cur)
+        assert search.pending(cur) == 0
         assert cur.execute("SELECT count(*) FROM snapshot_text WHERE snapshot_id = ?",
                            ids).fetchone() == (1,)
     finally:
