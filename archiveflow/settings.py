@@ -11,10 +11,11 @@ the environment at run time). `parse_bool` is the one truthy parser of the code 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Final, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 TRUE_WORDS: Final[frozenset[str]] = frozenset({"1", "true", "yes", "on", "y", "t"})
@@ -39,11 +40,8 @@ class SettingsError(ValueError):
     """An `ARCHIVEFLOW_*` variable has a value that cannot be used (the message names it)."""
 
 
-class Settings(BaseSettings):
-    """archiveflow's process settings, read from `ARCHIVEFLOW_<FIELD>` variables."""
-
-    model_config = SettingsConfigDict(env_prefix="ARCHIVEFLOW_", extra="ignore",
-                                      case_sensitive=False)
+class SettingsValues(BaseModel):
+    """archiveflow's process settings; `ARCHIVEFLOW_<FIELD>` sets each (see Settings)."""
 
     data_dir: Path = Field(
         default=Path("./data"),
@@ -69,6 +67,10 @@ class Settings(BaseSettings):
     prefect_start_timeout: float = Field(
         default=120.0, gt=0,
         description="Seconds to wait for the local Prefect server to answer after starting it.")
+    prefect_idle_exit: float = Field(
+        default=600.0, ge=0,
+        description="Seconds the local Prefect server stays up with no request and no crawl "
+                    "or `serve` holding it; 0 = never exit.")
     prefect_ui: bool = Field(
         default=True, description="Serve the Prefect UI from the local Prefect server.")
 
@@ -83,10 +85,23 @@ class Settings(BaseSettings):
         return None if isinstance(v, str) and not v.strip() else v
 
 
-def settings() -> Settings:
-    """The settings as the environment says now; a bad value raises SettingsError naming it."""
+class Settings(BaseSettings, SettingsValues):
+    """SettingsValues read from the `ARCHIVEFLOW_<FIELD>` environment variables."""
+
+    model_config = SettingsConfigDict(env_prefix="ARCHIVEFLOW_", extra="ignore",
+                                      case_sensitive=False)
+
+
+def settings(environ: Mapping[str, str] | None = None) -> SettingsValues:
+    """The settings as the environment says now (or as `environ` says: e.g. the environment
+    a server process will be started with); a bad value raises SettingsError naming it."""
     try:
-        return Settings()
+        if environ is None:
+            return Settings()
+        upper = {k.upper(): v for k, v in environ.items()}
+        given = {name: upper[f"ARCHIVEFLOW_{name.upper()}"] for name in Settings.model_fields
+                 if f"ARCHIVEFLOW_{name.upper()}" in upper}
+        return SettingsValues.model_validate(given)  # only what `environ` holds
     except ValidationError as e:
         first = e.errors()[0]
         name = "ARCHIVEFLOW_" + "_".join(str(p) for p in first["loc"]).upper()

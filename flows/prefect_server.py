@@ -61,10 +61,11 @@ import psutil
 from archiveflow.flows import prefect_home as files
 from archiveflow.flows.prefect_server_process import idle_exit_seconds
 
+from archiveflow.settings import settings
+
 Mode = Literal["external", "local-started", "local-reused"]
 Granularity = Literal["task", "snapshot"]
 
-START_TIMEOUT_S = float(os.environ.get("ARCHIVEFLOW_PREFECT_START_TIMEOUT", "120"))
 
 CLIENT_SETTINGS = {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
@@ -130,10 +131,7 @@ def runs_page(ui_url: str) -> str:
 
 def granularity() -> Granularity:
     """What Prefect records per hook run: a task run each, or one per Snapshot."""
-    value = os.environ.get("ARCHIVEFLOW_PREFECT_GRANULARITY", "snapshot").strip().lower()
-    if value not in ("task", "snapshot"):
-        raise ValueError(f"ARCHIVEFLOW_PREFECT_GRANULARITY must be task|snapshot, not {value!r}")
-    return value  # type: ignore[return-value]
+    return settings().prefect_granularity  # SettingsError (a ValueError) names a bad value
 
 
 def prefect_home(data_dir: Path) -> Path:
@@ -222,7 +220,7 @@ def server_env(home: Path, port: int, environ: dict[str, str]) -> dict[str, str]
         PREFECT_UI_API_URL=f"{origin}/api",
         PREFECT_SERVER_API_CORS_ALLOWED_ORIGINS=f"{origin},http://localhost:{port}",
     )
-    if environ.get("ARCHIVEFLOW_PREFECT_UI", "").strip().lower() in ("0", "false", "no", "off"):
+    if not settings(environ).prefect_ui:
         env["PREFECT_UI_ENABLED"] = "false"
     return env
 
@@ -250,7 +248,7 @@ def _spawn_server(home: Path) -> dict[str, Any]:
 
 
 def _wait_healthy(home: Path, info: dict) -> bool:
-    deadline = info["started_at"] + START_TIMEOUT_S
+    deadline = info["started_at"] + settings().prefect_start_timeout
     while not _healthy(info["api_url"], timeout=0.5):
         if not psutil.pid_exists(info["pid"]) or time.time() > deadline:
             return False

@@ -27,7 +27,8 @@ import time
 from pathlib import Path
 from typing import Any, Final
 
-DEFAULT_IDLE_EXIT_S: Final[float] = 600.0
+from archiveflow.settings import settings
+
 QUIET_PATHS: Final[frozenset[str]] = frozenset({"/api/health", "/api/ready"})
 FORCED_EXIT_AFTER_S: Final[float] = 30.0
 _KEPT: list[Any] = []  # the lock file of an idle exit: held until the process is gone
@@ -35,17 +36,7 @@ _KEPT: list[Any] = []  # the lock file of an idle exit: held until the process i
 
 def idle_exit_seconds(environ: dict[str, str] | None = None) -> float:
     """``ARCHIVEFLOW_PREFECT_IDLE_EXIT`` (seconds, 0 = never), default 600."""
-    raw = (environ if environ is not None else os.environ).get("ARCHIVEFLOW_PREFECT_IDLE_EXIT")
-    if raw is None or not raw.strip():
-        return DEFAULT_IDLE_EXIT_S
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ValueError(f"ARCHIVEFLOW_PREFECT_IDLE_EXIT must be seconds (0 = never), "
-                         f"not {raw!r}") from None
-    if value < 0:
-        raise ValueError(f"ARCHIVEFLOW_PREFECT_IDLE_EXIT must be >= 0, not {raw!r}")
-    return value
+    return settings(environ).prefect_idle_exit  # SettingsError (a ValueError) names a bad value
 
 
 class Activity:

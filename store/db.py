@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import threading
 import time
@@ -15,6 +14,8 @@ from typing import Any, Final, TypeVar
 
 import duckdb
 from archiveflow.store.errors import IndexLocked, SchemaTooNew, StoreError, WriteConflict
+
+from archiveflow.settings import settings
 
 T = TypeVar("T")
 
@@ -55,8 +56,8 @@ def map_errors(path: Path | str = "") -> Iterator[None]:
 
 def _connect_config() -> dict[str, Any]:
     """DuckDB settings of the index connection: ARCHIVEFLOW_DUCKDB_THREADS (default: DuckDB's)."""
-    raw = os.environ.get("ARCHIVEFLOW_DUCKDB_THREADS", "").strip()
-    return {"threads": int(raw)} if raw.isdigit() and int(raw) > 0 else {}
+    threads = settings().duckdb_threads
+    return {"threads": threads} if threads else {}
 
 
 class Store:

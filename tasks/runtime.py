@@ -35,6 +35,13 @@ PROJECT_PLUGINS: Final[Path] = Path(__file__).resolve().parent.parent / "plugins
 INDEX_NAME: Final[str] = "index.duckdb"
 
 
+# Ours, not the hooks': the local Prefect API's password and address (hooks never talk to
+# Prefect; plugin code is untrusted output's first reader).
+_PRIVATE_ENV: Final[frozenset[str]] = frozenset(
+    {"PREFECT_API_AUTH_STRING", "PREFECT_API_KEY", "PREFECT_API_URL",
+     "PREFECT_SERVER_API_AUTH_STRING"})
+
+
 @dataclass
 class Runtime:
     """Everything pipeline work needs, for one data folder on this machine."""
@@ -121,7 +128,8 @@ class Runtime:
         at the egress proxy with its crawl's policy; provider hooks (binary installs) keep
         the owner's own network settings: their targets come from the owner, not from pages.
         """
-        env = {**self.base_env, **config}
+        env = {k: v for k, v in self.base_env.items() if k not in _PRIVATE_ENV}
+        env.update(config)
         if "crawl_dir" in dirs or "snap_dir" in dirs:
             env.update(proxy_env(self.egress.url(Policy.from_config(env))))
         env["DATA_DIR"] = str(self.data_dir)

@@ -4,11 +4,12 @@ opening the index (to write, or to read while a crawl may hold it) and a text ta
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
+
+from archiveflow.settings import settings
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
 
@@ -29,7 +30,8 @@ class CliError(Exception):
 
 
 def data_folder(args: argparse.Namespace) -> Path:
-    return Path(args.data_dir or os.environ.get("ARCHIVEFLOW_DATA_DIR") or "./data")
+    """`--data-dir`, else ARCHIVEFLOW_DATA_DIR, else ./data."""
+    return Path(args.data_dir) if args.data_dir else settings().data_dir
 
 
 def say(msg: str) -> None:
@@ -46,8 +48,7 @@ def open_index(args: argparse.Namespace, *, read_only: bool = False, write: bool
             from archiveflow.cli import readers
 
             return readers.open_reader(folder, write=write)
-        wait = float(os.environ.get("ARCHIVEFLOW_LOCK_WAIT", "600"))
-        return open_runtime(folder, wait_for_lock=wait, on_wait=say)
+        return open_runtime(folder, wait_for_lock=settings().lock_wait, on_wait=say)
     except PermissionError as e:
         raise CliError(f"{e}; choose another --data-dir or fix its permissions") from e
     except OSError as e:
