@@ -1,0 +1,314 @@
+"""The incremental search index (store/search_index.py) on a real DuckDB file, no crawl.
+
+What holds it: a batch's text is searchable right after `index_snapshots` (the pipeline's
+entry point), a changed snapshot's old words stop matching, scores equal DuckDB fts's
+`match_bm25` on the same corpus, and indexing a batch never reads another document's
+postings (DuckDB's own profiler counts the rows each statement scans).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+from archiveflow.store import search, search_index
+from archiveflow.store.db import Store
+
+
+@dataclass
+class Archive:
+    """A data folder with an index and sealed snapshots whose text files we write."""
+
+    data: Path
+    store: Store
+
+    @property
+    def index(self) -> Path:
+        return self.data / "index.duckdb"
+
+    def add(self, texts: dict[str, str], *, title: str | None = None) -> list[str]:
+        """Sealed snapshots `url → text` (files written, rows inserted); their ids."""
+        ids = []
+        with self.store.transaction() as cur:
+            for url, text in texts.items():
+                sid = f"snap-{abs(hash(url)) % 10**12:012d}-{len(url)}"
+                out = f"users/default/snapshots/20261201/example.com/{sid}"
+                self.write(out, text)
+                cur.execute("INSERT INTO snapshot (id, crawl_id, url, status, output_dir, title) "
+                            "VALUES (?, 'c1', ?, 'sealed', ?, ?)", [sid, url, out, title])
+                ids.append(sid)
+        return ids
+
+    def write(self, output_dir: str, text: str) -> None:
+        path = self.data / output_dir / search.TEXT_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+
+    def rewrite(self, sid: str, text: str) -> None:
+        row = self.store.cursor().execute(
+            "SELECT output_dir FROM snapshot WHERE id = ?", [sid]).fetchone()
+        assert row is not None
+        self.write(row[0], text)
+
+    def index_batch(self, ids: list[str], cur: Any = None) -> int:
+        """What the crawl's indexer thread does after sealing: one transaction."""
+        with self.store.transaction() as tx:
+            return search.index_snapshots(cur or tx, self.data, ids)
+
+    def find(self, text: str) -> list[str]:
+        """URLs of a search through `run_search` (the index must be free: close first)."""
+        self.store.close()
+        try:
+            return [h["url"] for h in search.run_search(self.index, search.SearchQuery(text))]
+        finally:
+            self.store = Store(self.index)
+
+
+@pytest.fixture
+def archive(tmp_path: Path) -> Iterator[Archive]:
+    data = tmp_path / "data"
+    data.mkdir()
+    a = Archive(data, Store(data / "index.duckdb"))
+    try:
+        yield a
+    finally:
+        a.store.close()
+
+
+def test_a_new_batch_is_found_right_after_it_is_indexed(archive: Archive) -> None:
+    a = archive.add({"https://example.com/a1": "marmalade recipes from the orchard",
+                     "https://example.com/a2": "a field guide to orchard birds"})
+    assert archive.index_batch(a) == 2
+    assert archive.find("orchard") and set(archive.find("orchard")) == {
+        "https://example.com/a1", "https://example.com/a2"}
+    assert archive.find("volcano") == []
+    b = archive.add({"https://example.com/b1": "volcano eruptions and orchard ash"})
+    archive.index_batch(b)
+    assert archive.find("volcanoes") == ["https://example.com/b1"]  # stemmed like fts
+    assert len(archive.find("orchard")) == 3
+    cur = archive.store.cursor()
+    assert search.pending(cur) == 0
+    # No whole-corpus FTS index was built on the way.
+    assert cur.execute("SELECT count(*) FROM duckdb_schemas() "
+                       "WHERE schema_name LIKE 'fts_%'").fetchone() == (0,)
+
+
+def test_a_changed_snapshot_no_longer_matches_its_old_words(archive: Archive) -> None:
+    ids = archive.add({"https://example.com/p": "purple okapi grazing",
+                       "https://example.com/q": "an okapi in the zoo"})
+    archive.index_batch(ids)
+    archive.rewrite(ids[0], "now about a green heron")
+    archive.index_batch([ids[0]])
+    assert archive.find("purple") == []
+    assert archive.find("okapi") == ["https://example.com/q"]
+    assert archive.find("heron") == ["https://example.com/p"]
+    cur = archive.store.cursor()
+    # one document per snapshot, and no posting left behind by the old version
+    assert cur.execute("SELECT count(*), count(DISTINCT snapshot_id) FROM search_doc"
+                       ).fetchone() == (2, 2)
+    assert cur.execute("SELECT count(*) FROM search_term WHERE doc NOT IN "
+                       "(SELECT doc FROM search_doc)").fetchone() == (0,)
+    # the same snapshot twice in one batch is indexed once
+    archive.index_batch([ids[1], ids[1]])
+    assert cur.execute("SELECT count(*) FROM search_doc").fetchone() == (2,)
+
+
+def test_a_sealed_snapshot_nobody_indexed_is_added_by_the_next_search(
+        archive: Archive) -> None:
+    archive.add({"https://example.com/late": "a lighthouse keeper's diary"})
+    assert search.pending(archive.store.cursor()) == 1
+    assert archive.find("lighthouse") == ["https://example.com/late"]
+    assert search.pending(archive.store.cursor()) == 0
+
+
+def test_an_index_of_the_old_design_is_replaced(archive: Archive) -> None:
+    """An index made by the previous archiveflow (snapshot_text + a whole-corpus FTS index +
+    fts_state) is searchable at once: the old index goes, its text is indexed again."""
+    ids = archive.add({"https://example.com/old": "an ancient tortoise"})
+    cur = archive.store.cursor()
+    cur.execute(search.DDL)
+    cur.execute("INSERT INTO snapshot_text SELECT id, url, title, NULL, created_at, "
+                "'an ancient tortoise' FROM snapshot WHERE id = ?", ids)
+    cur.execute("CREATE TABLE fts_state (id INTEGER PRIMARY KEY, dirty BOOLEAN NOT NULL)")
+    search.load_fts(cur)
+    cur.execute("PRAGMA create_fts_index('snapshot_text', 'snapshot_id', 'title', 'text')")
+    assert archive.find("tortoise") == ["https://example.com/old"]
+    cur = archive.store.cursor()
+    assert cur.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'fts_state' "
+                       "OR schema_name = 'fts_main_snapshot_text'").fetchone() == (0,)
+
+
+def test_reindex_rebuild_refills_the_index(archive: Archive) -> None:
+    ids = archive.add({"https://example.com/r": "quartz crystals"})
+    archive.index_batch(ids)
+    archive.rewrite(ids[0], "granite boulders")
+    with archive.store.transaction() as cur:
+        assert search.rebuild_text(cur, archive.data) == 1
+    assert archive.find("granite") == ["https://example.com/r"]
+    assert archive.find("quartz") == []
+
+
+# --- same ranking as DuckDB fts -----------------------------------------------------------
+
+WORDS = ("archive snapshot crawler crawl crawling page pages web website link links index "
+         "indexed indexing search searches searching rank ranking ranked title text zebra "
+         "okapi heron café naïve résumé über running runs runner data database duck ducks "
+         "the and of to a in is it for").split()
+
+
+def _corpus(n: int, seed: int) -> dict[str, str]:
+    rnd = random.Random(seed)
+    pages = {}
+    for i in range(n):
+        words = [rnd.choice(WORDS[: 10 + i % len(WORDS)]) for _ in range(rnd.randint(0, 60))]
+        punct = rnd.choice(["", ".", ", ", "! ", " -- ", "'s ", " 42 "])
+        pages[f"https://example.com/{i}"] = punct.join(words) if i % 3 else " ".join(words)
+    return pages
+
+
+def test_scores_equal_duckdb_fts_match_bm25(archive: Archive) -> None:
+    ids = archive.add(_corpus(40, seed=7), title="Zebra Crawl Notes")
+    archive.index_batch(ids[:25])
+    archive.index_batch(ids[25:])  # two batches: stats must come out as for one corpus
+    cur = archive.store.cursor()
+    search.load_fts(cur)
+    # The reference: DuckDB's own fts index over the same snapshot_text rows.
+    cur.execute("PRAGMA create_fts_index('snapshot_text', 'snapshot_id', 'title', 'text')")
+    for q in ["zebra", "crawling pages", "ducks database index", "café resume", "naive",
+              "the", "okapi heron runner", "RANKED!! searches?"]:
+        ours = cur.execute(f"SELECT snapshot_id, score FROM ({search_index.bm25_sql('$q')}) "
+                           "ORDER BY score DESC, snapshot_id", {"q": q}).fetchall()
+        ref = cur.execute(
+            "SELECT snapshot_id, s FROM (SELECT snapshot_id, "
+            "fts_main_snapshot_text.match_bm25(snapshot_id, $q) AS s FROM snapshot_text) "
+            "WHERE s IS NOT NULL ORDER BY s DESC, snapshot_id", {"q": q}).fetchall()
+        assert [r[0] for r in ours] == [r[0] for r in ref], q
+        assert [r[1] for r in ours] == pytest.approx([r[1] for r in ref], rel=1e-12), q
+    assert cur.execute("SELECT count(*) FROM snapshot_text").fetchone() == (40,)
+
+
+def test_tokens_are_made_as_fts_makes_them() -> None:
+    con = duckdb.connect()
+    search.load_fts(con)
+    con.execute("CREATE TABLE t (id INTEGER, s VARCHAR)")
+    con.execute("PRAGMA create_fts_index('t', 'id', 's')")
+    for s in ["Héllo, WORLD! it's 2026-12-01", "tabs\tand\nnew lines  x", "a/b\\c|d'e\"f`g",
+              "Ünïcödé ßtraße ÆØÅ ñ", "", "  leading and trailing  ", "x_y-z+w=v~u"]:
+        ours = con.execute(f"SELECT {search_index.tokenize_sql('?')}", [s]).fetchone()
+        ref = con.execute("SELECT fts_main_t.tokenize(?)", [s]).fetchone()
+        assert ours == ref, s
+    assert set(search_index.stopwords()) == {
+        r[0] for r in con.execute("SELECT sw FROM fts_main_t.stopwords").fetchall()}
+
+
+# --- a batch does work proportional to the batch -------------------------------------------
+
+class _Result:
+    def __init__(self, description: Any, rows: list[tuple[Any, ...]]) -> None:
+        self.description = description
+        self._rows = rows
+
+    def fetchall(self) -> list[tuple[Any, ...]]:
+        return self._rows
+
+    def fetchone(self) -> tuple[Any, ...] | None:
+        return self._rows[0] if self._rows else None
+
+
+class ScanCounter:
+    """A real DuckDB cursor whose statements are profiled: rows each table scan read."""
+
+    def __init__(self, cur: duckdb.DuckDBPyConnection, profile: Path) -> None:
+        self.cur = cur
+        self.profile = profile
+        self.scanned: dict[str, int] = {}
+        cur.execute("PRAGMA enable_profiling = 'json'")
+        cur.execute(f"SET profiling_output = '{profile}'")
+        cur.execute("SET custom_profiling_settings = '{\"OPERATOR_ROWS_SCANNED\": \"true\", "
+                    "\"OPERATOR_TYPE\": \"true\", \"EXTRA_INFO\": \"true\"}'")
+
+    def _walk(self, node: dict[str, Any]) -> None:
+        table = (node.get("extra_info") or {}).get("Table")
+        if table:
+            name = table.split(".")[-1].strip('"')
+            self.scanned[name] = self.scanned.get(name, 0) + int(
+                node.get("operator_rows_scanned", 0))
+        for child in node.get("children", []):
+            self._walk(child)
+
+    def execute(self, sql: str, params: Any = None) -> Any:
+        for stmt in self.cur.extract_statements(sql):
+            self.profile.unlink(missing_ok=True)
+            res = self.cur.execute(stmt, params) if params is not None else self.cur.execute(stmt)
+            # The profile is written once the result is consumed.
+            rows = res.fetchall() if res.description else []
+            if self.profile.exists():
+                self._walk(json.loads(self.profile.read_text()))
+        return _Result(res.description, rows)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.cur, name)
+
+
+def _word(n: int) -> str:
+    """A distinct letters-only word for each n (the tokenizer drops digits)."""
+    out = ""
+    while True:
+        n, r = divmod(n, 26)
+        out += chr(97 + r)
+        if not n:
+            return "q" + out
+
+
+def _scan_for_batch(archive: Archive, corpus: int, tmp_path: Path) -> dict[str, int]:
+    ids = archive.add({f"https://example.com/c{corpus}-{i}": " ".join(
+        _word(i * 40 + j) for j in range(40)) for i in range(corpus)})
+    archive.index_batch(ids)
+    batch = archive.add({f"https://example.com/new{corpus}-{i}": f"fresh batch text {i}"
+                         for i in range(10)})
+    counter = ScanCounter(archive.store.cursor(), tmp_path / f"profile-{corpus}.json")
+    archive.index_batch(batch, cur=counter)
+    counter.cur.execute("PRAGMA disable_profiling")
+    return counter.scanned
+
+
+def test_indexing_a_batch_reads_no_other_documents_postings(archive: Archive,
+                                                            tmp_path: Path) -> None:
+    small = _scan_for_batch(archive, 20, tmp_path)
+    big = _scan_for_batch(archive, 400, tmp_path)
+    # The postings table (40 rows per corpus document here) is never read for new
+    # snapshots; what is read is the batch, the stopword list and per-snapshot tables
+    # (through their primary key, except `snapshot`'s id column, which has none).
+    assert small.get("search_term", 0) == 0 and big.get("search_term", 0) == 0
+    per_snapshot = {"snapshot", "snapshot_text", "search_doc", "search_stopword",
+                    "_af_search_docs", "_af_search_post", "_af_search_batch", "_af_text"}
+    assert set(big) <= per_snapshot, big
+    # 20 times the corpus: the same work, but for that one narrow scan.
+    assert {k: v for k, v in big.items() if k != "snapshot"} == {
+        k: v for k, v in small.items() if k != "snapshot"}
+    postings = archive.store.cursor().execute("SELECT count(*) FROM search_term").fetchone()
+    assert postings is not None and sum(big.values()) < postings[0] / 5
+
+
+def test_a_changed_snapshot_reads_only_the_row_groups_that_hold_it(
+        archive: Archive, tmp_path: Path) -> None:
+    # Enough postings for several row groups (122,880 rows each).
+    ids = archive.add({f"https://example.com/g{i}": " ".join(_word(i * 300 + j)
+                                                             for j in range(300))
+                       for i in range(1500)})
+    for i in range(0, len(ids), 500):
+        archive.index_batch(ids[i:i + 500])
+    cur = archive.store.cursor()
+    total = cur.execute("SELECT count(*) FROM search_term").fetchone()
+    assert total is not None and total[0] > 3 * 122_880
+    archive.rewrite(ids[-1], "a rewritten page")
+    counter = ScanCounter(cur, tmp_path / "profile-change.json")
+    archive.index_batch([ids[-1]], cur=counter)
+    cur.execute("PRAGMA disable_profiling")
+    assert 0 < counter.scanned["search_term"] <= 2 * 122_880
