@@ -19,8 +19,12 @@ BASICS = re.compile(
 PAGE = re.compile(
     r"^# ---- shared by the hooks that read the page .*?^# ---- end of shared part ----$",
     re.S | re.M)
+BROWSER = re.compile(
+    r"^# ---- shared by the hooks that drive the browser .*?^# ---- end of shared part ----$",
+    re.S | re.M)
 PAGE_READERS = ("favicon", "htmltotext", "parse_html_urls", "title")
-FETCHING = ("headers", "wget", "screenshot", "seeds", *PAGE_READERS)
+BROWSER_USERS = ("chrome", "screenshot", "pdf", "dom", "singlefile")
+FETCHING = ("headers", "wget", "seeds", *PAGE_READERS, *BROWSER_USERS)
 
 
 def _hook(plugin: str) -> str:
@@ -28,8 +32,9 @@ def _hook(plugin: str) -> str:
     return path.read_text(encoding="utf-8")
 
 
-@pytest.mark.parametrize(("pattern", "plugins"), [(BASICS, FETCHING), (PAGE, PAGE_READERS)],
-                         ids=["basics", "page"])
+@pytest.mark.parametrize(("pattern", "plugins"),
+                         [(BASICS, FETCHING), (PAGE, PAGE_READERS), (BROWSER, BROWSER_USERS)],
+                         ids=["basics", "page", "browser"])
 def test_shared_parts_are_equal(pattern: re.Pattern[str], plugins: tuple[str, ...]) -> None:
     parts = {p: pattern.search(_hook(p)) for p in plugins}
     lost = [p for p, m in parts.items() if m is None]
