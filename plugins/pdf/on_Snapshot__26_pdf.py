@@ -143,6 +143,15 @@ def chromium_command(chromium: str, profile: str) -> list[str]:
     return [*cmd, "about:blank"]
 
 
+def socket_tmp() -> str:
+    """TMPDIR for Chromium: it puts a socket there, and a Unix socket path has at most 107
+    bytes; in a deep TMPDIR (a test's, say) Chromium exits at once, so /tmp then."""
+    import tempfile
+
+    tmp = tempfile.gettempdir()
+    return tmp if len(tmp) <= 60 else "/tmp"
+
+
 def launch_chromium(chromium: str, folder: str) -> tuple[subprocess.Popen, int, int]:
     """Start Chromium with its profile in `folder`, in its own process group, killed if we
     die; returns (process, fd to read its messages, fd to write ours)."""
@@ -173,7 +182,7 @@ def launch_chromium(chromium: str, folder: str) -> tuple[subprocess.Popen, int, 
             chromium_command(chromium, os.path.join(folder, "profile")),
             stdin=subprocess.DEVNULL, stdout=log, stderr=log, close_fds=False,
             start_new_session=True, preexec_fn=child,
-            env=dict(os.environ, DBUS_SESSION_BUS_ADDRESS="disabled:"))
+            env=dict(os.environ, DBUS_SESSION_BUS_ADDRESS="disabled:", TMPDIR=socket_tmp()))
     finally:
         log.close()
         os.close(to_r)
@@ -337,7 +346,10 @@ def connect_browser(wait: float = 15.0) -> tuple[CDP, object, str]:
     except BrowserError as e:
         try:
             with open(os.path.join(folder, "chromium.log"), "rb") as f:
-                tail = f.read()[-300:].decode("utf-8", "replace").strip()
+                lines = f.read().decode("utf-8", "replace").splitlines()
+            # Chromium logs harmless noise (cpufreq, dbus) before the line that matters.
+            tail = " | ".join([ln for ln in lines if "cpufreq" not in ln
+                               and "dbus" not in ln][-2:])[-400:]
         except OSError:
             tail = ""
         close()

@@ -1,15 +1,18 @@
 #!/usr/bin/env python3
-# title: the page's title, from the HTML wget saved (else fetched here).
+# title: the page's title, from the HTML wget saved (else fetched here); when that HTML has
+# none (a title set by JavaScript), the title of the DOM as the browser rendered it.
 #
 # Inputs
 #   argv  --url=<url> --snapshot-id --crawl-id --depth (unknown options are ignored)
 #   env   TITLE_ENABLED, TITLE_TIMEOUT (seconds, for the fetch), SNAP_DIR (reads
-#         $SNAP_DIR/wget/wget.json -> main_html), USER_AGENT, CHECK_SSL_VALIDITY
+#         $SNAP_DIR/wget/wget.json -> main_html, and $SNAP_DIR/dom/output.html, which the dom
+#         plugin's hook writes before this one runs), USER_AGENT, CHECK_SSL_VALIDITY
 # Outputs (cwd = <snapshot>/title/)
 #   title.txt: the title, one line
 #   stdout: one ArchiveResult whose output_str is the title itself.
-# <title>, else <meta property="og:title">; none -> noresults. An error page's title (404)
-# is still the page's title. No answer from the server -> failed.
+# <title>, else <meta property="og:title">, else the rendered DOM's <title>; none ->
+# noresults. An error page's title (404) is still the page's title. No answer from the
+# server -> failed.
 from __future__ import annotations
 
 import json
@@ -20,6 +23,7 @@ from html.parser import HTMLParser
 
 DEFAULT_UA = "Mozilla/5.0 (compatible; archiveflow/0.1)"
 MAX_BYTES = 10 * 1024 * 1024
+RENDERED = "dom/output.html"
 
 
 # ---- shared by the crawl and snapshot hooks (tests/plugins/test_shared_code.py) ----
@@ -186,6 +190,15 @@ def extract_title(html: str) -> str | None:
     return None
 
 
+def rendered_title() -> str | None:
+    """The title of the DOM the browser rendered (plugins/dom), if it saved one."""
+    try:
+        with open(os.path.join(os.environ.get("SNAP_DIR", ""), RENDERED), "rb") as f:
+            return extract_title(decode(f.read(MAX_BYTES)))
+    except OSError:
+        return None
+
+
 def main() -> int:
     args = parse_args(sys.argv[1:])
     url = args.get("url", "")
@@ -200,6 +213,10 @@ def main() -> int:
               "error": str(e)})
         return 1
     title = extract_title(html) if html else None
+    if not title and html is not None:
+        # No title in the HTML as served: JavaScript may set one, which the browser saw.
+        title = rendered_title()
+        source = RENDERED if title else source
     if not title:
         why = "page is not HTML" if html is None else "page has no title"
         emit({"type": "ArchiveResult", "status": "noresults", "output_str": why})

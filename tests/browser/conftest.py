@@ -1,0 +1,130 @@
+"""Fixtures for the browser plugins: the local site with a few scripted pages, the egress
+proxy every crawl hook goes through, and the crawl's shared Chromium (plugins/chrome) started
+by hand as the crawl would start it, stopped as crawl cleanup stops it."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+import pytest
+from archiveflow.tasks.egress import EgressProxy
+from archiveflow.tasks.egress_policy import Policy
+
+from tests.sitesrv import SiteServer
+
+TESTS = Path(__file__).resolve().parents[1]
+SITE = TESTS / "fixtures" / "site"
+PAGES = Path(__file__).resolve().parent / "site"
+PLUGINS = TESTS.parent / "plugins"
+DAEMON = PLUGINS / "chrome" / "on_Crawl__05_chrome.daemon.bg.py"
+
+if shutil.which("chromium") is None:
+    pytest.skip("chromium is not installed (make system-deps)", allow_module_level=True)
+
+
+def procs_using(folder: Path | str) -> list[psutil.Process]:
+    """Live processes whose command line mentions `folder` (a Chromium profile is in it)."""
+    found = []
+    for p in psutil.process_iter(["cmdline"]):
+        try:
+            if any(str(folder) in arg for arg in p.info["cmdline"] or ()):
+                found.append(p)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return found
+
+
+@pytest.fixture(scope="package")
+def secret() -> Iterator[SiteServer]:
+    """A second local server: what the egress policy must keep the browser away from."""
+    srv = SiteServer(SITE)
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="package")
+def public(secret: SiteServer) -> Iterator[SiteServer]:
+    """The site the proxy lets through (allowed by address: it is local too); /away
+    redirects to the secret server."""
+    srv = SiteServer(SITE, mounts={"/browser/": PAGES},
+                     redirects={"/away": f"{secret.base_url}/page1.html"})
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="package")
+def proxy_env(public: SiteServer) -> Iterator[dict[str, str]]:
+    """http_proxy & co. pointing at a real egress proxy, as the pipeline gives crawl hooks."""
+    proxy = EgressProxy()
+    origin = public.base_url.removeprefix("http://")
+    url = proxy.url(Policy(allow_addresses=frozenset({origin})))
+    yield {"http_proxy": url, "https_proxy": url, "no_proxy": ""}
+    proxy.close()
+
+
+@dataclass
+class CrawlBrowser:
+    """The running chrome daemon of a crawl folder."""
+
+    crawl_dir: Path
+    proc: subprocess.Popen[str]
+    folder: Path  # its private temp folder: socket, profile
+
+    def info(self) -> dict:
+        return json.loads((self.crawl_dir / "chrome" / "browser.json").read_text())
+
+    def stop(self) -> None:
+        """What crawl cleanup does to a daemon hook: SIGTERM to its group, then SIGKILL."""
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+
+def start_crawl_browser(crawl_dir: Path, env: dict[str, str]) -> CrawlBrowser:
+    cwd = crawl_dir / "chrome"
+    cwd.mkdir(parents=True, exist_ok=True)
+    err = open(cwd / "daemon.stderr.log", "w")  # noqa: SIM115 - the daemon writes it
+    proc = subprocess.Popen(
+        [sys.executable, "-S", str(DAEMON), "--crawl-id=crawl-1"], cwd=cwd,
+        env={**os.environ, "CRAWL_DIR": str(crawl_dir), **env}, stdout=subprocess.DEVNULL,
+        stderr=err, text=True, start_new_session=True)
+    err.close()
+    deadline = time.monotonic() + 30
+    while not (cwd / "browser.json").exists():
+        assert proc.poll() is None, (cwd / "daemon.stderr.log").read_text()
+        assert time.monotonic() < deadline, "the crawl's browser did not come up"
+        time.sleep(0.05)
+    info = json.loads((cwd / "browser.json").read_text())
+    return CrawlBrowser(crawl_dir, proc, Path(info["socket"]).parent)
+
+
+@pytest.fixture(scope="package")
+def crawl_browser(tmp_path_factory: pytest.TempPathFactory,
+                  proxy_env: dict[str, str]) -> Iterator[CrawlBrowser]:
+    """One crawl's browser behind the egress proxy, shared by the tests of this package;
+    after them: stopped, and nothing of it is left."""
+    browser = start_crawl_browser(tmp_path_factory.mktemp("crawl"), proxy_env)
+    try:
+        yield browser
+    finally:
+        browser.stop()
+    time.sleep(0.2)
+    assert procs_using(browser.folder) == [], "a Chromium outlived the crawl's browser"
+    assert not browser.folder.exists(), "the browser's temp folder was left"
+    assert not (browser.crawl_dir / "chrome" / "browser.json").exists()
