@@ -5,7 +5,9 @@
 #
 # Inputs
 #   argv  --url --crawl-id --source-url (ignored: the browser serves every snapshot)
-#   env   CHROME_ENABLED, CHROME_EAGER (start Chromium at once, not on the first hook's
+#   env   CHROME_ENABLED, BROWSER_PLUGINS (and <PLUGIN>_ENABLED of each, and the crawl's
+#         plugin list in $CRAWL_DIR/crawl.json: no browser plugin to run -> skipped, exit 10,
+#         no Chromium started), CHROME_EAGER (start Chromium at once, not on the first hook's
 #         call), CHROMIUM_BINARY (else chromium, chromium-browser or google-chrome on PATH),
 #         CHECK_SSL_VALIDITY, http_proxy (the egress proxy, given to Chromium as
 #         --proxy-server without credentials: Chromium reads no proxy variables on Linux)
@@ -24,6 +26,8 @@ from __future__ import annotations
 
 import json
 import os
+import queue
+import re
 import select
 import shutil
 import signal
@@ -41,6 +45,10 @@ INFO = os.path.abspath("browser.json")
 MAX_DEATHS = 5
 REFUSED = frozenset({"Browser.close", "Browser.crash"})  # the crawl's browser, not a hook's
 STOPPING = False
+DEFAULT_USERS = "screenshot,pdf,dom,singlefile"
+# Calls that carry no tab state: when Chromium dies under them, they go to its replacement.
+RETRIED = frozenset({"Target.createTarget", "Browser.getVersion", "Target.getTargets"})
+LAUNCHES: queue.Queue = queue.Queue()
 
 
 # ---- shared by the crawl and snapshot hooks (tests/plugins/test_shared_code.py) ----
@@ -319,10 +327,13 @@ def connect_browser(wait: float = 15.0) -> tuple[CDP, object, str]:
     info = os.path.join(crawl_dir, BROWSER_INFO)
     daemon = os.path.join(crawl_dir, "chrome", BROWSER_DAEMON + ".pid")
     deadline = time.monotonic() + wait
-    while crawl_dir and not os.path.exists(info) and os.path.exists(daemon):
-        if time.monotonic() > deadline:
-            break
-        time.sleep(0.05)  # the crawl's browser is starting
+    while crawl_dir and not os.path.exists(info) and time.monotonic() < deadline:
+        try:  # the runner's pid file of the crawl's daemon: is it still starting?
+            with open(daemon, encoding="utf-8") as f:
+                os.kill(int(json.load(f)["pid"]), 0)
+        except (OSError, ValueError, KeyError, TypeError):
+            break  # no daemon, or it ended (skipped, failed): no crawl browser coming
+        time.sleep(0.05)
     why = "no crawl browser"
     if crawl_dir and os.path.exists(info):
         try:
@@ -468,7 +479,8 @@ class Relay:
         self.launches = 0
         self.deaths: list = []
         self.next_id = 0
-        self.pending: dict = {}  # our id -> (client or None, the client's id, method)
+        # our id -> (client or None, the client's id, method, the Chromium it went to, params)
+        self.pending: dict = {}
         self.sessions: dict = {}  # sessionId -> client
 
     def info(self) -> dict:
@@ -487,7 +499,7 @@ class Relay:
             folder = os.path.join(self.folder, f"run{self.launches}")
             os.mkdir(folder, 0o700)
             try:
-                proc, rfd, wfd = launch_chromium(self.chromium, folder)
+                proc, rfd, wfd = self.launch(folder)
             except OSError as e:
                 self.deaths.append(f"did not start: {e}")
                 return f"chromium did not start: {e}"
@@ -495,6 +507,18 @@ class Relay:
             threading.Thread(target=self.read, args=(proc, rfd, wfd, folder), daemon=True).start()
         write_info(self.info())
         return None
+
+    def launch(self, folder: str) -> tuple:
+        """launch_chromium, from the one thread that lives as long as we do: the kernel's
+        parent-death signal (which kills Chromium if we are SIGKILLed) fires when the
+        *thread* that started it ends, and the thread of a hook's connection ends with it."""
+        done: list = []
+        ready = threading.Event()
+        LAUNCHES.put((folder, done, ready))
+        ready.wait()
+        if isinstance(done[0], BaseException):
+            raise done[0]
+        return done[0]
 
     def forward(self, client: Client | None, msg: dict) -> None:
         reason = self.ensure()
@@ -504,7 +528,8 @@ class Relay:
             return
         with self.lock:
             self.next_id += 1
-            self.pending[self.next_id] = (client, msg.get("id"), msg.get("method"))
+            self.pending[self.next_id] = (client, msg.get("id"), msg.get("method"), self.proc,
+                                          msg.get("params"))
             msg = {**msg, "id": self.next_id}
             wfd = self.wfd
         data = memoryview(json.dumps(msg).encode() + b"\0")
@@ -518,7 +543,7 @@ class Relay:
     def dispatch(self, msg: dict) -> None:
         if "id" in msg:
             with self.lock:
-                client, their_id, method = self.pending.pop(msg["id"], (None, None, None))
+                client, their_id, method, _, _ = self.pending.pop(msg["id"], (None,) * 5)
                 result = msg.get("result") or {}
                 if client is not None and method == "Target.attachToTarget":
                     if result.get("sessionId"):
@@ -563,17 +588,22 @@ class Relay:
             if self.proc is proc:
                 self.proc = None
                 self.deaths.append(f"chromium {why}")
-            lost = list(self.pending.values())
-            self.pending.clear()
-            self.sessions.clear()
+            # Only its own calls: a replacement may already be serving others.
+            lost = [k for k, v in self.pending.items() if v[3] is proc]
+            lost_calls = [self.pending.pop(k) for k in lost]
+            if self.proc is None:
+                self.sessions.clear()
         for fd in (rfd, wfd):
             try:
                 os.close(fd)
             except OSError:
                 pass
         remove_browser_folder(folder)
-        for client, their_id, _method in lost:
-            if client is not None:
+        for client, their_id, method, _proc, params in lost_calls:
+            if client is not None and method in RETRIED and not STOPPING:
+                # Nothing of this call reached a tab yet: the replacement answers it.
+                self.forward(client, {"id": their_id, "method": method, "params": params})
+            elif client is not None:
                 client.send({"id": their_id, "error": {
                     "message": f"the crawl's browser died (chromium {why}); the next hook "
                                "that needs it gets a fresh one"}})
@@ -612,9 +642,9 @@ class Relay:
         with self.lock:
             for sid in [s for s, c in self.sessions.items() if c is client]:
                 del self.sessions[sid]
-            for key, (c, their_id, method) in list(self.pending.items()):
+            for key, (c, their_id, method, proc, params) in list(self.pending.items()):
                 if c is client:
-                    self.pending[key] = (None, their_id, method)
+                    self.pending[key] = (None, their_id, method, proc, params)
             alive = self.proc is not None and self.proc.poll() is None
         if alive:
             for target in client.targets:
@@ -627,6 +657,17 @@ class Relay:
         if proc is not None:
             stop_chromium(proc)
             remove_browser_folder(os.path.join(self.folder, f"run{self.launches}"))
+
+
+def launcher(chromium: str) -> None:
+    """The thread that starts every Chromium (see Relay.launch)."""
+    while True:
+        folder, done, ready = LAUNCHES.get()
+        try:
+            done.append(launch_chromium(chromium, folder))
+        except OSError as e:
+            done.append(e)
+        ready.set()
 
 
 def write_info(info: dict) -> None:
@@ -654,6 +695,24 @@ def remove_stale() -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def browser_users() -> list:
+    """The browser plugins this crawl will run: BROWSER_PLUGINS (default: ours), less those
+    switched off (<PLUGIN>_ENABLED) or left out of the crawl's plugin list (crawl.json)."""
+    names = os.environ.get("BROWSER_PLUGINS") or DEFAULT_USERS
+    wanted = [n.strip() for n in names.split(",") if n.strip() and n.strip() != "chrome"]
+    try:
+        with open(os.path.join(os.environ.get("CRAWL_DIR", ""), "crawl.json"),
+                  encoding="utf-8") as f:
+            chosen = json.load(f).get("plugins") or ""
+    except (OSError, ValueError, AttributeError):
+        chosen = ""
+    if chosen:
+        picked = {p.strip() for p in chosen.split(",")}
+        wanted = [n for n in wanted if n in picked]
+    key = lambda n: re.sub(r"[^A-Za-z0-9]", "_", n).upper() + "_ENABLED"  # noqa: E731
+    return [n for n in wanted if env_bool(key(n), True)]
+
+
 def on_signal(signum: int, _frame: object) -> None:
     global STOPPING
     STOPPING = True
@@ -665,6 +724,12 @@ def main() -> int:
     if not env_bool("CHROME_ENABLED", True):
         emit({"type": "ArchiveResult", "status": "skipped", "output_str": "CHROME_ENABLED=False"})
         return 10
+    if not browser_users():
+        # Crawl hooks run whatever plugins a crawl picked: no Chromium for a crawl without
+        # a browser plugin.
+        emit({"type": "ArchiveResult", "status": "skipped",
+              "output_str": "no browser plugin in this crawl"})
+        return 10
     chromium = find_chromium()
     if not chromium:
         emit({"type": "ArchiveResult", "status": "failed",
@@ -675,6 +740,7 @@ def main() -> int:
     remove_stale()
     folder = tempfile.mkdtemp(prefix=PREFIX)  # 0700: only this account gets in
     relay = Relay(chromium, folder)
+    threading.Thread(target=launcher, args=(chromium,), daemon=True).start()
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         server.bind(os.path.join(folder, SOCKET))

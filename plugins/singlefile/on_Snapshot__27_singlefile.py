@@ -308,10 +308,13 @@ def connect_browser(wait: float = 15.0) -> tuple[CDP, object, str]:
     info = os.path.join(crawl_dir, BROWSER_INFO)
     daemon = os.path.join(crawl_dir, "chrome", BROWSER_DAEMON + ".pid")
     deadline = time.monotonic() + wait
-    while crawl_dir and not os.path.exists(info) and os.path.exists(daemon):
-        if time.monotonic() > deadline:
-            break
-        time.sleep(0.05)  # the crawl's browser is starting
+    while crawl_dir and not os.path.exists(info) and time.monotonic() < deadline:
+        try:  # the runner's pid file of the crawl's daemon: is it still starting?
+            with open(daemon, encoding="utf-8") as f:
+                os.kill(int(json.load(f)["pid"]), 0)
+        except (OSError, ValueError, KeyError, TypeError):
+            break  # no daemon, or it ended (skipped, failed): no crawl browser coming
+        time.sleep(0.05)
     why = "no crawl browser"
     if crawl_dir and os.path.exists(info):
         try:
