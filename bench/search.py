@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any, Final
 
 import duckdb
-from archiveflow.store import search
+from archiveflow.store import search, search_index
 from archiveflow.store.db import Store
 
 QUERIES: Final[list[search.SearchQuery]] = [
@@ -209,6 +209,33 @@ def _baseline(data: Path) -> dict[str, Any]:
             "query_median": statistics.median(lat), "tops": tops}
 
 
+def _tokenisers(pages: int = 1000) -> None:
+    """The postings of `pages` pages made two ways: one SQL statement (unnest, stem every
+    token, GROUP BY) and store/search_index.postings (polars splits and counts, DuckDB
+    stems each distinct word once). Best of 3 each; the outputs must be equal."""
+    con = duckdb.connect()
+    _generate(con, pages, 0.7)
+    search.load_fts(con)
+    search_index.ensure_index_tables(con)
+    docs = con.execute("SELECT i AS doc, title, text FROM gen").pl()
+    con.register("_bench_docs", docs.to_arrow())
+    body = search_index.tokenize_sql("coalesce(title, '') || ' ' || coalesce(text, '')")
+    sql = (f"SELECT doc, stem(w, '{search_index.STEMMER}') AS term, count(*)::INTEGER AS tf "
+           f"FROM (SELECT doc, unnest({body}) AS w FROM _bench_docs) "
+           "WHERE len(w) > 0 AND w NOT IN (SELECT sw FROM search_stopword) GROUP BY ALL")
+    t_sql, ref = min((_timed(lambda: con.execute(sql).pl()) for _ in range(3)),
+                     key=lambda x: x[0])
+    t_pl, ours = min((_timed(lambda: search_index.postings(con, docs)) for _ in range(3)),
+                     key=lambda x: x[0])
+    same = ref.sort("doc", "term").equals(ours.select("doc", "term", "tf").sort("doc", "term"))
+    print(f"\n## Tokenising {pages:,} pages ({ref.height:,} postings)\n")
+    print("| figure | polars + stem distinct | one SQL statement | SQL / polars |\n"
+          "|---|---|---|---|")
+    print(f"| postings of {pages:,} pages | {t_pl:.3f} s | {t_sql:.3f} s | "
+          f"{t_sql / t_pl:.1f}× |")
+    print(f"| same postings | {'yes' if same else 'NO'} | | |")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the bench and print one markdown table per size."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -216,8 +243,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=100, help="snapshots per indexing batch")
     ap.add_argument("--baseline-max", type=int, default=10_000,
                     help="largest size at which the full rebuild is measured too")
+    ap.add_argument("--no-tokenisers", action="store_true",
+                    help="skip the SQL vs polars tokenising comparison")
     args = ap.parse_args(argv)
     print(f"duckdb {duckdb.__version__}, batch {args.batch}")
+    if not args.no_tokenisers:
+        _tokenisers()
     for n in (int(s) for s in args.sizes.split(",")):
         root = Path(tempfile.mkdtemp(prefix="af-bench-search-"))
         try:

@@ -174,13 +174,14 @@ class SearchQuery:
         return self.text.strip().strip('"')
 
 
-def search_sql() -> str:
-    """The ranked search statement; parameters in order of `search_params()`.
+def search_sql(n_terms: int = 1) -> str:
+    """The ranked search statement for a query of `n_terms` stemmed terms; its parameters
+    are `search_params()`'s.
 
     Filters and ranking first, over the matching documents; the full text (for snippets)
     is read only for the `limit` rows returned."""
     return f"""
-        WITH s AS ({search_index.bm25_sql("$q")}),
+        WITH s AS ({search_index.bm25_sql(n_terms)}),
         hits AS (
             SELECT s.snapshot_id, s.score, t.captured_at
             FROM s JOIN snapshot_text t USING (snapshot_id)
@@ -202,10 +203,17 @@ def search_sql() -> str:
     """
 
 
-def search_params(q: SearchQuery) -> dict[str, Any]:
-    """Named parameters of search_sql() for a query."""
-    return {"q": q.terms, "phrase": q.phrase, "domain": q.domain, "tag": q.tag,
-            "since": q.since.isoformat() if q.since else None, "limit": int(q.limit)}
+def search_params(q: SearchQuery, terms: Sequence[str]) -> dict[str, Any]:
+    """Named parameters of search_sql(len(terms)) for a query and its stemmed terms."""
+    return {**search_index.term_params(terms), "phrase": q.phrase, "domain": q.domain,
+            "tag": q.tag, "since": q.since.isoformat() if q.since else None,
+            "limit": int(q.limit)}
+
+
+def _execute_search(cur: duckdb.DuckDBPyConnection, q: SearchQuery
+                    ) -> duckdb.DuckDBPyConnection:
+    terms = search_index.query_terms(cur, q.terms)
+    return cur.execute(search_sql(len(terms)), search_params(q, terms))
 
 
 def snippet(text: str, query: str, width: int = SNIPPET_CHARS) -> str:
@@ -228,7 +236,7 @@ def snippet(text: str, query: str, width: int = SNIPPET_CHARS) -> str:
 
 def search(cur: duckdb.DuckDBPyConnection, q: SearchQuery) -> list[dict[str, Any]]:
     """Run a ranked search on a connection that has fts loaded and the index up to date."""
-    res = cur.execute(search_sql(), search_params(q))
+    res = _execute_search(cur, q)
     return rows_with_snippets(
         [d[0] for d in res.description or []], res.fetchall(), q)
 
@@ -357,7 +365,7 @@ def serve_search(store: Store, q: SearchQuery, *, rebuild: bool = False) -> pa.T
             catch_up(cur, Path(store.path).parent, rebuild=rebuild)
 
     retry_conflicts(prepare)
-    res = cur.execute(search_sql(), search_params(q))
+    res = _execute_search(cur, q)
     return res.to_arrow_table() if res.description else pa.table({})
 
 

@@ -194,16 +194,30 @@ def clear(cur: duckdb.DuckDBPyConnection) -> None:
     cur.execute("DELETE FROM search_term; DELETE FROM search_doc")
 
 
-def bm25_sql(query_param: str = "$q") -> str:
-    """A SELECT of (snapshot_id, score) for every document holding a word of the query,
-    BM25 as DuckDB fts's `match_bm25` computes it (same k1, b and formula)."""
+def query_terms(cur: duckdb.DuckDBPyConnection, text: str) -> list[str]:
+    """The distinct stemmed terms of a query, as `match_bm25` makes them (never empty: a
+    query of separators only gives [''], which no document holds)."""
+    rows = cur.execute(f"SELECT DISTINCT stem(unnest({tokenize_sql('?')}), '{STEMMER}') AS t "
+                       "ORDER BY t", [text]).fetchall()
+    return [r[0] for r in rows] or [""]
+
+
+def term_params(terms: Sequence[str]) -> dict[str, str]:
+    """The named parameters `$t0 … $tN` of bm25_sql(len(terms))."""
+    return {f"t{i}": t for i, t in enumerate(terms)}
+
+
+def bm25_sql(n_terms: int) -> str:
+    """A SELECT of (snapshot_id, score) for every document holding one of the query's
+    terms (`$t0 … $tN`, see query_terms), BM25 as DuckDB fts's `match_bm25` computes it
+    (same k1, b and formula). The terms are constants in the statement (placeholders, not
+    a subquery) so DuckDB filters them inside the scan of search_term: 2-4x faster."""
+    terms = ", ".join(f"$t{i}" for i in range(max(1, n_terms)))
     return f"""
-        WITH q AS (SELECT DISTINCT stem(unnest({tokenize_sql(query_param)}), '{STEMMER}')
-                          AS term),
-        st AS (SELECT count(*) AS n, avg(len) AS avgdl FROM search_doc),
+        WITH st AS (SELECT count(*) AS n, avg(len) AS avgdl FROM search_doc),
         p AS (SELECT t.term, t.tf, d.snapshot_id, d.len
               FROM search_term t JOIN search_doc d USING (doc)
-              WHERE t.term IN (SELECT term FROM q)),
+              WHERE t.term IN ({terms})),
         df AS (SELECT term, count(*) AS df FROM p GROUP BY term)
         SELECT p.snapshot_id,
                sum(log((st.n - df.df + 0.5) / (df.df + 0.5) + 1)
