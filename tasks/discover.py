@@ -26,8 +26,8 @@ EXT_INTERPRETERS: Final[dict[str, str]] = {
     "sh": "bash",
     "bash": "bash",
 }
-# Shebangs naming "whatever python is on PATH" run with our interpreter instead: on these
-# machines `python3` on PATH is a pyenv wrapper that costs ~127 ms per start.
+# Shebangs naming "whatever python is on PATH" run with our interpreter instead: that one may
+# be a version-manager shim (pyenv's costs ~100 ms per start) or another Python altogether.
 _ENV_PYTHONS: Final[frozenset[str]] = frozenset({"python", "python3"})
 # Extensions we know how to run when the file is not executable.
 RUNNABLE_EXTENSIONS: Final[frozenset[str]] = frozenset(EXT_INTERPRETERS)

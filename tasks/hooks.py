@@ -2,7 +2,7 @@
 
 Plain Python: no Prefect, no DuckDB. The Prefect layer wraps these functions.
 
-The hook contract (the runner side of /work/shared/HOOKS.md):
+The hook contract (the runner side of docs/hooks.md):
 
 - A hook is `plugins/<plugin>/on_<Event>__<NN>_<desc>[.bg].<ext>`; `discover_hooks` finds
   them on the search path, sorted by (NN, file name). `.bg.` (also `.finite.bg.`,
@@ -11,9 +11,10 @@ The hook contract (the runner side of /work/shared/HOOKS.md):
 - `run_hook` runs it with argv `--key=value` (underscores in keys become dashes), in its own
   process group, cwd `<output_dir>/<plugin>/`, env = the caller's env (config, DATA_DIR,
   SNAP_DIR, ...) plus `EXTRA_CONTEXT` (JSON). An executable file runs by its shebang, except
-  `#!/usr/bin/env python[3[.X]]`, which runs with `sys.executable` (on these machines
-  `python3` on PATH is a pyenv wrapper costing ~127 ms per start); a non-executable file runs
-  by extension (`.py` python, `.js` node, `.sh` bash).
+  `#!/usr/bin/env python[3[.X]]`, which runs with `sys.executable` (the `python3` found on
+  PATH may be a version-manager shim, e.g. pyenv's, that costs ~100 ms per start, and may not
+  be the interpreter archiveflow runs under); a non-executable file runs by extension
+  (`.py` python, `.js` node, `.sh` bash).
 - In the plugin folder, keyed by the hook's file stem, it leaves `<stem>.sh` (the command
   line, runnable by hand; config env vars are left out since they may hold secrets),
   `<stem>.stdout.log`, `<stem>.stderr.log` (files, never pipes: output never passes through
