@@ -5,14 +5,20 @@ that works 0.4 s and writes when it ran. Configured as the only browser plugin w
 slot, its runs must not overlap: with ARCHIVEFLOW_PREFECT_GRANULARITY=snapshot (the
 snapshot's hook walk in the crawl's pool) and =task (each ArchiveResult a Prefect task run
 in a snapshot subflow), which once walked the hooks without entering the slot.
+Below: the plugin → limit mapping, the limit's creation, and the slot across threads.
 """
 
 from __future__ import annotations
 
+import asyncio
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import duckdb
 import pytest
+from archiveflow.flows.limits import BROWSER_LIMIT, ensure_limit, hook_slot, plugin_limit
 
 from tests.flows.conftest import run_cli
 
@@ -45,3 +51,51 @@ def test_browser_limit_serializes_hook_runs(tmp_path: Path, site_url: str, prefe
         for d, _ in rows)
     overlaps = [(a, b) for a, b in zip(spans, spans[1:], strict=False) if b[0] < a[1]]
     assert not overlaps, f"fakebrowser runs overlapped under one slot: {overlaps}"
+
+
+def test_plugin_limit_maps_browser_plugins() -> None:
+    assert plugin_limit("screenshot", {}) == (BROWSER_LIMIT, 1)
+    assert plugin_limit("headers", {}) is None
+    cfg = {"BROWSER_PLUGINS": "headers, pdf", "BROWSER_CONCURRENCY": "3"}
+    assert plugin_limit("pdf", cfg) == (BROWSER_LIMIT, 3)
+    assert plugin_limit("screenshot", cfg) is None
+    assert plugin_limit("pdf", {**cfg, "BROWSER_CONCURRENCY": "x"}) == (BROWSER_LIMIT, 1)
+
+
+def test_ensure_limit_creates_a_missing_limit_and_keeps_an_existing_one(prefect_api: str
+                                                                      ) -> None:
+    from prefect import get_client
+
+    name = f"archiveflow-test-{time.time_ns()}"
+
+    async def run() -> tuple[int, int]:
+        await ensure_limit(name, 2)
+        async with get_client() as client:
+            first = (await client.read_global_concurrency_limit_by_name(name)).limit
+        await ensure_limit(name, 5)  # already there: its size may have been set in the UI
+        async with get_client() as client:
+            return first, (await client.read_global_concurrency_limit_by_name(name)).limit
+
+    assert asyncio.run(run()) == (2, 2)
+
+
+@pytest.mark.timeout(300)
+def test_hook_slot_holds_across_threads(prefect_api: str) -> None:
+    cfg = {"BROWSER_PLUGINS": "fakebrowser", "BROWSER_CONCURRENCY": "1"}
+    lock = threading.Lock()
+    state = {"running": 0, "peak": 0}
+
+    def hold() -> None:
+        with hook_slot("fakebrowser", cfg):
+            with lock:
+                state["running"] += 1
+                state["peak"] = max(state["peak"], state["running"])
+            time.sleep(0.3)
+            with lock:
+                state["running"] -= 1
+        with hook_slot("headers", cfg):  # not limited: no API call at all
+            pass
+
+    with ThreadPoolExecutor(3) as pool:
+        list(pool.map(lambda _: hold(), range(3)))
+    assert state["peak"] == 1
