@@ -6,7 +6,14 @@ cannot be updated, so the first search after a crawl of N snapshots paid O(N) (â
 
 - `search_doc(snapshot_id, doc, len)`: one row per indexed Snapshot; `doc` is a number from
   a sequence (postings carry 8 bytes, not a 36-character id) and `len` its count of terms.
-- `search_term(term, doc, tf)`: one posting per (stemmed term, document) with its count.
+- `search_term_new(term, doc, tf)`: one posting per (stemmed term, document) with its
+  count, as batches append them (in document order).
+- `search_term`: the same postings in sorted runs. When `search_term_new` holds
+  FLUSH_POSTINGS rows, they move here in one `INSERT â€¦ ORDER BY term, doc` (work
+  proportional to the batches since the last move, never to the corpus). Within a run the
+  rows of a term are contiguous, so DuckDB's zone maps let a query read a few row groups per
+  run instead of every posting (measured on 10k pages: 3.5 M postings, 0.06 s unsorted,
+  0.004 s as 4 runs).
 - `search_stopword(sw)`: the fts extension's English stopword list, taken from the
   extension itself (`stopwords()`), so it cannot drift from the one DuckDB's fts uses.
 
@@ -41,7 +48,11 @@ B: Final[float] = 0.75
 # these characters separates words. A test checks tokenize() against the extension's macro.
 IGNORE: Final[str] = r"""[0-9!@#$%^&*()_+={}\[\]:;<>,.?~\\/\|''"`-]+"""
 BATCH_DOCS: Final[int] = 2000  # documents tokenised at once (bounds memory)
-TABLES: Final[tuple[str, ...]] = ("search_doc", "search_term", "search_stopword")
+# Postings gathered before they are sorted into a run of search_term: about 3k pages. A
+# query reads this many rows unsorted at most, plus a few row groups per run.
+FLUSH_POSTINGS: int = 1_000_000
+TABLES: Final[tuple[str, ...]] = ("search_doc", "search_term", "search_term_new",
+                                  "search_stopword")
 
 DDL: Final[str] = """
 CREATE SEQUENCE IF NOT EXISTS search_doc_seq;
@@ -56,6 +67,13 @@ CREATE TABLE IF NOT EXISTS search_term (
     tf   INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS search_stopword (sw VARCHAR NOT NULL);
+"""
+_NEW_DDL: Final[str] = """
+CREATE TABLE IF NOT EXISTS search_term_new (
+    term VARCHAR NOT NULL,
+    doc  BIGINT NOT NULL,
+    tf   INTEGER NOT NULL
+);
 """
 
 
@@ -85,7 +103,7 @@ def stopwords() -> tuple[str, ...]:
 
 def ensure_index_tables(cur: duckdb.DuckDBPyConnection) -> None:
     """Create the index tables if missing and fill the stopword list once."""
-    cur.execute(DDL)
+    cur.execute(DDL + _NEW_DDL)
     row = cur.execute("SELECT count(*) FROM search_stopword").fetchone()
     if not row or not row[0]:
         cur.execute("INSERT INTO search_stopword SELECT unnest(?::VARCHAR[])",
@@ -109,11 +127,13 @@ def drop_docs(cur: duckdb.DuckDBPyConnection, snapshot_ids: Sequence[str]) -> in
         [list(snapshot_ids)]).fetchall()]
     if not docs:
         return 0  # new snapshots, the usual case: search_term is not even read
-    # Row groups are skipped by their min/max of `doc` (which grows with insertion order):
-    # the BETWEEN states that range; the IN list then picks the exact postings. Without
-    # the pruning, changing one page would read every posting (a test counts the rows).
-    cur.execute("DELETE FROM search_term WHERE doc BETWEEN ? AND ? "
-                "AND doc IN (SELECT unnest(?::BIGINT[]))", [min(docs), max(docs), docs])
+    # Row groups are skipped by their min/max of `doc`: it grows with insertion order, and
+    # a run holds the documents of one range. The BETWEEN states that range; the IN list
+    # then picks the exact postings. Without the pruning, changing one page would read
+    # every posting (a test counts the rows).
+    for table in ("search_term_new", "search_term"):
+        cur.execute(f"DELETE FROM {table} WHERE doc BETWEEN ? AND ? "
+                    "AND doc IN (SELECT unnest(?::BIGINT[]))", [min(docs), max(docs), docs])
     cur.execute("DELETE FROM search_doc WHERE doc IN (SELECT unnest(?::BIGINT[]))", [docs])
     return len(docs)
 
@@ -185,13 +205,28 @@ def add_docs(cur: duckdb.DuckDBPyConnection, frame: pl.DataFrame) -> int:
         docs = (chunk.select("snapshot_id", "doc").join(lens, on="doc", how="left")
                 .with_columns(pl.col("len").fill_null(0)))
         _insert(cur, "search_doc", docs)
-        _insert(cur, "search_term", post.select("term", "doc", "tf"))
+        _insert(cur, "search_term_new", post.select("term", "doc", "tf"))
+    # The catalog's row count (committed rows, no scan): counting would read the tail.
+    row = cur.execute("SELECT estimated_size FROM duckdb_tables() WHERE schema_name = 'main' "
+                      "AND table_name = 'search_term_new'").fetchone()
+    if row and row[0] >= FLUSH_POSTINGS:
+        flush(cur)
     return frame.height
+
+
+def flush(cur: duckdb.DuckDBPyConnection) -> None:
+    """Move the recent postings into search_term as one run sorted by term."""
+    cur.execute("INSERT INTO search_term (term, doc, tf) "
+                "SELECT term, doc, tf FROM search_term_new ORDER BY term, doc")
+    # A new table rather than DELETE: its row count restarts at 0 (see add_docs), and
+    # the old row groups go at once.
+    cur.execute("DROP TABLE search_term_new")
+    cur.execute(_NEW_DDL)
 
 
 def clear(cur: duckdb.DuckDBPyConnection) -> None:
     """Empty the index (its stopword list stays)."""
-    cur.execute("DELETE FROM search_term; DELETE FROM search_doc")
+    cur.execute("DELETE FROM search_term; DELETE FROM search_term_new; DELETE FROM search_doc")
 
 
 def query_terms(cur: duckdb.DuckDBPyConnection, text: str) -> list[str]:
@@ -216,8 +251,10 @@ def bm25_sql(n_terms: int) -> str:
     return f"""
         WITH st AS (SELECT count(*) AS n, avg(len) AS avgdl FROM search_doc),
         p AS (SELECT t.term, t.tf, d.snapshot_id, d.len
-              FROM search_term t JOIN search_doc d USING (doc)
-              WHERE t.term IN ({terms})),
+              FROM (SELECT term, doc, tf FROM search_term WHERE term IN ({terms})
+                    UNION ALL
+                    SELECT term, doc, tf FROM search_term_new WHERE term IN ({terms})) t
+              JOIN search_doc d USING (doc)),
         df AS (SELECT term, count(*) AS df FROM p GROUP BY term)
         SELECT p.snapshot_id,
                sum(log((st.n - df.df + 0.5) / (df.df + 0.5) + 1)

@@ -176,7 +176,11 @@ def _corpus(n: int, seed: int) -> dict[str, str]:
 def test_scores_equal_duckdb_fts_match_bm25(archive: Archive) -> None:
     ids = archive.add(_corpus(40, seed=7), title="Zebra Crawl Notes")
     archive.index_batch(ids[:25])
+    with archive.store.transaction() as tx:
+        search_index.flush(tx)  # the first batch's postings in a sorted run, the second not
     archive.index_batch(ids[25:])  # two batches: stats must come out as for one corpus
+    assert _postings(archive) > archive.store.cursor().execute(
+        "SELECT count(*) FROM search_term").fetchone()[0] > 0
     cur = archive.store.cursor()
     search.load_fts(cur)
     # The reference: DuckDB's own fts index over the same snapshot_text rows.
@@ -286,6 +290,14 @@ def _word(n: int) -> str:
             return "q" + out
 
 
+def _postings(archive: Archive) -> int:
+    row = archive.store.cursor().execute(
+        "SELECT (SELECT count(*) FROM search_term) + (SELECT count(*) FROM search_term_new)"
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
 def _scan_for_batch(archive: Archive, corpus: int, tmp_path: Path) -> dict[str, int]:
     ids = archive.add({f"https://example.com/c{corpus}-{i}": " ".join(
         _word(i * 40 + j) for j in range(40)) for i in range(corpus)})
@@ -305,29 +317,65 @@ def test_indexing_a_batch_reads_no_other_documents_postings(archive: Archive,
     # The postings table (40 rows per corpus document here) is never read for new
     # snapshots; what is read is the batch, the stopword list and per-snapshot tables
     # (through their primary key, except `snapshot`'s id column, which has none).
-    assert small.get("search_term", 0) == 0 and big.get("search_term", 0) == 0
-    per_snapshot = {"snapshot", "snapshot_text", "search_doc", "search_stopword"}
+    for table in ("search_term", "search_term_new"):
+        assert small.get(table, 0) == 0 and big.get(table, 0) == 0
+    per_snapshot = {"snapshot", "snapshot_text", "search_doc", "search_stopword",
+                    "search_term", "search_term_new"}  # (0 rows read, see above)
     assert set(big) <= per_snapshot, big
     # 20 times the corpus: the same work, but for that one narrow scan.
     assert {k: v for k, v in big.items() if k != "snapshot"} == {
         k: v for k, v in small.items() if k != "snapshot"}
-    postings = archive.store.cursor().execute("SELECT count(*) FROM search_term").fetchone()
-    assert postings is not None and sum(big.values()) < postings[0] / 5
+    assert sum(big.values()) < _postings(archive) / 5
 
 
+ROW_GROUP = 122_880  # rows of a DuckDB row group
+
+
+def _big_index(archive: Archive, pages: int, words: int = 300, batch: int = 500,
+               runs: bool = False) -> list[str]:
+    """`pages` pages of `words` distinct words each (so postings span many row groups),
+    indexed `batch` pages at a time; `runs`: each batch's postings sorted into a run."""
+    ids = archive.add({f"https://example.com/g{i}": " ".join(_word(i * words + j)
+                                                             for j in range(words))
+                       for i in range(pages)})
+    for i in range(0, len(ids), batch):
+        archive.index_batch(ids[i:i + batch])
+        if runs:
+            with archive.store.transaction() as cur:
+                search_index.flush(cur)
+    return ids
+
+
+@pytest.mark.parametrize("runs", [False, True], ids=["unsorted", "sorted-runs"])
 def test_a_changed_snapshot_reads_only_the_row_groups_that_hold_it(
-        archive: Archive, tmp_path: Path) -> None:
-    # Enough postings for several row groups (122,880 rows each).
-    ids = archive.add({f"https://example.com/g{i}": " ".join(_word(i * 300 + j)
-                                                             for j in range(300))
-                       for i in range(1500)})
-    for i in range(0, len(ids), 500):
-        archive.index_batch(ids[i:i + 500])
-    cur = archive.store.cursor()
-    total = cur.execute("SELECT count(*) FROM search_term").fetchone()
-    assert total is not None and total[0] > 3 * 122_880
+        archive: Archive, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, runs: bool) -> None:
+    monkeypatch.setattr(search_index, "FLUSH_POSTINGS", 10**9)  # runs only where we say
+    ids = _big_index(archive, 1500, runs=runs)
+    total = _postings(archive)
+    assert total > 3 * ROW_GROUP
     archive.rewrite(ids[-1], "a rewritten page")
-    counter = ScanCounter(cur, tmp_path / "profile-change.json")
+    counter = ScanCounter(archive.store.cursor(), tmp_path / "profile-change.json")
     archive.index_batch([ids[-1]], cur=counter)
+    counter.cur.execute("PRAGMA disable_profiling")
+    read = counter.scanned.get("search_term", 0) + counter.scanned.get("search_term_new", 0)
+    assert 0 < read <= 2 * ROW_GROUP, counter.scanned
+    assert archive.find(_word((len(ids) - 1) * 300)) == []
+    assert archive.find("rewritten") == [f"https://example.com/g{len(ids) - 1}"]
+
+
+def test_a_query_reads_a_few_row_groups_per_sorted_run(
+        archive: Archive, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(search_index, "FLUSH_POSTINGS", 10**9)
+    _big_index(archive, 400, words=3000, batch=200, runs=True)  # 2 runs of 600k postings
+    cur = archive.store.cursor()
+    sorted_rows = cur.execute("SELECT count(*) FROM search_term").fetchone()
+    assert sorted_rows is not None and sorted_rows[0] > 9 * ROW_GROUP  # (stems may merge)
+    word = _word(123 * 3000 + 7)
+    counter = ScanCounter(cur, tmp_path / "profile-query.json")
+    terms = search_index.query_terms(cur, word)
+    hits = counter.execute(search_index.bm25_sql(len(terms)),
+                           search_index.term_params(terms)).fetchall()
     cur.execute("PRAGMA disable_profiling")
-    assert 0 < counter.scanned["search_term"] <= 2 * 122_880
+    assert len(hits) == 1
+    # one row group per run, where an unsorted table is read whole
+    assert counter.scanned["search_term"] <= 2 * ROW_GROUP, counter.scanned
