@@ -1,8 +1,9 @@
 """An inverted index for full-text search that grows with each batch of snapshot text.
 
 DuckDB's `PRAGMA create_fts_index` builds its index in one pass over the whole corpus and
-cannot be updated, so the first search after a crawl of N snapshots paid O(N) (≈ 137 s at
-10k). These tables hold the same information and are appended per batch instead:
+cannot be updated, so the first search after a crawl of N snapshots paid a rebuild linear
+(or worse) in N (bench/search.py measures it beside this index). These tables hold the same
+information and are appended per batch instead:
 
 - `search_doc(snapshot_id, doc, len)`: one row per indexed Snapshot; `doc` is a number from
   a sequence (postings carry 8 bytes, not a 36-character id) and `len` its count of terms.
