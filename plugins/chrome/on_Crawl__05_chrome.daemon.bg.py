@@ -20,8 +20,9 @@
 # private 0700 temp folder, for processes of our own uid only (SO_PEERCRED): each hook opens
 # its own tab(s); a hook that hangs up has its tabs closed. Chromium runs in its own process
 # group with its profile in that folder; a Chromium that dies is replaced on the next call
-# (the calls in flight fail with the reason), at most MAX_DEATHS times. On SIGTERM the group
-# is killed and the folder and browser.json are removed.
+# (the calls in flight fail with the reason), at most MAX_DEATHS times. On SIGTERM, or when
+# the process that started it is gone, the group is killed and the folder and browser.json
+# are removed.
 from __future__ import annotations
 
 import json
@@ -670,6 +671,15 @@ def launcher(chromium: str) -> None:
         ready.set()
 
 
+def watch_parent() -> None:
+    """Stop when the process that started us is gone (killed with SIGKILL, say, before it
+    could clean up its crawl): a browser nobody will stop must not live on."""
+    parent = os.getppid()
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
 def write_info(info: dict) -> None:
     tmp = INFO + ".tmp"
     with open(tmp, "w", encoding="utf-8") as f:
@@ -741,6 +751,7 @@ def main() -> int:
     folder = tempfile.mkdtemp(prefix=PREFIX)  # 0700: only this account gets in
     relay = Relay(chromium, folder)
     threading.Thread(target=launcher, args=(chromium,), daemon=True).start()
+    threading.Thread(target=watch_parent, daemon=True).start()
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         server.bind(os.path.join(folder, SOCKET))
