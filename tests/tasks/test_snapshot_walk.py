@@ -105,8 +105,11 @@ def test_crawl_background_service_runs_until_cleanup(rt: Runtime) -> None:
     `crawls.run` and stopped by `crawls.cleanup`; the seed parser made the depth-0 Snapshot."""
     services = Path(__file__).resolve().parents[1] / "reliability" / "plugins"
     cur = rt.store.cursor()
+    # on_Crawl hooks of every enabled plugin run (the allow-list is for Snapshot hooks):
+    # the built-in browser service is switched off here
     row = crawl_store.create_crawl(cur, seeds="https://example.com/a", plugins="crawlsvc",
-                                   config={"PLUGINS_PATH": str(services)})
+                                   config={"PLUGINS_PATH": str(services),
+                                           "CHROME_ENABLED": "false"})
     start = crawls.run(rt, crawls.claim(rt, row["id"]))
     try:
         assert [r.hook.plugin for r in start.background] == ["crawlsvc"]
