@@ -1,4 +1,5 @@
-"""Named read queries of the CLI (`status`, `list`, `binaries`, `stats`, `index-html`).
+"""Named read queries of the CLI (`status`, `list`, `binaries`, `stats`, `index-html`,
+`export --format wacz`).
 
 Each takes a Reader (store/reader.py), so it works on a free index and through a running
 crawl alike, and returns plain rows: the command modules format them, with no SQL of their
@@ -52,6 +53,23 @@ _FILE_PAGES_SQL: Final[str] = """
     JOIN snapshot s ON s.id = a.snapshot_id
     WHERE (?::VARCHAR IS NULL OR s.crawl_id = ?)
     ORDER BY f.archiveresult_id, f.path
+"""
+
+
+# Snapshots of a selection with each WARC file their results left (one row per WARC; one
+# row with warc NULL for a snapshot without any), for the WACZ export.
+_SNAPSHOT_WARCS_SQL: Final[str] = """
+    SELECT s.id, s.url, s.title, s.created_at, s.output_dir, w.path AS warc
+    FROM snapshot s
+    LEFT JOIN (SELECT a.snapshot_id, f.path FROM archiveresult a
+               JOIN output_file f ON f.archiveresult_id = a.id
+               WHERE f.path LIKE '%.warc.gz' OR f.path LIKE '%.warc') w
+           ON w.snapshot_id = s.id
+    WHERE (?::VARCHAR IS NULL OR s.crawl_id = ?)
+      AND (?::VARCHAR[] IS NULL OR list_contains(?::VARCHAR[], s.id))
+      AND (?::VARCHAR IS NULL OR EXISTS (SELECT 1 FROM snapshot_tag t
+                                         WHERE t.snapshot_id = s.id AND t.tag = ?))
+    ORDER BY s.created_at, s.id, w.path
 """
 
 
@@ -145,3 +163,12 @@ def index_pages(reader: Reader, crawl_id: str | None = None) -> IndexPages:
         results=_dicts(reader, _RESULT_PAGES_SQL, params),
         files=_dicts(reader, _FILE_PAGES_SQL, params),
     )
+
+
+def snapshot_warcs(reader: Reader, crawl_id: str | None = None,
+                   snapshot_ids: list[str] | None = None,
+                   tag: str | None = None) -> list[dict[str, Any]]:
+    """The selected snapshots (of one crawl, these ids, with this tag; all when none is
+    given) with the WARC files of their results, oldest first: what a WACZ export holds."""
+    return _dicts(reader, _SNAPSHOT_WARCS_SQL,
+                  [crawl_id, crawl_id, snapshot_ids, snapshot_ids, tag, tag])

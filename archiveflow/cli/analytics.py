@@ -132,9 +132,14 @@ def cmd_search(args: argparse.Namespace) -> int:
 # --- export / index-html --------------------------------------------------------------------
 
 def cmd_export(args: argparse.Namespace) -> int:
-    """Snapshots and results as json/csv/parquet files, or a static HTML index."""
+    """Snapshots and results as json/csv/parquet files, a static HTML index, or a WACZ."""
     if args.format == "html":
         return _html(args, Path(args.output) if args.output else None)
+    if args.format == "wacz":
+        return _wacz(args)
+    if args.snapshot or args.tag:
+        raise CliError("--snapshot and --tag select what goes into a WACZ (--format wacz); "
+                       "the table exports take --crawl", 2)
     from archiveflow.store import export
 
     if not args.output:
@@ -146,6 +151,34 @@ def cmd_export(args: argparse.Namespace) -> int:
         written = export.export_index(reader, args.format, out, args.crawl)
     for _name, (path, rows) in written.items():
         print(f"{path}  {rows} rows")
+    say(f"exported in {time.perf_counter() - started:.2f}s")
+    return EXIT_OK
+
+
+def _wacz(args: argparse.Namespace) -> int:
+    """A WACZ of a crawl or a selection, from the snapshots' WARCs."""
+    from archiveflow.store.queries import snapshot_warcs
+    from archiveflow.store.wacz import WaczError, write_wacz
+
+    if not args.output:
+        raise CliError("--output is needed: a .wacz file, or a folder to write "
+                       "<crawl id or 'archive'>.wacz into", 2)
+    out = Path(args.output)
+    if out.suffix.lower() != ".wacz":
+        out = out / f"{args.crawl or 'archive'}.wacz"
+    started = time.perf_counter()
+    with open_index(args, read_only=True) as reader:
+        rows = snapshot_warcs(reader, args.crawl, args.snapshot or None, args.tag)
+    if not rows:
+        raise CliError("no snapshot matches the selection (--crawl/--snapshot/--tag)")
+    try:
+        report = write_wacz(rows, data_folder(args).resolve(), out,
+                            title=f"archiveflow {args.crawl or 'archive'}")
+    except WaczError as e:
+        raise CliError(str(e)) from e
+    print(f"{report.path}  {report.pages} pages, {report.warcs} WARCs, {_mib(report.size)}")
+    for url in report.without_warc:
+        say(f"not in the WACZ (no WARC): {url}")
     say(f"exported in {time.perf_counter() - started:.2f}s")
     return EXIT_OK
 
@@ -204,9 +237,16 @@ def register(add_command: Command) -> None:
 
     e = command("export", cmd_export,
                 "Export snapshots and results (json/csv/parquet files), or a static HTML index.")
-    e.add_argument("--format", choices=["json", "csv", "parquet", "html"], default="json")
-    e.add_argument("--output", help="folder to write into (html: default <data>/html)")
+    e.add_argument("--format", choices=["json", "csv", "parquet", "html", "wacz"],
+                   default="json",
+                   help="wacz: one web archive of the selected snapshots' WARCs, with pages "
+                        "and their text, for ReplayWeb.page or pywb")
+    e.add_argument("--output", help="folder to write into (html: default <data>/html; "
+                                    "wacz: a .wacz file or a folder)")
     e.add_argument("--crawl", help="only this crawl id")
+    e.add_argument("--snapshot", action="append", default=[], metavar="ID",
+                   help="wacz: only this snapshot (repeat for more)")
+    e.add_argument("--tag", help="wacz: only snapshots with this tag")
 
     h = command("index-html", cmd_index_html,
                 "Write a static HTML index that opens from the file system (no server).")
