@@ -1,8 +1,8 @@
 """Per-plugin concurrency limits ("one browser at a time") as Prefect global limits.
 
 They are Prefect's, so they hold across every process and machine that reports to the same
-API, and show (and can be changed) in the UI. `hook_slot` is what a snapshot's hook walk
-(tasks/snapshots.run) enters around each hook run, whatever the Prefect granularity.
+API, and show (and can be changed) in the UI. A snapshot's hook walk (tasks/snapshots.run)
+enters a `WalkSlots` of its own around each hook run, whatever the Prefect granularity.
 """
 
 from __future__ import annotations
@@ -101,3 +101,29 @@ def hook_slot(plugin: str, config: Mapping[str, str]) -> Iterator[None]:
                 _ensured.add(name)
     with concurrency(name, occupy=1, strict=True):
         yield
+
+
+class WalkSlots:
+    """The global slots one snapshot's hook walk holds: a fresh one per walk.
+
+    A background hook holds its slot until the snapshot's cleanup. Another hook of the same
+    snapshot under the same limit then runs in that slot instead of asking for a second
+    one, which with one slot would wait for itself forever. Other snapshots still wait.
+    """
+
+    def __init__(self) -> None:
+        self._held: set[str] = set()  # limit names this walk holds (one thread per walk)
+
+    @contextlib.contextmanager
+    def __call__(self, plugin: str, config: Mapping[str, str]) -> Iterator[None]:
+        """Hold the plugin's slot around a hook run, unless this walk already holds it."""
+        limit = plugin_limit(plugin, config)
+        if limit is None or limit[0] in self._held:
+            yield
+            return
+        with hook_slot(plugin, config):
+            self._held.add(limit[0])
+            try:
+                yield
+            finally:
+                self._held.discard(limit[0])

@@ -1,7 +1,7 @@
 """A Snapshot in Prefect: one task run (default) or one subflow run with a task run per
 ArchiveResult (ARCHIVEFLOW_PREFECT_GRANULARITY=task). Both run the one hook walk,
 tasks/snapshots.run, in the crawl's thread pool, holding the plugins' concurrency slots
-(flows/limits.hook_slot); they differ only in its per-hook callback.
+(flows/limits.WalkSlots); they differ only in its per-hook callback.
 
 Why a task run per Snapshot by default: a task run per ArchiveResult or a subflow per
 Snapshot cost 2-8x the hooks themselves on the SQLite Prefect server (bench/PREFECT.md);
@@ -18,7 +18,7 @@ from typing import Any
 
 from archiveflow.flows import result_runs
 from archiveflow.flows.context import Current, SnapshotRun, current
-from archiveflow.flows.limits import hook_slot
+from archiveflow.flows.limits import WalkSlots
 from archiveflow.tasks import results, snapshots
 from archiveflow.tasks.plan import PlanItem, ResultDone, SnapshotPlan, count_results
 from archiveflow.tasks.snapshots import RunForeground
@@ -33,7 +33,7 @@ def _walk(cur: Current, run: SnapshotRun, run_foreground: RunForeground | None,
     if run.runs:  # a retry: prepare again (the resume rules keep what is final)
         plan = run.plan = snapshots.prepare(cur.rt, plan.crawl, [plan.snapshot])[0]
     run.runs += 1
-    return snapshots.run(cur.rt, cur.recorder, plan, hold=hook_slot,
+    return snapshots.run(cur.rt, cur.recorder, plan, hold=WalkSlots(),
                          run_foreground=run_foreground, wait=wait)
 
 

@@ -18,7 +18,13 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from archiveflow.flows.limits import BROWSER_LIMIT, ensure_limit, hook_slot, plugin_limit
+from archiveflow.flows.limits import (
+    BROWSER_LIMIT,
+    WalkSlots,
+    ensure_limit,
+    hook_slot,
+    plugin_limit,
+)
 
 from tests.flows.conftest import run_cli
 
@@ -99,3 +105,28 @@ def test_hook_slot_holds_across_threads(prefect_api: str) -> None:
     with ThreadPoolExecutor(3) as pool:
         list(pool.map(lambda _: hold(), range(3)))
     assert state["peak"] == 1
+
+
+@pytest.mark.timeout(300)
+def test_a_walk_runs_its_next_browser_hook_in_the_slot_it_holds(prefect_api: str) -> None:
+    """Snapshot A's background browser hook holds the one slot until A's cleanup: A's next
+    browser hook runs in it (asking again would wait for itself forever); B waits for A."""
+    cfg = {"BROWSER_PLUGINS": "fakebrowser,fakepdf", "BROWSER_CONCURRENCY": "1"}
+    a, b = WalkSlots(), WalkSlots()
+    order: list[str] = []
+    waiter = threading.Thread(target=lambda: _run_in(b, cfg, order, "b-pdf"))
+    with a("fakebrowser", cfg):  # A's background hook, until A's cleanup
+        waiter.start()
+        done = threading.Thread(target=lambda: _run_in(a, cfg, order, "a-pdf"))
+        done.start()
+        done.join(60)
+        assert not done.is_alive(), "snapshot A waited for its own slot"
+        time.sleep(0.5)
+        assert order == ["a-pdf"]  # B still waits for the slot A holds
+    waiter.join(60)
+    assert order == ["a-pdf", "b-pdf"]
+
+
+def _run_in(slots: WalkSlots, cfg: dict[str, str], order: list[str], name: str) -> None:
+    with slots("fakepdf", cfg):
+        order.append(name)
