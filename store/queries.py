@@ -33,7 +33,7 @@ _BINARIES_SQL: Final[str] = """
 _VIEWS_SQL: Final[str] = "SELECT count(*) FROM duckdb_views() WHERE view_name = 'plugin_stats'"
 
 _SNAPSHOT_PAGES_SQL: Final[str] = """
-    SELECT s.id, s.url, s.title, s.status, s.created_at, s.output_dir, s.depth,
+    SELECT s.id, s.url, s.title, s.status, s.created_at, s.output_dir, s.depth, s.crawl_id,
            coalesce((SELECT string_agg(t.tag, ', ' ORDER BY t.tag) FROM snapshot_tag t
                      WHERE t.snapshot_id = s.id), '') AS tags
     FROM snapshot s

@@ -185,13 +185,24 @@ def _wacz(args: argparse.Namespace) -> int:
 
 def _html(args: argparse.Namespace, out: Path | None) -> int:
     from archiveflow.cli.html_index import write_html_index
-    from archiveflow.store.queries import index_pages
+    from archiveflow.store.queries import index_pages, snapshot_warcs
+    from archiveflow.store.wacz import WaczError, write_wacz
 
     data_dir = data_folder(args).resolve()
-    out = out or data_dir / "html"
+    out = (out or data_dir / "html").resolve()
+    waczs: dict[str, Path] = {}
     with open_index(args, read_only=True) as reader:
         pages = index_pages(reader, args.crawl)
-    index = write_html_index(pages, data_dir, out)
+        crawls = sorted({s["crawl_id"] for s in pages.snapshots})
+        warcs = {c: snapshot_warcs(reader, c) for c in crawls} if args.wacz else {}
+    for crawl_id, rows in warcs.items():
+        # One WACZ per crawl beside the pages, so the index links a replayable archive.
+        try:
+            waczs[crawl_id] = write_wacz(rows, data_dir, out / "wacz" / f"{crawl_id}.wacz",
+                                         title=f"archiveflow {crawl_id}").path
+        except WaczError as e:
+            say(f"crawl {crawl_id}: no WACZ: {e}")
+    index = write_html_index(pages, data_dir, out, waczs)
     print(index)
     return EXIT_OK
 
@@ -247,11 +258,15 @@ def register(add_command: Command) -> None:
     e.add_argument("--snapshot", action="append", default=[], metavar="ID",
                    help="wacz: only this snapshot (repeat for more)")
     e.add_argument("--tag", help="wacz: only snapshots with this tag")
+    e.add_argument("--no-wacz", dest="wacz", action="store_false",
+                   help="html: do not write (and link) a WACZ of each crawl")
 
     h = command("index-html", cmd_index_html,
                 "Write a static HTML index that opens from the file system (no server).")
     h.add_argument("--output", help="folder to write into (default <data>/html)")
     h.add_argument("--crawl", help="only this crawl id")
+    h.add_argument("--no-wacz", dest="wacz", action="store_false",
+                   help="do not write (and link) a WACZ of each crawl under <output>/wacz/")
 
     command("reindex", cmd_reindex,
             "Rebuild index.duckdb from the archive folder alone; the old one is kept aside.")

@@ -1,30 +1,42 @@
 """A crawl through the installed `archiveflow` command with the browser plugins: one Chromium
-for the whole crawl (plugins/chrome), stopped at crawl cleanup with nothing of it left."""
+for the whole crawl (plugins/chrome), stopped at crawl cleanup with nothing of it left; then
+its static HTML index, opened in headless Chromium: the thumbnail shows, the links resolve."""
 
 from __future__ import annotations
 
 import os
 import re
 import subprocess
+import zipfile
 from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import duckdb
+import pytest
 
 from tests.browser.conftest import procs_using
 from tests.command import ARCHIVEFLOW
+from tests.e2e.cdp import Browser
 
 PLUGINS = "wget,parse_html_urls,title,screenshot,pdf,dom,singlefile"
+BROWSER_PLUGINS = ("screenshot", "pdf", "dom", "singlefile")
 
 
-def test_a_crawl_shares_one_browser_and_leaves_nothing(tmp_path: Path, site_url: str,
-                                                      prefect_api: str) -> None:
-    proc = subprocess.run(
-        [ARCHIVEFLOW, "--data-dir", str(tmp_path), "add", "--allow-private", "--depth", "1",
-         "--plugins", PLUGINS, f"{site_url}/page1.html"],
-        capture_output=True, text=True, timeout=300,
-        env={**os.environ, "ARCHIVEFLOW_LOCK_WAIT": "60"})
+def _cli(data: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([ARCHIVEFLOW, "--data-dir", str(data), *args], capture_output=True,
+                          text=True, timeout=300,
+                          env={**os.environ, "ARCHIVEFLOW_LOCK_WAIT": "60"})
+
+
+@pytest.fixture(scope="module")
+def crawled(tmp_path_factory: pytest.TempPathFactory, site_url: str, prefect_api: str
+            ) -> dict[str, Any]:
+    data = tmp_path_factory.mktemp("browser-crawl")
+    proc = _cli(data, "add", "--allow-private", "--depth", "1", "--plugins", PLUGINS,
+                f"{site_url}/page1.html")
     assert proc.returncode == 0, proc.stderr[-2000:]
-    con = duckdb.connect(str(tmp_path / "index.duckdb"), read_only=True)
+    con = duckdb.connect(str(data / "index.duckdb"), read_only=True)
     try:
         rows = con.execute(
             "SELECT s.url, a.plugin, a.status, a.output_str, a.output_json::VARCHAR, "
@@ -33,19 +45,54 @@ def test_a_crawl_shares_one_browser_and_leaves_nothing(tmp_path: Path, site_url:
         crawl_dir = con.execute("SELECT output_dir FROM crawl").fetchone()[0]
     finally:
         con.close()
-    browser_rows = [r for r in rows if r[1] in ("screenshot", "pdf", "dom", "singlefile")]
+    return {"data": data, "rows": rows, "crawl_dir": data / crawl_dir, "site": site_url}
+
+
+def test_a_crawl_shares_one_browser_and_leaves_nothing(crawled: dict[str, Any]) -> None:
+    rows, data = crawled["rows"], crawled["data"]
+    browser_rows = [r for r in rows if r[1] in BROWSER_PLUGINS]
     assert len({r[0] for r in rows}) >= 2, rows
     assert browser_rows and all(r[2] == "succeeded" for r in browser_rows), browser_rows
     assert all('"browser": "crawl"' in r[4] for r in browser_rows), "all in the crawl's browser"
     titles = {r[0]: r[3] for r in rows if r[1] == "title"}
-    assert titles[f"{site_url}/page1.html"] == "Page One"
+    assert titles[f"{crawled['site']}/page1.html"] == "Page One"
     for url, _plugin, _status, output, _json, snap_dir in browser_rows:
-        assert (tmp_path / snap_dir / output).is_file(), (url, output)
+        assert (data / snap_dir / output).is_file(), (url, output)
 
-    log = (tmp_path / crawl_dir / "chrome" / "on_Crawl__05_chrome.daemon.bg.stderr.log")
+    log = crawled["crawl_dir"] / "chrome" / "on_Crawl__05_chrome.daemon.bg.stderr.log"
     served = re.search(r"serving chromium \d+ for the crawl from (\S+)", log.read_text())
     assert served, log.read_text()
     folder = Path(served.group(1))
     assert not folder.exists(), "the browser's temp folder (profile, socket) is removed"
     assert procs_using(folder) == [], "a Chromium outlived the crawl"
-    assert not (tmp_path / crawl_dir / "chrome" / "browser.json").exists()
+    assert not (crawled["crawl_dir"] / "chrome" / "browser.json").exists()
+
+
+def test_the_html_index_shows_the_browser_outputs(crawled: dict[str, Any]) -> None:
+    data = crawled["data"]
+    proc = _cli(data, "index-html")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    index = data / "html" / "index.html"
+    with Browser(width=1200, height=900) as b:
+        b.goto(index.as_uri())
+        assert b.wait_for("document.readyState === 'complete' && "
+                          "[...document.images].every(i => i.complete)")
+        thumbs = b.eval("[...document.querySelectorAll('img.thumb')].map("
+                        "i => [i.naturalWidth, i.naturalHeight])")
+        assert thumbs and all(t == [1280, 900] for t in thumbs), thumbs
+        links = b.eval("[...document.querySelectorAll('.views a')].map("
+                       "a => [a.textContent, a.href])")
+        by_label: dict[str, list[Path]] = {}
+        for label, href in links:
+            by_label.setdefault(label, []).append(Path(unquote(urlsplit(href).path)))
+        assert set(by_label) == {"PDF", "DOM", "single file", "WACZ"}, links
+        for label, paths in by_label.items():
+            for path in paths:  # as the browser resolved the relative links
+                assert path.is_file(), (label, path)
+        assert all(p.read_bytes().startswith(b"%PDF-") for p in by_label["PDF"])
+        assert all(zipfile.is_zipfile(p) for p in by_label["WACZ"])
+        page1 = next(p for p in by_label["single file"] if "<title>Page One<" in p.read_text())
+        b.goto(page1.as_uri())
+        assert b.wait_for("document.title === 'Page One'"), "the single file opens as the page"
+        image_ok = b.eval("[...document.images].every(i => i.naturalWidth > 0)")
+        assert image_ok, "its images are inlined, not links to the network"
