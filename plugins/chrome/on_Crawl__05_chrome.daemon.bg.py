@@ -417,10 +417,12 @@ def open_tab(cdp: CDP, url: str, timeout: float, width: int, height: int,
         if ua:
             cdp.call("Network.setUserAgentOverride", {"userAgent": ua}, session=session)
         cdp.events.clear()
+        deadline = time.monotonic() + timeout  # for the navigation and the load together
         nav = cdp.call("Page.navigate", {"url": url}, session=session, timeout=timeout)
         loaded = False
         if not nav.get("errorText"):
-            loaded = cdp.wait_event("Page.loadEventFired", session, timeout) is not None
+            left = max(0.0, deadline - time.monotonic())
+            loaded = cdp.wait_event("Page.loadEventFired", session, left) is not None
         docs = [e["params"] for e in cdp.events
                 if e.get("method") == "Network.responseReceived" and e.get("sessionId") == session
                 and e["params"].get("type") == "Document"
@@ -454,6 +456,9 @@ class Client:
 
     def __init__(self, conn) -> None:
         self.conn = conn
+        # A hook that stops reading must not stall the relay for every other hook: a send
+        # blocked this long fails, and that hook is dropped (its tabs closed).
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", 30, 0))
         self.targets: set = set()
         self.lock = threading.Lock()
 
@@ -463,7 +468,11 @@ class Client:
             try:
                 self.conn.sendall(data)
             except OSError:
-                pass  # the hook went away; its thread cleans up
+                # Gone or not reading: hang up, so that its thread releases it.
+                try:
+                    self.conn.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
 
 
 class Relay:

@@ -391,10 +391,12 @@ def open_tab(cdp: CDP, url: str, timeout: float, width: int, height: int,
         if ua:
             cdp.call("Network.setUserAgentOverride", {"userAgent": ua}, session=session)
         cdp.events.clear()
+        deadline = time.monotonic() + timeout  # for the navigation and the load together
         nav = cdp.call("Page.navigate", {"url": url}, session=session, timeout=timeout)
         loaded = False
         if not nav.get("errorText"):
-            loaded = cdp.wait_event("Page.loadEventFired", session, timeout) is not None
+            left = max(0.0, deadline - time.monotonic())
+            loaded = cdp.wait_event("Page.loadEventFired", session, left) is not None
         docs = [e["params"] for e in cdp.events
                 if e.get("method") == "Network.responseReceived" and e.get("sessionId") == session
                 and e["params"].get("type") == "Document"
