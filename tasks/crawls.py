@@ -31,6 +31,7 @@ from archiveflow.tasks.hooks import (
     HookRun,
     finalize_background,
     kill_process,
+    kill_unrecorded,
     process_is_alive,
     run_hook,
     update_from_output,
@@ -134,9 +135,11 @@ def run(rt: Runtime, crawl: dict[str, Any]) -> CrawlStart:
     for hook in rt.hooks("Crawl", cfg):
         # Resuming after a crash: a run of this hook that the dead process started (a
         # crawl-wide service runs until stopped) is stopped before the new one starts.
-        stale = HookPaths(crawl_dir / hook.plugin, hook.name).pid_file
-        if stale.exists() and process_is_alive(stale):
-            kill_process(stale, signal.SIGTERM, grace=2.0)
+        last = HookPaths(crawl_dir / hook.plugin, hook.name)
+        if last.pid_file.exists() and process_is_alive(last.pid_file):
+            kill_process(last.pid_file, signal.SIGTERM, grace=2.0)
+        elif last.cmd_file.exists() and not last.exit_file.exists():
+            kill_unrecorded(last)  # started, but its pid file was never written
         try:
             hook_run = run_hook(hook, args=args, output_dir=crawl_dir, env=env,
                                 timeout=hook_timeout(hook, cfg),

@@ -35,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -64,12 +65,14 @@ from archiveflow.tasks.output import (
     OutputFile,
     build_outcome,
     cap_log,
+    read_bounded,
     snapshot_files,
     write_atomic,
 )
 from archiveflow.tasks.process import (
     RUN_ID_ENV,
     PidInfo,
+    find_marked,
     kill_process,
     kill_tree,
     process_is_alive,
@@ -92,6 +95,7 @@ __all__ = [
     "OutputFile",
     "discover_hooks",
     "finalize_background",
+    "kill_unrecorded",
     "hook_timeout",
     "kill_process",
     "plugin_dirs",
@@ -108,6 +112,8 @@ __all__ = [
 OUTPUT_HARD_CAP: Final[int] = 100 * 1024 * 1024  # a running hook past this is killed
 # Background runs this process started, by pid file, until finalize_background.
 _BACKGROUND: dict[str, HookRun] = {}
+# The run id line of `<stem>.sh`, written before the hook starts (see kill_unrecorded).
+_RUN_LINE: Final = re.compile(rb"^# archiveflow run ([0-9a-f-]{36})$", re.MULTILINE)
 # Env vars written into `<stem>.sh` so it reruns by hand; the rest of the config is not
 # (it may hold secrets).
 _SH_ENV: Final[tuple[str, ...]] = (
@@ -171,10 +177,11 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _write_cmd_file(path: Path, cwd: Path, cmd: list[str], env: Mapping[str, str]) -> None:
+def _write_cmd_file(path: Path, cwd: Path, cmd: list[str], env: Mapping[str, str],
+                    run_id: str) -> None:
     env_part = " ".join(f"{k}={shlex.quote(env[k])}" for k in _SH_ENV if k in env)
     line = f"cd {shlex.quote(str(cwd))} && {env_part + ' ' if env_part else ''}{shlex.join(cmd)}"
-    write_atomic(path, f"#!/bin/sh\n{line}\n")
+    write_atomic(path, f"#!/bin/sh\n# archiveflow run {run_id}\n{line}\n")
 
 
 def _over_cap(paths: HookPaths, cap: int) -> str | None:
@@ -249,7 +256,7 @@ def run_hook(
     context = {"plugin": hook.plugin, "hook_name": hook.name, **(extra_context or {})}
     run_id = new_id()
     child_env = {**env, "EXTRA_CONTEXT": json.dumps(context), RUN_ID_ENV: run_id}
-    _write_cmd_file(paths.cmd_file, paths.plugin_dir, cmd, child_env)
+    _write_cmd_file(paths.cmd_file, paths.plugin_dir, cmd, child_env, run_id)
 
     started_at, started = _now(), time.time()
     popen = spawn(
@@ -347,6 +354,31 @@ def finalize_background(
         run.kill_reason = run.kill_reason or "exit code unknown: started by an earlier process"
     _BACKGROUND.pop(os.path.abspath(run.pid_file), None)
     return _finish(run, log_cap)
+
+
+def kill_unrecorded(paths: HookPaths, grace: float = 2.0) -> bool:
+    """Kill what is left of this hook's last run when its pid file was never written.
+
+    The runner writes a run's pid file right after starting it; a runner killed in between
+    (kill -9, under load that can take tens of ms) leaves a hook that no pid file points at,
+    and a service hook then runs forever. The run id is in `<stem>.sh`, written before the
+    start, and every process of the run carries it in its environment. True if something
+    of that run was alive.
+    """
+    m = _RUN_LINE.search(read_bounded(paths.cmd_file, 64 * 1024))
+    if m is None:
+        return False
+    run_id = m.group(1).decode()
+    marked = find_marked(run_id)
+    if not marked:
+        return False
+    try:
+        first = min(marked, key=lambda p: p.create_time())  # the hook; the rest are its own
+        info = PidInfo(first.pid, os.getpgid(first.pid), first.create_time(), [], run_id,
+                       first.create_time())
+    except (psutil.Error, OSError):
+        return False  # gone meanwhile
+    return kill_tree(info, signal.SIGTERM, grace)
 
 
 def recover_run(hook: Hook, output_dir: Path) -> HookRun | None:

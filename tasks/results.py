@@ -114,12 +114,13 @@ def update_from_output(plan: SnapshotPlan, ar_id: str, hook_run: HookRun) -> Res
 
 def recover(hook: Hook, snap_dir: Path) -> HookOutcome | None:
     """The outcome of a run a dead process started: None when it must run again (a run
-    still alive is stopped first)."""
+    still alive is stopped first, also one whose pid file was never written)."""
     paths = HookPaths(snap_dir / hook.plugin, hook.name)
     if paths.pid_file.exists() and process_is_alive(paths.pid_file):
         kill_process(paths.pid_file, signal.SIGTERM, grace=2.0)
         return None
     if not paths.exit_file.exists():
+        hooks.kill_unrecorded(paths)
         return None
     return hooks.update_from_output(paths, output_dir=snap_dir, snapshot_dir=snap_dir)
 
