@@ -16,7 +16,8 @@ The hook contract (the runner side of docs/hooks.md):
   be the interpreter archiveflow runs under); a non-executable file runs by extension
   (`.py` python, `.js` node, `.sh` bash).
 - In the plugin folder, keyed by the hook's file stem, it leaves `<stem>.sh` (the command
-  line, runnable by hand; config env vars are left out since they may hold secrets),
+  line, runnable by hand, and the run id as a comment, written before the hook starts;
+  config env vars are left out since they may hold secrets),
   `<stem>.stdout.log`, `<stem>.stderr.log` (files, never pipes: output never passes through
   our memory; a log above 10 MB is cut to head + tail), `<stem>.pid` while it runs (pid,
   pgid, create time: PID reuse is detected) and `<stem>.exit.json` when it ended.
