@@ -90,3 +90,21 @@ def _row(res: duckdb.DuckDBPyConnection) -> dict[str, Any]:
     row = res.fetchone()
     assert row is not None
     return dict(zip([d[0] for d in res.description or []], row, strict=True))
+
+
+def plugin_summary(cur: duckdb.DuckDBPyConnection, crawl_id: str) -> list[tuple[Any, ...]]:
+    """Per plugin of a crawl: succeeded, noresults, skipped, failed, and one failure's error
+    (its first line, so the summary table stays one row per plugin)."""
+    return cur.execute(
+        """
+        SELECT a.plugin, count(*) FILTER (WHERE a.status = 'succeeded'),
+               count(*) FILTER (WHERE a.status = 'noresults'),
+               count(*) FILTER (WHERE a.status = 'skipped'),
+               count(*) FILTER (WHERE a.status = 'failed'),
+               split_part(trim(any_value(a.error) FILTER (WHERE a.status = 'failed')),
+                          chr(10), 1)
+        FROM archiveresult a JOIN snapshot s ON s.id = a.snapshot_id
+        WHERE s.crawl_id = ? GROUP BY a.plugin ORDER BY a.plugin
+        """,
+        [crawl_id],
+    ).fetchall()

@@ -90,8 +90,20 @@ def add_tags(cur: duckdb.DuckDBPyConnection, pairs: Iterable[tuple[str, str]]) -
     """Attach (snapshot_id, tag) pairs in bulk; creates missing tags. Returns links added."""
     df = frame("snapshot_tag", pl.DataFrame(
         list(pairs), schema={"snapshot_id": pl.Utf8, "tag": pl.Utf8}, orient="row"))
-    df = df.filter(pl.col("tag").str.len_chars() > 0)
+    df = df.with_columns(pl.col("tag").str.strip_chars()).filter(
+        pl.col("tag").str.len_chars() > 0)
     if df.is_empty():
         return 0
+    # One tag per name whatever its case (`Harbor` and `harbor` are one tag): the first
+    # spelling the index saw wins, else the batch's first.
+    df = df.with_columns(pl.col("tag").str.to_lowercase().alias("_key"))
+    known = dict(cur.execute(
+        "SELECT lower(name), any_value(name) FROM tag "
+        "WHERE lower(name) IN (SELECT unnest(?::VARCHAR[])) GROUP BY 1",
+        [df["_key"].unique().to_list()]).fetchall())
+    first = df.unique("_key", keep="first", maintain_order=True)
+    spelling = {**dict(zip(first["_key"], first["tag"], strict=True)), **known}
+    df = df.with_columns(pl.col("_key").replace_strict(spelling).alias("tag")).drop(
+        "_key").unique(maintain_order=True)
     insert_frame(cur, "tag", df.select(pl.col("tag").alias("name")))
     return len(insert_frame(cur, "snapshot_tag", df))

@@ -62,15 +62,16 @@ def _read_seeds(inputs: list[str]) -> tuple[str, list[tuple[str, str]]]:
         if url is None:
             refused.append((raw, reason or "refused"))
         else:
-            kept.append(raw)
+            kept.append(url)  # what was checked is what is archived (`a b` -> `a%20b`)
     # As JSONL, so the seed parser takes each URL verbatim: its text rules cut a URL at
     # quotes (URLs in prose end there) and skip URLs without a host (file:///…) silently.
     return "\n".join(json.dumps({"url": u}) for u in kept), refused
 
 
 def _refused_lines(inputs: list[str], text: str | None, *, allow_private: bool,
-                   allow_file: bool) -> list[tuple[str, str]]:
-    """Lines of a URL-per-line file (or stdin) that are no archivable URL, with reasons.
+                   allow_file: bool) -> tuple[list[tuple[str, str]], int]:
+    """Lines of a URL-per-line file (or stdin) that are no archivable URL, with reasons, and
+    how many lines were looked at (0: not such an input).
 
     The seed parser picks URLs out of text and skips anything else silently; a line that is
     one token is meant as a URL, so the user is told why it is not taken. Markup and JSONL
@@ -79,20 +80,27 @@ def _refused_lines(inputs: list[str], text: str | None, *, allow_private: bool,
 
     if text is None:
         if len(inputs) != 1 or not Path(inputs[0]).is_file():
-            return []
+            return [], 0
         with open(inputs[0], "rb") as f:
             text = f.read(64 * 1024 * 1024).decode("utf-8", errors="replace")
     if text.lstrip("\ufeff \t\r\n")[:1] in ("<", "{", "["):
-        return []
+        return [], 0
     out = []
+    looked = 0
     for line in text.splitlines():
         raw = line.strip()
-        if not raw or raw.startswith("#") or any(c in raw for c in " \t"):
+        if not raw or raw.startswith("#"):
+            continue
+        looked += 1
+        if any(c in raw for c in " \t"):
+            # Prose with URLs in it is the parser's to pick from; a line with none is said.
+            if "://" not in raw:
+                out.append((raw, "no URL in this line (expected one URL per line)"))
             continue
         url, reason = check_url(raw, allow_private=allow_private, allow_file=allow_file)
         if url is None:
             out.append((raw, reason or "refused"))
-    return out
+    return out, looked
 
 
 class Progress:
@@ -114,7 +122,7 @@ class Progress:
         total = sum(s.values())
         res = " ".join(f"{k} {v}" for k, v in sorted(r.items()))
         return (f"[{time.monotonic() - self.started:6.1f}s] snapshots {s.get('sealed', 0)}/"
-                f"{total} done, {s.get('started', 0)} running, {s.get('queued', 0)} queued"
+                f"{total} done, {s.get('started', 0)} in progress, {s.get('queued', 0)} queued"
                 f" | results: {res or '-'}")
 
     def _loop(self) -> None:
@@ -159,7 +167,7 @@ def run_crawl(rt: Any, crawl_id: str, concurrency: int, prefect_ready: Any = Non
     # The live progress line is the display; Prefect's per-run INFO lines would bury it.
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     if prefect_ready is None:
-        prefect_ready = start_in_background(rt.data_dir)
+        prefect_ready = start_in_background(rt.data_dir, report=say)
     current = context.install(rt)
     try:
         with Progress(rt, crawl_id):
@@ -174,23 +182,30 @@ def run_crawl(rt: Any, crawl_id: str, concurrency: int, prefect_ready: Any = Non
 
 def summarize(rt: Any, crawl_id: str) -> None:
     """Per-plugin result counts of a crawl, and where its files are."""
+    from archiveflow.store import crawls, snapshots
+
     cur = rt.store.cursor()
-    rows = cur.execute(
-        """
-        SELECT a.plugin, count(*) FILTER (WHERE a.status = 'succeeded'),
-               count(*) FILTER (WHERE a.status = 'noresults'),
-               count(*) FILTER (WHERE a.status = 'skipped'),
-               count(*) FILTER (WHERE a.status = 'failed'),
-               any_value(a.error) FILTER (WHERE a.status = 'failed')
-        FROM archiveresult a JOIN snapshot s ON s.id = a.snapshot_id
-        WHERE s.crawl_id = ? GROUP BY a.plugin ORDER BY a.plugin
-        """,
-        [crawl_id],
-    ).fetchall()
-    snaps = cur.execute("SELECT count(*) FROM snapshot WHERE crawl_id = ?", [crawl_id]).fetchone()
-    print(f"crawl {crawl_id}: {snaps[0] if snaps else 0} snapshots")
+    rows = crawls.plugin_summary(cur, crawl_id)
+    print(f"crawl {crawl_id}: {sum(snapshots.counts(cur, crawl_id).values())} snapshots")
     print_table(["plugin", "succeeded", "noresults", "skipped", "failed", "a failure"], rows)
     print(f"files: {rt.data_dir}/users/  index: {rt.data_dir}/index.duckdb")
+
+
+def _exit_code(result: dict[str, Any], refused: list[tuple[str, str]]) -> int:
+    """README's exit codes of a crawl: 2 when the input held no archivable URL, 1 when the
+    crawl could not run or archived nothing (every ArchiveResult failed: its flow run is
+    Failed then too), 3 when archived but some inputs were refused, else 0."""
+    from archiveflow.flows.crawl import archived_nothing
+
+    if result["snapshots"] == 0:
+        if result["failures"]:
+            return EXIT_FAILED  # the crawl could not run (its errors are printed above)
+        say("no URL was archived: the input held no archivable URL")
+        return EXIT_USAGE
+    if archived_nothing(result):
+        say("nothing was archived: every result failed (see the table above)")
+        return EXIT_FAILED
+    return EXIT_PARTIAL if refused or result["refused"] else EXIT_OK
 
 
 def cmd_add(args: argparse.Namespace) -> int:
@@ -218,21 +233,27 @@ def cmd_add(args: argparse.Namespace) -> int:
     # index and runs the first hooks: Prefect stays off the path to the first hook.
     from archiveflow.flows.prefect_server import start_in_background
 
-    prefect_ready = start_in_background(data_folder(args).resolve())
+    prefect_ready = start_in_background(data_folder(args).resolve(), report=say)
     rt = open_index(args)
     try:
         ctx = crawl_work.crawl_context(rt, {"config": config})
         said = {raw for raw, _ in refused}
-        for raw, reason in _refused_lines(
-                args.inputs, seeds if args.inputs == ["-"] else None,
-                allow_private=ctx.allow_private, allow_file=ctx.allow_file):
+        bad_lines, looked = _refused_lines(
+            args.inputs, seeds if args.inputs == ["-"] else None,
+            allow_private=ctx.allow_private, allow_file=ctx.allow_file)
+        for raw, reason in bad_lines:
             if raw not in said:
                 said.add(raw)
                 refused.append((raw, reason))
                 say(f"refused {raw!r}: {reason}")
+        if looked and len(bad_lines) == looked:
+            raise CliError(f"no valid URL to archive: all {looked} line(s) were refused "
+                           "(reasons above)", EXIT_USAGE)
         crawl_work.expire_stale(rt)
+        tags = list({t.strip().lower(): t.strip() for t in reversed(args.tag or [])
+                     if t.strip()}.values())[::-1]  # one per name whatever the case, first wins
         crawl = crawls.create_crawl(
-            rt.store.cursor(), seeds=seeds, max_depth=args.depth, tags=",".join(args.tag or []),
+            rt.store.cursor(), seeds=seeds, max_depth=args.depth, tags=",".join(tags),
             plugins=args.plugins, url_allow=args.allow, url_deny=args.deny,
             max_urls=args.max_urls, parser=args.parser, config=config,
             machine_id=rt.machine.id)
@@ -244,12 +265,7 @@ def cmd_add(args: argparse.Namespace) -> int:
         for failure in result["failures"]:
             say(f"error: {failure.splitlines()[0] if failure else 'failed'}")
         summarize(rt, crawl["id"])
-        if result["failures"] and result["snapshots"] == 0:
-            return EXIT_FAILED
-        if result["snapshots"] == 0:
-            say("no URL was archived: the input held no archivable URL")
-            return EXIT_FAILED
-        return EXIT_PARTIAL if refused or result["refused"] else EXIT_OK
+        return _exit_code(result, refused)
     finally:
         rt.close()
 
@@ -266,10 +282,12 @@ def cmd_resume(args: argparse.Namespace) -> int:
             say("nothing to resume: every crawl is sealed")
             return EXIT_OK
         say(f"resuming {len(todo)} crawl(s); {released} interrupted row(s) released")
+        codes = []
         for crawl in todo:
-            run_crawl(rt, crawl["id"], args.concurrency)
+            result = run_crawl(rt, crawl["id"], args.concurrency)
             summarize(rt, crawl["id"])
-        return EXIT_OK
+            codes.append(_exit_code(result, []))
+        return next((c for c in (EXIT_FAILED, EXIT_PARTIAL) if c in codes), EXIT_OK)
     finally:
         rt.close()
 

@@ -91,8 +91,6 @@ def test_flow_run_page_lists_its_task_runs(crawled: dict[str, Any]) -> None:
         assert CANT_CONNECT not in browser.text()
 
 
-@pytest.mark.xfail(strict=True, reason="archiveflow/cli/crawl.py does not yet pass "
-                   "report=say to start_in_background (drop this marker with that change)")
 def test_add_says_why_it_waits_and_where_the_ui_is(crawled: dict[str, Any]) -> None:
     err = crawled["add"].stderr
     assert "starting the local Prefect server for " in err, err

@@ -137,3 +137,16 @@ def test_insert_snapshots_returns_created_pairs_and_folders(store: Store) -> Non
         user, snaps, day, domain, tail = out.split("/")[1:]
         assert (user, snaps, len(day), tail) == ("ann", "snapshots", 8, sid)
         assert domain in ("a.example", "b.example", "c.example")
+
+
+def test_tags_are_one_per_name_whatever_the_case(store: Store) -> None:
+    cur = store.cursor()
+    lines = [json.dumps({"type": "Snapshot", "url": f"https://t.example/{i}"}) for i in range(2)]
+    load.load_snapshot_jsonl(cur, lines, crawl_id="c")
+    a, b = (r[0] for r in cur.execute("SELECT id FROM snapshot ORDER BY url").fetchall())
+    snapshots.add_tags(cur, [(a, "Harbor"), (a, "harbor "), (b, "HARBOR")])
+    snapshots.add_tags(cur, [(b, "harbor"), (b, "Ships")])
+    assert cur.execute("SELECT name FROM tag ORDER BY name").fetchall() == [
+        ("Harbor",), ("Ships",)]
+    assert cur.execute("SELECT snapshot_id = ?, tag FROM snapshot_tag ORDER BY 1 DESC, 2",
+                       [a]).fetchall() == [(True, "Harbor"), (False, "Harbor"), (False, "Ships")]
