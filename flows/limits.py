@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from typing import Final
 
 BROWSER_LIMIT: Final[str] = "archiveflow-browser"
@@ -62,23 +62,6 @@ async def _create_if_missing(name: str, slots: int) -> None:
             with contextlib.suppress(ObjectAlreadyExists):  # another process won the race
                 await client.create_global_concurrency_limit(
                     GlobalConcurrencyLimitCreate(name=name, limit=slots))
-
-
-@contextlib.asynccontextmanager
-async def limit_slot(name: str | None, slots: int = 1,
-                     timeout_seconds: float | None = None) -> AsyncIterator[None]:
-    """Async form of hook_slot by limit name (`None` holds nothing).
-
-    No pipeline code uses it: tests/deployments/test_limits.py does; it goes with that test
-    (tests/flows/test_limits.py covers hook_slot in both granularities)."""
-    if name is None:
-        yield
-        return
-    from prefect.concurrency.asyncio import concurrency
-
-    await ensure_limit(name, slots)
-    async with concurrency(name, occupy=1, timeout_seconds=timeout_seconds, strict=True):
-        yield
 
 
 @contextlib.contextmanager

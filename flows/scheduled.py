@@ -28,16 +28,6 @@ from typing import Any, Final
 
 from archiveflow.flows import context
 from archiveflow.flows.crawl import archived_nothing, run_crawl_flow
-
-# The names archiveflow/cli/schedule.py and tests/deployments/test_limits.py import from
-# here; the limits live in flows/limits.py.
-from archiveflow.flows.limits import (  # noqa: F401
-    BROWSER_LIMIT,
-    ensure_limit,
-    hook_slot,
-    limit_slot,
-    plugin_limit,
-)
 from archiveflow.store import crawls as crawl_store
 from archiveflow.store import snapshots as snapshot_store
 from archiveflow.store.ids import new_id

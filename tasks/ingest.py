@@ -139,7 +139,3 @@ def process_hook_records(cur: Cursor, records: Sequence[Record], ctx: Context) -
     # records are stored by the install flow, which knows which row they answer.
     report.counts["Binary"] += len(by_type.get(BinaryRecord, []))
     return report
-
-
-# The name tasks/reindex.py imports; goes when it imports process_hook_records.
-ingest_records = process_hook_records

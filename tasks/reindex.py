@@ -37,7 +37,7 @@ from archiveflow.store import search as search_store
 from archiveflow.store import snapshots as snapshot_store
 from archiveflow.store.records import SnapshotRecord, TagRecord
 from archiveflow.tasks.hooks import HookOutcome, HookPaths, update_from_output
-from archiveflow.tasks.ingest import Context, ingest_records
+from archiveflow.tasks.ingest import Context, process_hook_records
 from archiveflow.tasks.machine import this_machine
 
 INDEX_NAME: Final[str] = "index.duckdb"
@@ -268,7 +268,7 @@ def reindex(data_dir: Path, on_progress: Callable[[str], None] | None = None
                 wanted = [r for r in records if isinstance(r, SnapshotRecord | TagRecord)]
                 if crawl is None or not wanted:
                     continue
-                rep = ingest_records(cur, wanted, _context(crawl, snap, machine.id))
+                rep = process_hook_records(cur, wanted, _context(crawl, snap, machine.id))
                 report.rediscovered += len(rep.created)
             rstore.requeue_unfinished_crawls(cur)
             search_store.rebuild_text(cur, data_dir)

@@ -111,14 +111,14 @@ def run_install(rt: Any, plugins: list[str] | None, force: bool) -> dict[str, An
 
 
 def cmd_install(args: argparse.Namespace) -> int:
-    from archiveflow.tasks import work
+    from archiveflow.tasks import crawls
 
     plugins = [p.strip() for p in args.plugins.split(",") if p.strip()] if args.plugins \
         else None
     rt = open_index(args)
     try:
         # Rows a killed install left `started` would otherwise wait out their lease.
-        work.recover_stale(rt)
+        crawls.expire_stale(rt)
         if plugins:
             unknown = sorted(set(plugins) - set(rt.plugin_dirs()))
             if unknown:

@@ -219,7 +219,7 @@ async def _serve(data_dir: Path, args: argparse.Namespace, t0: float,
 
     from archiveflow.deployments import crawls as dep
     from archiveflow.deployments.runner import ServeRunner
-    from archiveflow.flows.scheduled import plugin_limit
+    from archiveflow.flows.limits import plugin_limit
 
     # Prefect's shutdown cancels the running flow runs (they end Cancelled, with their logs
     # in the API); their subprocesses' crash reports are not shown (see stderr_gate.py).
@@ -238,7 +238,7 @@ async def _serve(data_dir: Path, args: argparse.Namespace, t0: float,
     if not names:
         raise CliError(f"nothing to serve in {data_dir}: add a schedule first")
     # Created up front so they show (and can be resized) in the UI before the first use.
-    from archiveflow.flows.scheduled import ensure_limit
+    from archiveflow.flows.limits import ensure_limit
 
     limit = plugin_limit("screenshot", {})
     if limit is not None:
