@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
+from archiveflow.cli.table import print_table  # noqa: F401 - the command modules' helper
 from archiveflow.settings import settings
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
@@ -55,21 +56,4 @@ def open_index(args: argparse.Namespace, *, read_only: bool = False, write: bool
         raise CliError(f"cannot use data folder {folder}: {e.strerror or e}") from e
     except StoreError as e:
         raise CliError(str(e)) from e
-
-
-# --- table output -------------------------------------------------------------------------
-
-def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], out: Any = None) -> None:
-    """A plain aligned text table."""
-    out = out or sys.stdout
-    cells = [[("" if v is None else str(v)) for v in r] for r in rows]
-    widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(headers)]
-    widths = [min(w, 60) for w in widths[:-1]] + widths[-1:]  # the last column is never cut
-    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))
-    print(line.rstrip(), file=out)
-    print("  ".join("-" * w for w in widths), file=out)
-    for r in cells:
-        print("  ".join(c[:w].ljust(w) for c, w in zip(r, widths, strict=True)).rstrip(),
-              file=out)
-
 

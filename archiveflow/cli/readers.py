@@ -14,7 +14,7 @@ from pathlib import Path
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from archiveflow.cli.common import print_table
+from archiveflow.cli.table import print_table
 from archiveflow.store.export import csv_safe
 from archiveflow.store.reader import QueryError, Reader, Result
 
