@@ -148,6 +148,8 @@ def rebuild_text(cur: duckdb.DuckDBPyConnection, data_dir: Path) -> int:
     for i in range(0, len(snaps), CATCH_UP_BATCH):
         n += write_text_rows(cur, text_rows(Path(data_dir), snaps[i:i + CATCH_UP_BATCH]),
                              ensure=False)
+    # One transaction: add_docs's size check sees committed rows only, so sort it all now.
+    search_index.flush(cur)
     return n
 
 

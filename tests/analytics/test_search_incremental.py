@@ -151,6 +151,10 @@ def test_reindex_rebuild_refills_the_index(archive: Archive) -> None:
     archive.rewrite(ids[0], "granite boulders")
     with archive.store.transaction() as cur:
         assert search.rebuild_text(cur, archive.data) == 1
+    # one transaction, so the postings are sorted into a run at its end
+    assert archive.store.cursor().execute(
+        "SELECT (SELECT count(*) FROM search_term_new), (SELECT count(*) > 0 FROM search_term)"
+    ).fetchone() == (0, True)
     assert archive.find("granite") == ["https://example.com/r"]
     assert archive.find("quartz") == []
 
