@@ -5,9 +5,9 @@
 - The ranking uses our own inverted index (store/search_index.py: `search_doc`,
   `search_term`), BM25 scored at query time in one statement with the formula and k1/b of
   DuckDB's fts extension. Unlike `PRAGMA create_fts_index`, which can only rebuild the
-  whole corpus (≈ 137 s per 10k snapshots here), it is appended per batch: the pipeline
-  calls `index_snapshots()` from a thread off the write path after it seals snapshots, and
-  the work is proportional to the batch.
+  whole corpus (146 s at 100k snapshots in bench/search.py), it is appended per batch: the
+  pipeline calls `index_snapshots()` from a thread off the write path after it seals
+  snapshots, and the work is proportional to the batch.
 - Any sealed snapshot whose text is not indexed yet (a failed or missed call, an archive
   made before search existed) is indexed by the next search, the same way, so a failure
   here only delays its text until then.
