@@ -47,6 +47,9 @@ class PluginConfig:
 
     keys: dict[str, ConfigKey] = field(default_factory=dict)
     required_binaries: list[dict[str, Any]] = field(default_factory=list)
+    # Plugins whose hooks this one needs (ArchiveBox's `required_plugins`: e.g. screenshot
+    # needs the crawl's browser from `chrome`); `--plugins` brings them along.
+    required_plugins: list[str] = field(default_factory=list)
 
 
 def _core(key: str, type_: str, default: Any, description: str) -> tuple[str, ConfigKey]:
@@ -107,6 +110,9 @@ def load_plugin_config(plugin_dir: Path) -> PluginConfig:
             aliases=tuple(spec.get("x-aliases") or ()),
             fallback=spec.get("x-fallback"),
         )
+    req = data.get("required_plugins")
+    if isinstance(req, list):
+        out.required_plugins = [str(p) for p in req if isinstance(p, str) and p.strip()]
     bins = data.get("required_binaries")
     if isinstance(bins, list):
         out.required_binaries = [b for b in bins if isinstance(b, dict) and b.get("name")]

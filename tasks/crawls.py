@@ -24,7 +24,7 @@ from archiveflow.store import results as result_store
 from archiveflow.store import snapshots as snapshot_store
 from archiveflow.store.processes import add_processes
 from archiveflow.store.transitions import expire_leases
-from archiveflow.tasks.config import hook_timeout
+from archiveflow.tasks.config import hook_timeout, load_plugin_config
 from archiveflow.tasks.hooks import (
     HookLaunchError,
     HookPaths,
@@ -74,6 +74,30 @@ def plugin_list(crawl: dict[str, Any]) -> list[str] | None:
     """The crawl's plugin allow-list (None: every enabled plugin)."""
     raw = crawl.get("plugins")
     return [p.strip() for p in raw.split(",") if p.strip()] if raw else None
+
+
+# The crawl's input parser runs whatever `--plugins` selects: without it there are no URLs.
+INPUT_PLUGINS: Final[frozenset[str]] = frozenset({"seeds"})
+
+
+def crawl_hook_plugins(rt: Runtime, crawl: dict[str, Any]) -> list[str] | None:
+    """Plugins whose on_Crawl hooks this crawl runs (None: every enabled plugin): the
+    selected ones, what they require (config.json `required_plugins`, transitively), and
+    the input parser. A crawl of `--plugins headers` starts no browser."""
+    selected = plugin_list(crawl)
+    if selected is None:
+        return None
+    folders = rt.plugin_dirs(rt.config(config_of(crawl)))
+    wanted = set(INPUT_PLUGINS)
+    todo = list(selected)
+    while todo:
+        name = todo.pop()
+        if name in wanted:
+            continue
+        wanted.add(name)
+        if name in folders:
+            todo.extend(load_plugin_config(folders[name]).required_plugins)
+    return sorted(wanted)
 
 
 @dataclass
@@ -132,7 +156,7 @@ def run(rt: Runtime, crawl: dict[str, Any]) -> CrawlStart:
     env = rt.hook_env(cfg, crawl_dir=crawl_dir)
     ctx = crawl_context(rt, crawl)
     procs: list[dict[str, Any]] = []
-    for hook in rt.hooks("Crawl", cfg):
+    for hook in rt.hooks("Crawl", cfg, crawl_hook_plugins(rt, crawl)):
         # Resuming after a crash: a run of this hook that the dead process started (a
         # crawl-wide service runs until stopped) is stopped before the new one starts.
         last = HookPaths(crawl_dir / hook.plugin, hook.name)

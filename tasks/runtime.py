@@ -68,9 +68,11 @@ class Runtime:
         lib = self.lib_dir
         return [lib / "bin", lib / "pip" / "venv" / "bin", lib / "npm" / "node_modules" / ".bin"]
 
-    def plugin_dirs(self) -> dict[str, Path]:
-        """Plugin name → folder over the search path."""
-        return plugin_dirs(self.search_path)
+    def plugin_dirs(self, config: Mapping[str, str] | None = None) -> dict[str, Path]:
+        """Plugin name → folder over the search path (and `config`'s PLUGINS_PATH)."""
+        if config is None:
+            return plugin_dirs(self.search_path)
+        return plugin_dirs([*self.search_path, *plugin_search_path(None, None, config)])
 
     def config(self, crawl_config: Mapping[str, Any] | None = None,
                snapshot_config: Mapping[str, Any] | None = None) -> dict[str, str]:

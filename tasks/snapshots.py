@@ -31,7 +31,7 @@ from archiveflow.store.ids import new_id
 from archiveflow.store.transitions import move, renew_leases
 from archiveflow.tasks import results
 from archiveflow.tasks.config import hook_timeout
-from archiveflow.tasks.crawls import LEASE, config_of, crawl_context, iso, plugin_list
+from archiveflow.tasks.crawls import LEASE, config_of, crawl_context, crawl_hook_plugins, iso
 from archiveflow.tasks.discover import Hook
 from archiveflow.tasks.hooks import HookOutcome, HookRun, finalize_background, wait_background
 from archiveflow.tasks.ingest import IngestReport
@@ -85,7 +85,7 @@ def prepare(rt: Runtime, crawl: dict[str, Any], snapshots: list[dict[str, Any]]
     if not snapshots:
         return []
     crawl_cfg = config_of(crawl)
-    allow = plugin_list(crawl)
+    allow = crawl_hook_plugins(rt, crawl)  # the selection and what it requires
     tags = snapshot_store.tags_of(rt.store.cursor(), [s["id"] for s in snapshots])
     # Snapshots of a crawl nearly always share one config: hooks and binaries once per config.
     per_config: dict[int, tuple[dict[str, Hook], dict[str, list[str]]]] = {}
