@@ -223,11 +223,10 @@ def child_crawl(ns: argparse.Namespace) -> None:
     """In a fresh process: configure Prefect, then time one crawl (create -> sealed)."""
     os.environ["ARCHIVEFLOW_PREFECT_GRANULARITY"] = ns.granularity
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    from archiveflow.cli import app as cli
     from archiveflow.flows.prefect_server import configure_prefect
     from archiveflow.store.crawls import create_crawl
     from archiveflow.tasks.runtime import open_runtime
-
-    from archiveflow.cli import app as cli
 
     data = Path(ns.data)
     t = time.perf_counter()
@@ -389,6 +388,7 @@ def spawn_floor(urls: Sequence[str], hooks: Sequence[Any], env: dict[str, str],
 
 def section_ingest(tab: Table, ns: argparse.Namespace) -> None:
     import polars as pl  # noqa: F401 - imported before timing
+
     from archiveflow.store.db import Store
     from archiveflow.store.ids import new_id
     from archiveflow.store.load import load_snapshot_jsonl
@@ -682,6 +682,7 @@ def index_growth(sizes: Sequence[int], k: int = 5, reps: int = 40) -> dict[int, 
     and the process rows' anti-join in store/load.insert_frame) on an index that already
     holds `size` ArchiveResults and process rows, for each size."""
     import polars as pl
+
     from archiveflow.store.db import Store
     from archiveflow.store.ids import new_id
     from archiveflow.store.load import frame, insert_frame

@@ -154,9 +154,10 @@ def save_schedules(data_dir: Path, schedules: dict[str, Schedule]) -> None:
 def crawl_deployment(schedule: Schedule, data_dir: Path, *, paused: bool = False
                      ) -> RunnerDeployment:
     """The Prefect deployment `archive/<name>` of one schedule (not yet registered)."""
-    from archiveflow.flows.scheduled import archive
     from prefect.client.schemas.schedules import CronSchedule, IntervalSchedule
     from prefect.types.entrypoint import EntrypointType
+
+    from archiveflow.flows.scheduled import archive
 
     params = {**schedule.parameters, "schedule": schedule.name,
               "data_dir": str(Path(data_dir).resolve())}

@@ -19,10 +19,11 @@ from collections.abc import Callable
 from typing import Any
 from uuid import UUID
 
-from archiveflow.deployments.crawls import parameter_changes, refusal
 from prefect.exceptions import ObjectNotFound
 from prefect.runner import Runner
 from prefect.states import Failed
+
+from archiveflow.deployments.crawls import parameter_changes, refusal
 
 
 class GuardUnavailable(RuntimeError):

@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+
 from archiveflow.flows.context import current
 from archiveflow.tasks import binaries
 from archiveflow.tasks.machine import this_machine
-from prefect import flow, task
-from prefect.cache_policies import NO_CACHE
 
 DEFAULT_CONCURRENCY = 4
 

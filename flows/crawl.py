@@ -10,15 +10,16 @@ import contextlib
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
+from prefect import flow
+from prefect.client.schemas.objects import State
+from prefect.states import Failed
+
 from archiveflow.flows import snapshot
 from archiveflow.flows.binaries import require_binaries
 from archiveflow.flows.context import SnapshotRun, current
 from archiveflow.flows.prefect_server import granularity
 from archiveflow.tasks import crawls
 from archiveflow.tasks.feed import SnapshotFeed
-from prefect import flow
-from prefect.client.schemas.objects import State
-from prefect.states import Failed
 
 POLL_SECONDS = 0.2
 

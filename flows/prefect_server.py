@@ -58,9 +58,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import psutil
+
 from archiveflow.flows import prefect_home as files
 from archiveflow.flows.prefect_server_process import idle_exit_seconds
-
 from archiveflow.settings import settings
 
 Mode = Literal["external", "local-started", "local-reused"]

@@ -21,10 +21,11 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
-from archiveflow.tasks.plan import ResultDone
 from prefect.client.schemas.objects import StateDetails, TaskRun, TaskRunResult
 from prefect.states import Completed, Failed, Running
 from prefect.utilities.engine import emit_task_run_state_change_event
+
+from archiveflow.tasks.plan import ResultDone
 
 ERROR_MAX = 2000  # characters of a hook's error kept in the state message
 

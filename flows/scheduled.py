@@ -26,6 +26,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
 from archiveflow.flows import context
 from archiveflow.flows.crawl import archived_nothing, run_crawl_flow
 from archiveflow.store import crawls as crawl_store
@@ -36,8 +39,6 @@ from archiveflow.tasks.config import hook_timeout
 from archiveflow.tasks.hooks import HookLaunchError, run_hook, update_from_output
 from archiveflow.tasks.runtime import Runtime
 from archiveflow.tasks.urls import check_url
-from prefect import flow, get_run_logger, task
-from prefect.cache_policies import NO_CACHE
 
 FLOW_NAME: Final[str] = "archive"
 SEEDS_PLUGIN: Final[str] = "seeds"

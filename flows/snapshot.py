@@ -16,15 +16,16 @@ import contextvars
 from concurrent.futures import Future
 from typing import Any
 
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+from prefect.context import TaskRunContext
+
 from archiveflow.flows import result_runs
 from archiveflow.flows.context import Current, SnapshotRun, current
 from archiveflow.flows.limits import WalkSlots
 from archiveflow.tasks import results, snapshots
 from archiveflow.tasks.plan import PlanItem, ResultDone, SnapshotPlan, count_results
 from archiveflow.tasks.snapshots import RunForeground
-from prefect import flow, task
-from prefect.cache_policies import NO_CACHE
-from prefect.context import TaskRunContext
 
 
 def _walk(cur: Current, run: SnapshotRun, run_foreground: RunForeground | None,

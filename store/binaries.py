@@ -8,6 +8,7 @@ from typing import Any
 
 import duckdb
 import polars as pl
+
 from archiveflow.store.ids import new_id
 from archiveflow.store.load import frame, insert_frame
 from archiveflow.store.transitions import move

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import duckdb
+
 from archiveflow.store.ids import new_id
 from archiveflow.store.transitions import move
 

@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any, Final, TypeVar
 
 import duckdb
-from archiveflow.store.errors import IndexLocked, SchemaTooNew, StoreError, WriteConflict
 
 from archiveflow.settings import settings
+from archiveflow.store.errors import IndexLocked, SchemaTooNew, StoreError, WriteConflict
 
 T = TypeVar("T")
 

@@ -15,6 +15,7 @@ from typing import Any, Final, Literal
 
 import duckdb
 import polars as pl
+
 from archiveflow.store.db import map_errors
 from archiveflow.store.records import MAX_URL_LEN, RecordError
 

@@ -36,6 +36,7 @@ from typing import Any, Final
 import duckdb
 import pyarrow as pa
 import pyarrow.ipc as ipc
+
 from archiveflow.store import readonly, readsock
 from archiveflow.store.db import Store, map_errors
 from archiveflow.store.errors import IndexLocked, StoreError

@@ -52,6 +52,7 @@ from typing import Any, Final
 
 import duckdb
 import pyarrow as pa
+
 from archiveflow.store.db import map_errors
 from archiveflow.store.errors import StoreError
 

@@ -17,6 +17,7 @@ from typing import Any, Final
 
 import duckdb
 import polars as pl
+
 from archiveflow.store.db import Store, map_errors
 from archiveflow.store.load import TS
 

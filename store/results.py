@@ -8,6 +8,7 @@ from typing import Any, Final
 
 import duckdb
 import polars as pl
+
 from archiveflow.store.db import map_errors
 from archiveflow.store.errors import IllegalTransition
 from archiveflow.store.load import TS, frame, insert_frame

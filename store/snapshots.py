@@ -7,6 +7,7 @@ from typing import Any
 
 import duckdb
 import polars as pl
+
 from archiveflow.store.load import frame, insert_frame
 from archiveflow.store.transitions import claim_next, move
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 import duckdb
+
 from archiveflow.store.db import map_errors
 from archiveflow.store.errors import IllegalTransition, RowNotFound, WriteConflict
 

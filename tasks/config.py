@@ -17,9 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from archiveflow.tasks.discover import Hook, env_key
-
 from archiveflow.settings import parse_bool
+from archiveflow.tasks.discover import Hook, env_key
 
 _BOOL_TYPES: Final[frozenset[str]] = frozenset({"bool", "boolean"})
 _PLACEHOLDER_RE: Final = re.compile(r"\{([A-Z0-9_]+)\}")

@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any, Final
 
 import psutil
+
 from archiveflow.store.ids import new_id
 from archiveflow.tasks.config import hook_timeout, resolve_config
 from archiveflow.tasks.discover import (

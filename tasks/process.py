@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Final
 
 import psutil
+
 from archiveflow.tasks.discover import HookLaunchError
 from archiveflow.tasks.output import write_atomic
 

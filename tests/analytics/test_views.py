@@ -9,6 +9,7 @@ from typing import Any
 
 import duckdb
 import pytest
+
 from archiveflow.store.db import Store
 
 VIEWS = ["plugin_stats", "plugin_failures", "domain_stats", "snapshot_summary", "url_captures",

@@ -22,8 +22,8 @@ from uuid import UUID
 
 import duckdb
 import pytest
-from archiveflow.deployments import crawls as dep
 
+from archiveflow.deployments import crawls as dep
 from tests.command import ARCHIVEFLOW
 from tests.flows.conftest import run_cli
 

@@ -23,11 +23,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from archiveflow.store.binaries import list_binaries
 from archiveflow.store.machines import machine_config
 from archiveflow.tasks import binaries
 from archiveflow.tasks.runtime import Runtime, open_runtime
-
 from tests.command import ARCHIVEFLOW
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -251,10 +251,11 @@ def test_binaries_command_reads_through_the_writer(
 
 def test_install_flow_runs_as_the_crawls_subflow_only_when_needed(
         prefect_harness: None, tmp_path: Path) -> None:
-    from archiveflow.flows import context
-    from archiveflow.flows.binaries import require_binaries
     from prefect import flow, get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    from archiveflow.flows import context
+    from archiveflow.flows.binaries import require_binaries
 
     @flow(name="crawl-like", persist_result=False)
     async def crawl_like(plugins: list[str]) -> dict[str, Any] | None:

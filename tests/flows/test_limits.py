@@ -18,6 +18,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
+
 from archiveflow.flows.limits import (
     BROWSER_LIMIT,
     WalkSlots,
@@ -25,7 +26,6 @@ from archiveflow.flows.limits import (
     hook_slot,
     plugin_limit,
 )
-
 from tests.flows.conftest import run_cli
 
 PLUGINS = Path(__file__).resolve().parent / "plugins"

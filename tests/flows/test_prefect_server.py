@@ -13,6 +13,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+
 from archiveflow.flows import prefect_server as runtime
 
 pytestmark = pytest.mark.timeout(240)

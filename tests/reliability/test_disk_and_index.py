@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from archiveflow.store.db import Store
 
+from archiveflow.store.db import Store
 from tests.reliability.conftest import PLUGINS, REPO, SEED, hook_processes, query, run_cli
 
 N_RECORDS = 200_000

@@ -14,10 +14,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sitesrv import SiteServer
+
 from archiveflow.tasks.egress import EgressProxy
 from archiveflow.tasks.egress_policy import EgressRefused, Policy, address_kind, resolve
 from archiveflow.tasks.runtime import open_runtime
-from sitesrv import SiteServer
 
 SITE = Path(__file__).resolve().parents[1] / "fixtures" / "site"
 

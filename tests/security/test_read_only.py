@@ -18,10 +18,10 @@ from pathlib import Path
 
 import duckdb
 import pytest
+
 from archiveflow.store import readonly
 from archiveflow.store.db import Store
 from archiveflow.store.reader import QueryError, QueryServer, Reader
-
 from tests.security.readpath import archiveflow
 
 # (statement, what it would do); {out} is a file path the statement must not create.

@@ -18,10 +18,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from archiveflow.store import readsock
 from archiveflow.store.db import Store
 from archiveflow.store.reader import QueryServer, Reader
-
 from tests.security.readpath import (
     archiveflow,
     as_other,

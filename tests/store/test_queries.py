@@ -6,6 +6,7 @@ import json
 from datetime import UTC, datetime
 
 import polars as pl
+
 from archiveflow.store import crawls, load, processes, snapshots
 from archiveflow.store.db import Store
 from archiveflow.store.ids import new_id

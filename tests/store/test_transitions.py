@@ -6,6 +6,7 @@ import threading
 from pathlib import Path
 
 import pytest
+
 from archiveflow.store import transitions
 from archiveflow.store.db import Store
 from archiveflow.store.errors import IllegalTransition, RowNotFound

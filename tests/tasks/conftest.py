@@ -10,8 +10,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from archiveflow.store.ids import new_id
 from hook_helpers import ProcGuard
+
+from archiveflow.store.ids import new_id
 
 
 @pytest.fixture(autouse=True)

@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 import psutil
+
 from archiveflow.store.ids import new_id
 from archiveflow.tasks.discover import Hook, parse_hook_name
 from archiveflow.tasks.hooks import HookOutcome, HookRun, run_hook, update_from_output

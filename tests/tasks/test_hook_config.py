@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from archiveflow.tasks.config import (
     ConfigFileError,
     hook_timeout,

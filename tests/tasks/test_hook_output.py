@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from hook_helpers import ProcGuard, make_hook, outcome, run_fixture
+
 from archiveflow.store.records import parse_lines
 from archiveflow.tasks.hooks import run_hook
 from archiveflow.tasks.output import cap_log, read_bounded, stderr_tail
-from hook_helpers import ProcGuard, make_hook, outcome, run_fixture
 
 
 def test_cap_log_keeps_head_and_tail_on_line_boundaries(tmp_path: Path) -> None:

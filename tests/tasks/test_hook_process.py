@@ -8,6 +8,8 @@ import time
 from pathlib import Path
 
 import psutil
+from hook_helpers import ProcGuard, fixture_hook
+
 from archiveflow.tasks.discover import parse_hook_name
 from archiveflow.tasks.hooks import (
     finalize_background,
@@ -25,7 +27,6 @@ from archiveflow.tasks.process import (
     unregister,
     write_pid_file,
 )
-from hook_helpers import ProcGuard, fixture_hook
 
 
 def _gone(pid: int) -> bool:

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import psutil
 import pytest
+from hook_helpers import ProcGuard, fixture_hook, make_hook, outcome, run_fixture
+
 from archiveflow.store.records import BinaryRecord, SnapshotRecord, TagRecord
 from archiveflow.tasks.discover import HookLaunchError, build_command
 from archiveflow.tasks.hooks import (
@@ -25,7 +27,6 @@ from archiveflow.tasks.hooks import (
     wait_background,
 )
 from archiveflow.tasks.output import LOG_CAP
-from hook_helpers import ProcGuard, fixture_hook, make_hook, outcome, run_fixture
 
 
 def test_succeeding_hook_with_files(snap_dir: Path, proc_guard: ProcGuard) -> None:

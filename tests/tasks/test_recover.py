@@ -6,11 +6,12 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+from hook_helpers import ProcGuard, fixture_hook
+
 from archiveflow.tasks import results
 from archiveflow.tasks.discover import Hook
 from archiveflow.tasks.hooks import HookPaths, HookRun, kill_unrecorded, run_hook
 from archiveflow.tasks.process import registered, unregister
-from hook_helpers import ProcGuard, fixture_hook
 
 
 def _start_service(snap_dir: Path, proc_guard: ProcGuard

@@ -12,6 +12,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
+
 from archiveflow.store import crawls as crawl_store
 from archiveflow.store import load
 from archiveflow.tasks import crawls, results, snapshots
