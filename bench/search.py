@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, Final
 
 import duckdb
+
 from archiveflow.store import search, search_index
 from archiveflow.store.db import Store
 

@@ -11,6 +11,7 @@ from functools import cache
 from pathlib import Path
 
 import duckdb
+
 from archiveflow.store.errors import StoreError
 
 

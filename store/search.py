@@ -28,11 +28,13 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import duckdb
 import polars as pl
+
 from archiveflow.store import search_index
 from archiveflow.store.fts import SearchError, fts_extension_path, load_fts, load_sql
 
 if TYPE_CHECKING:
     import pyarrow as pa
+
     from archiveflow.store.db import Store
 
 __all__ = ["SearchError", "SearchQuery", "fts_extension_path", "index_snapshots", "load_fts",
@@ -357,6 +359,7 @@ def serve_search(store: Store, q: SearchQuery, *, rebuild: bool = False) -> pa.T
     with this process's own statements, then the ranked search's rows (an Arrow table; the
     client cuts the snippets)."""
     import pyarrow as pa
+
     from archiveflow.store.db import map_errors, retry_conflicts
 
     cur = store.cursor()

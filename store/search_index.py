@@ -40,6 +40,7 @@ from typing import Final
 
 import duckdb
 import polars as pl
+
 from archiveflow.store.fts import load_sql
 
 STEMMER: Final[str] = "porter"

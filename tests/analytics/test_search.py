@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-from archiveflow.store import search
 
+from archiveflow.store import search
 from tests.flows.conftest import run_cli
 
 PHRASE = "the quick zebra of archiveflow"  # only tests/fixtures/site/page2.html has it

@@ -11,7 +11,6 @@ from pathlib import Path
 
 from archiveflow.store import search
 from archiveflow.store.readonly import read_only_connection
-
 from tests.flows.conftest import run_cli
 
 PHRASE = "the quick zebra of archiveflow"  # only tests/fixtures/site/page2.html has it

@@ -18,6 +18,7 @@ from typing import Any
 import duckdb
 import polars as pl
 import pytest
+
 from archiveflow.store import search, search_index
 from archiveflow.store.db import Store
 
