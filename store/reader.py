@@ -28,6 +28,7 @@ import socket
 import struct
 import threading
 import time
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -117,8 +118,14 @@ class QueryServer:
     """Serves read-only queries on the writer's index to the owner's other processes."""
 
     def __init__(self, store: Store, *, idle_timeout: float = IDLE_TIMEOUT,
-                 max_connections: int = MAX_CONNECTIONS, workers: int = WORKERS) -> None:
+                 max_connections: int = MAX_CONNECTIONS, workers: int = WORKERS,
+                 ops: Mapping[str, Callable[[Store, dict[str, Any]], Any]] | None = None
+                 ) -> None:
         self.store = store
+        # Fixed server-side operations besides read-only SQL (e.g. "search": the crawl
+        # indexes pending text, then ranks), given by whoever starts the server, so this
+        # module needs none of them.
+        self.ops = dict(ops or {})
         self.idle_timeout = idle_timeout
         self.max_connections = max_connections
         self.path = readsock.socket_path(store.path)
@@ -217,11 +224,8 @@ class QueryServer:
             if not isinstance(sql, str) or not (params is None or isinstance(params, list)):
                 raise QueryError("malformed request: sql must be text, params a list")
             return readonly.run_read_only(self.store.cursor(), sql, params)
-        if op == "search":
-            from archiveflow.store import search
-
-            return search.serve_search(self.store, search.query_from_json(req.get("query")),
-                                       rebuild=bool(req.get("rebuild")))
+        if op in self.ops:
+            return self.ops[op](self.store, req)
         raise QueryError(f"unknown request {op!r}")
 
     def close(self) -> None:

@@ -406,3 +406,10 @@ def run_search(index_path: Path, q: SearchQuery, *, rebuild: bool = False
         return search(cur, q)
     finally:
         store.close()
+
+
+def serve_request(store: Store, req: dict[str, Any]) -> pa.Table:
+    """The read socket's "search" operation (store/reader.QueryServer `ops`): the request
+    gives only the words and filters; what runs is fixed here."""
+    return serve_search(store, query_from_json(req.get("query")),
+                        rebuild=bool(req.get("rebuild")))

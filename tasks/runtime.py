@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from archiveflow.store import binaries as binary_store
-from archiveflow.store import machines
+from archiveflow.store import machines, search
 from archiveflow.store.db import Store
 from archiveflow.store.reader import AlreadyServing, QueryServer
 from archiveflow.tasks.config import load_user_config, required_binaries, resolve_config
@@ -197,7 +197,8 @@ def open_runtime(
     )
     rt.refresh_binaries()
     try:
-        rt.query_server = QueryServer(store)  # lets `sql`/`status` read while we write
+        # lets `sql`/`status`/`search` read while we write
+        rt.query_server = QueryServer(store, ops={"search": search.serve_request})
     except AlreadyServing:
         rt.query_server = None  # this process already serves the index
     except BaseException:

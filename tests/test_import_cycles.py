@@ -119,8 +119,6 @@ def test_cycle_finder_finds_a_cycle() -> None:
 # Cycles in modules outside the pipeline's, both through a lazy import; each goes when its
 # module's owner breaks it (a new cycle fails the test at once).
 KNOWN: tuple[list[str], ...] = (
-    # a search through a running crawl asks its Reader; the Reader's "search" op calls search
-    ["archiveflow.store.reader", "archiveflow.store.search"],
 )
 
 
