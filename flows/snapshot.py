@@ -86,9 +86,10 @@ def _is_transient(task: Any, task_run: Any, state: Any) -> bool:
       retry_condition_fn=_is_transient, cache_policy=NO_CACHE, persist_result=False)
 def archive_result(plugin: str, url: str, snapshot_id: str, archiveresult_id: str
                    ) -> ResultDone:
-    """Run one foreground hook of a snapshot: the ArchiveResult's own run, as a task run."""
+    """Run one foreground hook of a snapshot: the ArchiveResult's own run, as a task run
+    (its hook's retries for passing failures, tasks/results.run_retrying, happen inside)."""
     plan = current().snapshot_runs[snapshot_id].plan
-    return results.run(plan, plan.item(archiveresult_id))
+    return results.run_retrying(plan, plan.item(archiveresult_id))
 
 
 def _result_task(plan: SnapshotPlan, item: PlanItem) -> ResultDone:

@@ -13,7 +13,7 @@ from archiveflow.store.db import map_errors
 from archiveflow.store.errors import IllegalTransition
 from archiveflow.store.load import TS, frame, insert_frame
 from archiveflow.store.records import FINAL_RESULT_STATUSES
-from archiveflow.store.transitions import MOVES
+from archiveflow.store.transitions import MOVES, move
 
 # A started result may finish in any final status that some declared move leads to.
 _FINISH_TARGETS: Final[frozenset[str]] = frozenset(
@@ -99,13 +99,76 @@ def finish_results(cur: duckdb.DuckDBPyConnection, outcomes: Sequence[Mapping[st
             output_str = f.output_str, output_json = f.output_json, error = f.error,
             start_ts = coalesce(f.start_ts, a.start_ts), end_ts = coalesce(f.end_ts, now()),
             exit_code = f.exit_code, output_size = f.output_size,
-            output_count = f.output_count
+            output_count = f.output_count, attempts = greatest(a.attempts, 1)
         FROM _af_finish AS f
         WHERE a.id = f.id AND a.status = 'started'
         RETURNING a.id
         """
     )
     return [r[0] for r in res.fetchall()]
+
+
+def set_attempts(cur: duckdb.DuckDBPyConnection, attempts: Mapping[str, int]) -> int:
+    """Record how many times each ArchiveResult's hook has run (retries and re-runs by
+    `archiveflow update` included), in one statement. A result that ran once needs no call:
+    finishing it counts its one attempt."""
+    if not attempts:
+        return 0
+    with map_errors():
+        res = cur.execute(
+            "UPDATE archiveresult AS a SET attempts = t.n "
+            "FROM (SELECT unnest(?::VARCHAR[]) AS id, unnest(?::INTEGER[]) AS n) AS t "
+            "WHERE a.id = t.id RETURNING a.id",
+            [list(attempts), list(attempts.values())],
+        )
+        return len(res.fetchall())
+
+
+RERUNNABLE: Final[tuple[str, ...]] = MOVES["archiveresult"]["rerun"].sources
+
+
+def requeue_for_update(cur: duckdb.DuckDBPyConnection, *, status: str = "failed",
+                       crawl_id: str | None = None, plugins: Sequence[str] | None = None,
+                       url_contains: str | None = None) -> dict[str, list[str]]:
+    """`archiveflow update`: put the matching finished ArchiveResults of sealed crawls back
+    in the queue, and re-open their snapshots and crawls (sealed → queued), so the normal
+    crawl path runs them again. Call inside a transaction: all of it or nothing.
+
+    Filters: results in `status` (failed, noresults or skipped), of crawl `crawl_id`, of
+    `plugins`, of snapshots whose URL contains `url_contains` (as typed, not a pattern).
+    Only sealed crawls: a crawl still queued or running is `archiveflow resume`'s.
+    Returns the ids moved: {"results": […], "snapshots": […], "crawls": […]}.
+    """
+    if status not in RERUNNABLE:
+        raise IllegalTransition(f"archiveresult cannot be re-run from {status}")
+    res = cur.execute(
+        "SELECT a.id, a.snapshot_id, s.crawl_id FROM archiveresult a "
+        "JOIN snapshot s ON s.id = a.snapshot_id JOIN crawl c ON c.id = s.crawl_id "
+        "WHERE a.status = ? AND c.status = 'sealed' AND s.status = 'sealed' "
+        "AND (?::VARCHAR IS NULL OR c.id = ?) "
+        "AND (?::VARCHAR[] IS NULL OR list_contains(?::VARCHAR[], a.plugin)) "
+        "AND (?::VARCHAR IS NULL OR contains(s.url, ?)) ORDER BY a.id",
+        [status, crawl_id, crawl_id, list(plugins) if plugins else None,
+         list(plugins) if plugins else None, url_contains, url_contains],
+    ).fetchall()
+    results = [r[0] for r in move(cur, "archiveresult", "rerun", [r[0] for r in res],
+                                  returning="id")]
+    moved = set(results)
+    snapshots = sorted({r[1] for r in res if r[0] in moved})
+    crawls = sorted({r[2] for r in res if r[0] in moved})
+    move(cur, "snapshot", "requeue", snapshots, returning="id")
+    move(cur, "crawl", "requeue", crawls, returning="id")
+    return {"results": results, "snapshots": snapshots, "crawls": crawls}
+
+
+def status_counts(cur: duckdb.DuckDBPyConnection, ids: Sequence[str]) -> dict[str, int]:
+    """These ArchiveResults by status (e.g. the ones an update re-ran)."""
+    if not ids:
+        return {}
+    rows = cur.execute(
+        "SELECT status, count(*) FROM archiveresult WHERE id IN (SELECT unnest(?::VARCHAR[])) "
+        "GROUP BY status", [list(ids)]).fetchall()
+    return {s: int(n) for s, n in rows}
 
 
 def add_output_files(cur: duckdb.DuckDBPyConnection, rows: Sequence[Mapping[str, Any]]) -> int:

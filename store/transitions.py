@@ -51,6 +51,8 @@ MOVES: Final[dict[str, dict[str, Move]]] = {
         "skip": Move(("queued", "started"), "skipped"),
         "noresults": Move(("started",), "noresults"),
         "requeue": Move(("started", "failed"), "queued"),
+        # `archiveflow update`: a finished result that did not succeed runs again.
+        "rerun": Move(("failed", "noresults", "skipped"), "queued"),
     },
     "machine_binary": {
         "claim": _CLAIM,

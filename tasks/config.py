@@ -61,6 +61,13 @@ def _core(key: str, type_: str, default: Any, description: str) -> tuple[str, Co
 CORE_CONFIG: Final[dict[str, ConfigKey]] = dict([
     _core("TIMEOUT", "int", 60,
           "Seconds a hook may run when its plugin sets no <PLUGIN>_TIMEOUT."),
+    _core("RETRIES", "int", 1,
+          "Times a hook that failed for a passing reason (timeout, connection reset, DNS "
+          "temporary failure, HTTP 429/5xx, or `retryable` in its output) is run again, "
+          "when its plugin sets no <PLUGIN>_RETRIES."),
+    _core("RETRY_DELAY", "float", 2,
+          "Seconds before the first retry of a hook (doubling for each further one), when "
+          "its plugin sets no <PLUGIN>_RETRY_DELAY."),
     _core("URL_ALLOW_PRIVATE", "bool", False,
           "Archive loopback and private-network targets (your own intranet); `add "
           "--allow-private` sets it for one crawl."),
@@ -200,6 +207,39 @@ def hook_timeout(hook: Hook, config: Mapping[str, str], default: float = 60.0) -
             except ValueError:
                 continue
     return default
+
+
+def _plugin_number(hook: Hook, config: Mapping[str, str], suffix: str) -> float | None:
+    """`<PLUGIN>_<suffix>`, else `<suffix>`: the first that parses as a number."""
+    for key in (f"{env_key(hook.plugin)}_{suffix}", suffix):
+        raw = config.get(key)
+        if raw:
+            try:
+                return float(raw)
+            except ValueError:
+                continue
+    return None
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often a hook's passing failure is run again, and how long to wait first."""
+
+    retries: int
+    delay: float  # seconds before the first retry
+
+    def delay_before(self, attempt: int) -> float:
+        """Seconds to wait before attempt number `attempt` (2, 3, …): doubling each time."""
+        return self.delay * 2 ** max(0, attempt - 2)
+
+
+def hook_retries(hook: Hook, config: Mapping[str, str]) -> RetryPolicy:
+    """`<PLUGIN>_RETRIES` / `<PLUGIN>_RETRY_DELAY`, else `RETRIES` / `RETRY_DELAY` (core keys,
+    defaults 1 and 2 s). Negative values count as 0."""
+    retries = _plugin_number(hook, config, "RETRIES")
+    delay = _plugin_number(hook, config, "RETRY_DELAY")
+    return RetryPolicy(retries=max(0, int(1 if retries is None else retries)),
+                       delay=max(0.0, 2.0 if delay is None else delay))
 
 
 def required_binaries(plugin_dir: Path, config: Mapping[str, str]) -> list[dict[str, Any]]:

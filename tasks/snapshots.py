@@ -27,6 +27,7 @@ from typing import Any, Final
 
 from archiveflow.store import results as result_store
 from archiveflow.store import snapshots as snapshot_store
+from archiveflow.store.db import retry_conflicts
 from archiveflow.store.ids import new_id
 from archiveflow.store.transitions import move, renew_leases
 from archiveflow.tasks import results
@@ -233,7 +234,14 @@ def cleanup(plan: SnapshotPlan, runs: dict[str, HookRun]) -> list[ResultDone]:
 def record(rt: Runtime, recorder: Recorder, plan: SnapshotPlan, outcomes: list[ResultDone],
            wait: bool = True) -> IngestReport | None:
     """Hand the snapshot's outcomes to the Recorder (which also seals it); with `wait`,
-    return once they are in the index (without, the crawl loop flushes the Recorder)."""
+    return once they are in the index (without, the crawl loop flushes the Recorder).
+
+    A hook that ran more than once (retries, `archiveflow update`) has its attempts written
+    first, from the attempts kept on disk: rare, so not worth a column in every batch."""
+    attempts = {r.ar_id: n for r in outcomes if r.run is not None
+                and (n := results.attempt_of(r.run.paths)) > 1}
+    if attempts:
+        retry_conflicts(lambda: result_store.set_attempts(rt.store.cursor(), attempts))
     item = SnapshotDone(crawl_context(rt, plan.crawl, plan.snapshot), [*plan.done, *outcomes],
                         urgent=wait)
     recorder.submit(item)
