@@ -151,7 +151,7 @@ def requeue_for_update(cur: duckdb.DuckDBPyConnection, *, status: str = "failed"
         [status, crawl_id, crawl_id, list(plugins) if plugins else None,
          list(plugins) if plugins else None, url_contains, url_contains],
     ).fetchall()
-    results = [r[0] for r in move(cur, "archiveresult", "rerun", [r[0] for r in res],
+    results = [r["id"] for r in move(cur, "archiveresult", "rerun", [r[0] for r in res],
                                   returning="id")]
     moved = set(results)
     snapshots = sorted({r[1] for r in res if r[0] in moved})

@@ -141,3 +141,44 @@ def test_renew_leases_keeps_started_rows_held(store: Store) -> None:
     assert transitions.move(cur, "archiveresult", "claim", ["a"], lease=60) == []
     with pytest.raises(ValueError, match="no lease on table 'tag'"):
         transitions.renew_leases(cur, "tag", ["a"], 60)
+
+
+def test_update_requeues_matching_results_and_reopens_their_snapshots_and_crawls(
+        store: Store) -> None:
+    """`archiveflow update`'s set-based moves: failed results → queued, their snapshots and
+    crawls sealed → queued; other statuses, plugins, URLs and unsealed crawls untouched."""
+    from archiveflow.store.results import requeue_for_update
+
+    cur = store.cursor()
+    for crawl, status in (("c1", "sealed"), ("c2", "sealed"), ("c3", "started")):
+        cur.execute("INSERT INTO crawl (id, output_dir, seeds, status) VALUES (?, 'x', 'y', ?)",
+                    [crawl, status])
+    for snap, crawl in (("s1", "c1"), ("s2", "c2"), ("s3", "c3")):
+        cur.execute("INSERT INTO snapshot (id, crawl_id, url, output_dir, status) "
+                    "VALUES (?, ?, ?, 'x', ?)",
+                    [snap, crawl, f"https://e/{snap}", "sealed"])
+    for rid, snap, plugin, status in (("r1", "s1", "wget", "failed"),
+                                      ("r2", "s1", "title", "succeeded"),
+                                      ("r3", "s2", "wget", "failed"),
+                                      ("r4", "s2", "pdf", "failed"),
+                                      ("r5", "s3", "wget", "failed"),
+                                      ("r6", "s2", "dom", "noresults")):
+        cur.execute("INSERT INTO archiveresult (id, snapshot_id, plugin, hook_name, output_dir, "
+                    "status) VALUES (?, ?, ?, ?, 'x', ?)", [rid, snap, plugin, rid, status])
+    with store.transaction() as tx:
+        assert requeue_for_update(tx, plugins=["wget"], url_contains="/s1") == {
+            "results": ["r1"], "snapshots": ["s1"], "crawls": ["c1"]}
+    with store.transaction() as tx:
+        assert requeue_for_update(tx) == {  # r5: its crawl is still running (resume's)
+            "results": ["r3", "r4"], "snapshots": ["s2"], "crawls": ["c2"]}
+    with store.transaction() as tx:  # c2 is re-opened already: its next run is pending
+        assert requeue_for_update(tx, status="noresults", crawl_id="c2")["results"] == []
+    got = dict(cur.execute("SELECT id, status FROM archiveresult").fetchall())
+    assert got == {"r1": "queued", "r2": "succeeded", "r3": "queued", "r4": "queued",
+                   "r5": "failed", "r6": "noresults"}
+    assert dict(cur.execute("SELECT id, status FROM snapshot").fetchall()) == {
+        "s1": "queued", "s2": "queued", "s3": "sealed"}
+    assert dict(cur.execute("SELECT id, status FROM crawl").fetchall()) == {
+        "c1": "queued", "c2": "queued", "c3": "started"}
+    with pytest.raises(IllegalTransition):
+        requeue_for_update(cur, status="succeeded")
