@@ -318,7 +318,7 @@ class CDP:
                 self.events.append(m)
 
 
-def connect_browser(wait: float = 15.0) -> tuple[CDP, object, str]:
+def connect_browser(wait: float = 30.0) -> tuple[CDP, object, str]:
     """(connection, close function, "crawl" or "own"): the crawl's browser when
     plugins/chrome runs one for this crawl (its browser.json under CRAWL_DIR), else a
     Chromium of our own, stopped by the close function (or by release_browsers)."""
@@ -349,6 +349,7 @@ def connect_browser(wait: float = 15.0) -> tuple[CDP, object, str]:
             return CDP(sock.fileno(), sock.fileno(), "the crawl's browser"), sock.close, "crawl"
         except (OSError, ValueError, KeyError, TypeError) as e:
             why = f"crawl browser unreachable ({e})"
+            print(f"{why}: starting a Chromium of our own", file=sys.stderr, flush=True)
     chromium = find_chromium()
     if not chromium:
         raise BrowserError("chromium not found: run archiveflow install")
@@ -765,9 +766,9 @@ def main() -> int:
     try:
         server.bind(os.path.join(folder, SOCKET))
         server.listen(64)
+        write_info(relay.info())  # first: hooks may connect while Chromium starts
         if env_bool("CHROME_EAGER", True):
             relay.ensure()  # the first snapshot hook then finds the browser up
-        write_info(relay.info())
         print(f"serving chromium {relay.info()['pid']} for the crawl from {folder}",
               file=sys.stderr, flush=True)
         while True:

@@ -298,7 +298,7 @@ class CDP:
                 self.events.append(m)
 
 
-def connect_browser(wait: float = 15.0) -> tuple[CDP, object, str]:
+def connect_browser(wait: float = 30.0) -> tuple[CDP, object, str]:
     """(connection, close function, "crawl" or "own"): the crawl's browser when
     plugins/chrome runs one for this crawl (its browser.json under CRAWL_DIR), else a
     Chromium of our own, stopped by the close function (or by release_browsers)."""
@@ -329,6 +329,7 @@ def connect_browser(wait: float = 15.0) -> tuple[CDP, object, str]:
             return CDP(sock.fileno(), sock.fileno(), "the crawl's browser"), sock.close, "crawl"
         except (OSError, ValueError, KeyError, TypeError) as e:
             why = f"crawl browser unreachable ({e})"
+            print(f"{why}: starting a Chromium of our own", file=sys.stderr, flush=True)
     chromium = find_chromium()
     if not chromium:
         raise BrowserError("chromium not found: run archiveflow install")

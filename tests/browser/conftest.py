@@ -17,9 +17,9 @@ from pathlib import Path
 
 import psutil
 import pytest
+
 from archiveflow.tasks.egress import EgressProxy
 from archiveflow.tasks.egress_policy import Policy
-
 from tests.sitesrv import SiteServer
 
 TESTS = Path(__file__).resolve().parents[1]
@@ -106,11 +106,13 @@ def start_crawl_browser(crawl_dir: Path, env: dict[str, str]) -> CrawlBrowser:
         stderr=err, text=True, start_new_session=True)
     err.close()
     deadline = time.monotonic() + 30
-    while not (cwd / "browser.json").exists():
+    info: dict = {}
+    while not info.get("pid"):  # browser.json comes first, with the pid once Chromium runs
         assert proc.poll() is None, (cwd / "daemon.stderr.log").read_text()
         assert time.monotonic() < deadline, "the crawl's browser did not come up"
         time.sleep(0.05)
-    info = json.loads((cwd / "browser.json").read_text())
+        if (cwd / "browser.json").exists():
+            info = json.loads((cwd / "browser.json").read_text())
     return CrawlBrowser(crawl_dir, proc, Path(info["socket"]).parent)
 
 
