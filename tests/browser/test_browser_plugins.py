@@ -63,6 +63,9 @@ def test_every_browser_hook_works_in_the_crawl_browser(
         assert run.result.output_json["browser"] == "crawl", plugin
         assert run.result.output_json["status"] == 200
     assert crawl_browser.info()["launches"] == before, "one browser for all of them"
+    deadline = time.monotonic() + 5  # Target.closeTarget answers before the tab is gone
+    while url in pages_open(crawl_browser) and time.monotonic() < deadline:
+        time.sleep(0.1)
     assert url not in pages_open(crawl_browser), "every hook closed its tab"
 
     shot = runs["screenshot"].cwd / "screenshot.png"
