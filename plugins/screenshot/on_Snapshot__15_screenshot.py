@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 # screenshot: a PNG of the page's viewport as headless Chromium renders it. A foreground hook
-# since the browser is shared: a background hook holds its browser slot until the snapshot's
-# cleanup, and the pdf/dom/singlefile hooks of the same snapshot wait for that slot.
+# since the browser is shared: the browser hooks take turns in one browser slot
+# (BROWSER_CONCURRENCY), so running in the background would gain little.
 #
 # Inputs
 #   argv  --url=<url> --snapshot-id --crawl-id --depth (unknown options are ignored)
