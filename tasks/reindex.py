@@ -39,6 +39,7 @@ from archiveflow.store.records import SnapshotRecord, TagRecord
 from archiveflow.tasks.hooks import HookOutcome, HookPaths, update_from_output
 from archiveflow.tasks.ingest import Context, process_hook_records
 from archiveflow.tasks.machine import this_machine
+from archiveflow.tasks.results import attempt_of
 
 INDEX_NAME: Final[str] = "index.duckdb"
 # Namespace of ArchiveResult ids derived from (snapshot id, hook name); never change it.
@@ -110,12 +111,16 @@ def result_id(snapshot_id: str, hook_name: str, sh_file: Path) -> str:
     return str(uuid.uuid5(RESULT_NAMESPACE, f"{snapshot_id}/{hook_name}"))
 
 
+_ATTEMPT: Final = re.compile(r"\.attempt\d+$")  # earlier attempts (tasks/results.set_aside)
+
+
 def hook_runs(folder: Path) -> Iterator[tuple[str, HookPaths]]:
     """(plugin, HookPaths) of every hook run under a crawl or snapshot folder."""
     for plugin_dir in sorted(p for p in folder.iterdir() if p.is_dir()):
         stems = {f.name[: -len(".sh")] for f in plugin_dir.glob("on_*.sh")}
         stems |= {f.name[: -len(".exit.json")] for f in plugin_dir.glob("on_*.exit.json")}
-        for stem in sorted(stems):
+        # `<stem>.attemptN.*` are earlier attempts of a retried run, not runs of their own
+        for stem in sorted(s for s in stems if not _ATTEMPT.search(s)):
             yield plugin_dir.name, HookPaths(plugin_dir, stem)
 
 
@@ -146,7 +151,8 @@ def _result_row(ar_id: str, snapshot: dict[str, Any], plugin: str, paths: HookPa
     if outcome is None:
         return row
     return {
-        **row, "status": outcome.status, "attempts": 1,
+        **row, "status": outcome.status,
+        "attempts": attempt_of(paths),
         "modified_at": outcome.ended_at or created, "start_ts": outcome.started_at,
         "end_ts": outcome.ended_at, "exit_code": outcome.exit_code,
         "output_str": outcome.output_str,

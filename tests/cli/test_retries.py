@@ -132,6 +132,12 @@ def test_a_503_is_retried_and_a_404_is_not(tmp_path: Path, flaky: FlakyServer,
     plain, plain_states = task_run_with_states(got["/gone.html"][3], final="Failed")
     assert plain.run_count == 1 and [s.name for s in plain_states] == ["Failed"]
 
+    # Rebuilt from the folder alone, an earlier attempt is no run of its own.
+    proc = run_cli(tmp_path, "reindex")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert {k: v[:2] for k, v in results_by_url(tmp_path).items()} == {
+        "/flaky/a.html": ("succeeded", 2), "/gone.html": ("failed", 1)}
+
 
 def test_retries_follow_the_plugin_keys(tmp_path: Path, flaky: FlakyServer,
                                         prefect_api: str) -> None:
