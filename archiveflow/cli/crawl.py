@@ -41,6 +41,12 @@ def _looks_like_seed_file(arg: str) -> bool:
             or last.startswith(_SEED_FILE_PREFIXES))
 
 
+def _is_url_list(inputs: list[str]) -> bool:
+    """True when the arguments are URLs (not `-`, one file, or one feed/sitemap URL)."""
+    return not (inputs == ["-"] or (len(inputs) == 1 and (
+        Path(inputs[0]).is_file() or _looks_like_seed_file(inputs[0]))))
+
+
 def _read_seeds(inputs: list[str]) -> tuple[str, list[tuple[str, str]]]:
     """Seed text from args, a file, or stdin; plus URL args refused with reasons."""
     from archiveflow.tasks.urls import check_url
@@ -211,6 +217,7 @@ def _exit_code(result: dict[str, Any], refused: list[tuple[str, str]]) -> int:
 def cmd_add(args: argparse.Namespace) -> int:
     from archiveflow.store import crawls
     from archiveflow.tasks import crawls as crawl_work
+    from archiveflow.tasks.urls import check_url
 
     if not args.inputs:
         raise CliError("nothing to add: give URLs, a file, or - for stdin", EXIT_USAGE)
@@ -246,6 +253,23 @@ def cmd_add(args: argparse.Namespace) -> int:
                 said.add(raw)
                 refused.append((raw, reason))
                 say(f"refused {raw!r}: {reason}")
+        if _is_url_list(args.inputs):
+            # URL arguments meet the crawl's own policy here, named as the user wrote them
+            # (the crawl would see only the normalised form: 0x7f000001 -> 127.0.0.1).
+            kept = []
+            for raw in args.inputs:
+                url, reason = check_url(raw, allow_private=ctx.allow_private,
+                                        allow_file=ctx.allow_file)
+                if url is None:
+                    if raw not in said:
+                        said.add(raw)
+                        refused.append((raw, reason or "refused"))
+                        say(f"refused {raw!r}: {reason}")
+                else:
+                    kept.append(url)
+            if not kept:
+                raise CliError("no valid URL to archive (see the reasons above)", EXIT_USAGE)
+            seeds = "\n".join(json.dumps({"url": u}) for u in kept)
         if looked and len(bad_lines) == looked:
             raise CliError(f"no valid URL to archive: all {looked} line(s) were refused "
                            "(reasons above)", EXIT_USAGE)
