@@ -108,3 +108,10 @@ def add_tags(cur: duckdb.DuckDBPyConnection, pairs: Iterable[tuple[str, str]]) -
         "_key").unique(maintain_order=True)
     insert_frame(cur, "tag", df.select(pl.col("tag").alias("name")))
     return len(insert_frame(cur, "snapshot_tag", df))
+
+
+def seed_urls(cur: duckdb.DuckDBPyConnection, crawl_id: str) -> list[str]:
+    """The crawl's depth-0 URLs: what its scope is measured from."""
+    rows = cur.execute("SELECT url FROM snapshot WHERE crawl_id = ? AND depth = 0",
+                       [crawl_id]).fetchall()
+    return [r[0] for r in rows]

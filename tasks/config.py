@@ -75,6 +75,10 @@ CORE_CONFIG: Final[dict[str, ConfigKey]] = dict([
     _core("EGRESS_ALLOW_ADDRESSES", "str", "",
           "Private addresses (IP or IP:port, comma-separated) that hooks may reach "
           "although private targets are refused: one intranet server, not the whole network."),
+    _core("CRAWL_SCOPE", "str", "host",
+          "Which discovered links a crawl follows (with --depth): page (none), prefix (under "
+          "a seed's folder), host (a seed's host), domain (a seed's host and its subdomains, "
+          "www. dropped), any. Default host: a site, not the web it links to."),
     _core("PLUGINS_PATH", "str", "",
           "More plugin folders (separated by ':'), searched after the built-in plugins and "
           "<data>/plugins; a plugin found in several folders is taken from the last."),

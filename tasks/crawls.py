@@ -67,6 +67,7 @@ def crawl_context(rt: Runtime, crawl: dict[str, Any],
         crawl=crawl, snapshot=snapshot, machine_id=rt.machine.id,
         allow_private=cfg.get("URL_ALLOW_PRIVATE", "False").lower() in _TRUTHY,
         allow_file=cfg.get("URL_ALLOW_FILE", "False").lower() in _TRUTHY,
+        scope=cfg.get("CRAWL_SCOPE") or "host",
     )
 
 

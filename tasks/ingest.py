@@ -28,6 +28,7 @@ from archiveflow.store.records import (
     SnapshotRecord,
     TagRecord,
 )
+from archiveflow.tasks.scope import scope_check
 from archiveflow.tasks.urls import check_url
 
 
@@ -40,6 +41,7 @@ class Context:
     machine_id: str | None = None
     allow_private: bool = False
     allow_file: bool = False
+    scope: str = "any"  # CRAWL_SCOPE of the crawl (see tasks/scope.py)
 
 
 @dataclass
@@ -56,13 +58,15 @@ def _compile(pattern: str | None) -> re.Pattern[str] | None:
 
 
 def _filter_snapshots(
-    recs: Sequence[SnapshotRecord], ctx: Context, report: IngestReport
+    recs: Sequence[SnapshotRecord], ctx: Context, report: IngestReport,
+    seeds: Sequence[str] = (),
 ) -> list[dict[str, Any]]:
     crawl = ctx.crawl
     parent = ctx.snapshot
     default_depth = (parent["depth"] + 1) if parent else 0
     allow = _compile(crawl.get("url_allow"))
     deny = _compile(crawl.get("url_deny"))
+    in_scope = scope_check(ctx.scope, seeds) if parent is not None else None
     out: list[dict[str, Any]] = []
     for rec in recs:
         depth = rec.depth if rec.depth is not None else default_depth
@@ -72,6 +76,8 @@ def _filter_snapshots(
         if url is None:
             report.refused.append((rec.url, reason or "refused"))
             continue
+        if in_scope is not None and not in_scope(url):
+            continue  # outside the crawl's scope: not followed (like beyond its depth)
         if allow and not allow.search(url):
             continue
         if deny and deny.search(url):
@@ -97,7 +103,10 @@ def process_hook_records(cur: Cursor, records: Sequence[Record], ctx: Context) -
     for r in records:
         by_type.setdefault(type(r), []).append(r)
     crawl = ctx.crawl
-    snaps = _filter_snapshots(by_type.get(SnapshotRecord, []), ctx, report)
+    found = by_type.get(SnapshotRecord, [])
+    seeds = (snapshot_store.seed_urls(cur, crawl["id"])
+             if found and ctx.snapshot is not None and ctx.scope != "any" else [])
+    snaps = _filter_snapshots(found, ctx, report, seeds)
     if snaps and crawl.get("max_urls") is not None:
         room = max(0, int(crawl["max_urls"]) - snapshot_store.count_in_crawl(cur, crawl["id"]))
         snaps = snaps[:room]

@@ -24,6 +24,7 @@ from archiveflow.cli.common import (
     print_table,
     say,
 )
+from archiveflow.tasks.scope import SCOPES
 
 _SEED_FILE_SUFFIXES = (".xml", ".rss", ".atom", ".jsonl", ".txt")
 _SEED_FILE_NAMES = ("feed", "rss", "atom")
@@ -236,6 +237,8 @@ def cmd_add(args: argparse.Namespace) -> int:
                 os.pathsep) if p.strip())
     if args.allow_private:
         config["URL_ALLOW_PRIVATE"] = "true"
+    if args.scope:
+        config["CRAWL_SCOPE"] = args.scope
     # Reuse-or-start the Prefect server and import its engine while this thread opens the
     # index and runs the first hooks: Prefect stays off the path to the first hook.
     from archiveflow.flows.prefect_server import start_in_background
@@ -332,6 +335,10 @@ def add_crawl_options(p: argparse.ArgumentParser, per: str) -> None:
                    help=f"config for this {per} (repeatable), e.g. WGET_TIMEOUT=30")
     p.add_argument("--allow-private", action="store_true",
                    help="allow loopback/private-network targets (URL_ALLOW_PRIVATE)")
+    p.add_argument("--scope", choices=SCOPES,
+                   help="which discovered links to follow: page (none), prefix (under a "
+                   "seed's folder), host (a seed's host; the default, CRAWL_SCOPE), domain "
+                   "(and its subdomains), any")
 
 
 

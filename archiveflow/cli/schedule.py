@@ -74,6 +74,8 @@ def cmd_add(args: argparse.Namespace) -> int:
     config = dict(kv.split("=", 1) for kv in args.config or [])
     if args.allow_private:
         config["URL_ALLOW_PRIVATE"] = "true"
+    if args.scope:
+        config["CRAWL_SCOPE"] = args.scope
     params: dict[str, Any] = {
         "seeds": seeds, "depth": args.depth, "tags": args.tag or [], "plugins": args.plugins,
         "url_allow": args.allow, "url_deny": args.deny, "max_urls": args.max_urls,
