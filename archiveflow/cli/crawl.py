@@ -261,13 +261,13 @@ def cmd_add(args: argparse.Namespace) -> int:
             # (the crawl would see only the normalised form: 0x7f000001 -> 127.0.0.1).
             kept = []
             for raw in args.inputs:
-                url, reason = check_url(raw, allow_private=ctx.allow_private,
-                                        allow_file=ctx.allow_file)
+                url, why = check_url(raw, allow_private=ctx.allow_private,
+                                     allow_file=ctx.allow_file)
                 if url is None:
                     if raw not in said:
                         said.add(raw)
-                        refused.append((raw, reason or "refused"))
-                        say(f"refused {raw!r}: {reason}")
+                        refused.append((raw, why or "refused"))
+                        say(f"refused {raw!r}: {why}")
                 else:
                     kept.append(url)
             if not kept:
