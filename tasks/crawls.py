@@ -17,6 +17,7 @@ import re
 import signal
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any, Final
 
 from archiveflow.store import crawls as crawl_store
@@ -151,8 +152,7 @@ def run(rt: Runtime, crawl: dict[str, Any]) -> CrawlStart:
     cfg = rt.config(config_of(crawl))
     crawl_dir = rt.data_dir / crawl["output_dir"]
     crawl_dir.mkdir(parents=True, exist_ok=True)
-    (crawl_dir / "crawl.json").write_text(
-        json.dumps({k: iso(v) for k, v in crawl.items()}, default=str), encoding="utf-8")
+    write_crawl_json(crawl_dir, crawl)
     args = _seed_args(rt, crawl)
     env = rt.hook_env(cfg, crawl_dir=crawl_dir)
     ctx = crawl_context(rt, crawl)
@@ -223,5 +223,17 @@ def cleanup(rt: Runtime, start: CrawlStart) -> None:
 
 
 def seal(rt: Runtime, crawl: dict[str, Any]) -> dict[str, Any]:
-    """started → sealed (after `cleanup`)."""
-    return crawl_store.seal_crawl(rt.store.cursor(), crawl["id"])
+    """started → sealed (after `cleanup`); crawl.json says so too."""
+    sealed = crawl_store.seal_crawl(rt.store.cursor(), crawl["id"])
+    crawl_dir = rt.data_dir / crawl["output_dir"]
+    if (crawl_dir / "crawl.json").exists():
+        write_crawl_json(crawl_dir, {**crawl, **sealed})
+    return sealed
+
+
+def write_crawl_json(crawl_dir: Path, crawl: dict[str, Any]) -> None:
+    """`crawl.json`: the Crawl's row, so the index can be rebuilt from the folder."""
+    tmp = crawl_dir / ".crawl.json.tmp"
+    tmp.write_text(json.dumps({k: iso(v) for k, v in crawl.items()}, default=str),
+                   encoding="utf-8")
+    tmp.replace(crawl_dir / "crawl.json")

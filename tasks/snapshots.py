@@ -58,6 +58,19 @@ def claim(rt: Runtime, crawl: dict[str, Any], limit: int) -> list[dict[str, Any]
                                           lease=LEASE)
 
 
+def set_snapshot_json(snap_dir: Path, **fields: Any) -> None:
+    """Update fields of an existing `snapshot.json` (atomically; absent file: nothing)."""
+    path = snap_dir / "snapshot.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    data.update({k: iso(v) for k, v in fields.items()})
+    tmp = snap_dir / ".snapshot.json.tmp"
+    tmp.write_text(json.dumps(data, default=str), encoding="utf-8")
+    tmp.replace(path)
+
+
 def write_snapshot_json(crawl: dict[str, Any], snapshot: dict[str, Any], snap_dir: Path,
                         tags: list[str]) -> None:
     """Write `snapshot.json`: the Snapshot's row, so the index can be rebuilt from files."""
@@ -238,6 +251,10 @@ def record(rt: Runtime, recorder: Recorder, plan: SnapshotPlan, outcomes: list[R
 
     A hook that ran more than once (retries, `archiveflow update`) has its attempts written
     first, from the attempts kept on disk: rare, so not worth a column in every batch."""
+    title = next((r.outcome.output_str for r in outcomes if r.hook.plugin == "title"
+                  and r.outcome.status == "succeeded" and r.outcome.output_str), None)
+    if title:  # the index takes it from the title result (as ArchiveBox); the folder too
+        set_snapshot_json(plan.snap_dir, title=title)
     attempts = {r.ar_id: n for r in outcomes if r.run is not None
                 and (n := results.attempt_of(r.run.paths)) > 1}
     if attempts:

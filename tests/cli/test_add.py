@@ -61,3 +61,17 @@ def test_a_bad_stdin_line_is_said_and_the_rest_archived(tmp_path: Path, site_url
     assert "refused 'not a url': no URL in this line" in proc.stderr
     assert _rows(tmp_path, "SELECT url FROM snapshot") == [(f"{site_url}/page2.html",)]
     assert _rows(tmp_path, "SELECT tag FROM snapshot_tag") == [("Harbor",)]
+
+
+def test_the_folder_says_what_the_index_says(tmp_path: Path, site_url: str,
+                                             prefect_api: str) -> None:
+    import json
+
+    proc = run_cli(tmp_path, "add", "--allow-private", "--plugins", "wget,title",
+                   f"{site_url}/page1.html")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (snap_json,) = tmp_path.glob("users/*/snapshots/*/*/*/snapshot.json")
+    (crawl_json,) = tmp_path.glob("users/*/crawls/*/*/crawl.json")
+    assert json.loads(snap_json.read_text())["title"] == "Page One"
+    assert json.loads(crawl_json.read_text())["status"] == "sealed"
+    assert _rows(tmp_path, "SELECT title FROM snapshot") == [("Page One",)]
