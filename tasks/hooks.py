@@ -67,6 +67,7 @@ from archiveflow.tasks.output import (
     OutputFile,
     build_outcome,
     cap_log,
+    keep_records,
     read_bounded,
     snapshot_files,
     write_atomic,
@@ -198,6 +199,7 @@ def _finish(run: HookRun, log_cap: int) -> HookRun:
     run.ended_at = run.ended_at or _now()
     with contextlib.suppress(FileNotFoundError):
         run.paths.pid_file.unlink()
+    keep_records(run.paths.stdout_log, run.paths.records_file, log_cap)  # data: never cut
     cap_log(run.paths.stdout_log, log_cap)
     cap_log(run.paths.stderr_log, log_cap)
     run.exit_info().write(run.paths.exit_file)

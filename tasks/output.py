@@ -38,6 +38,8 @@ OWN_SUFFIXES: Final[tuple[str, ...]] = (
     ".pid",
     ".pid.tmp",
     ".exit.json",
+    ".records.jsonl",
+    ".records.jsonl.tmp",
 )
 
 
@@ -67,6 +69,11 @@ class HookPaths:
     @property
     def exit_file(self) -> Path:
         return self.plugin_dir / f"{self.stem}.exit.json"
+
+    @property
+    def records_file(self) -> Path:
+        """Every record line of a stdout log that was capped (data is never capped)."""
+        return self.plugin_dir / f"{self.stem}.records.jsonl"
 
 
 @dataclass
@@ -191,6 +198,45 @@ def cap_log(path: Path, cap: int = LOG_CAP) -> bool:
         f.write(tail)
         f.truncate()
     return True
+
+
+def keep_records(stdout_log: Path, records_file: Path, cap: int = LOG_CAP) -> int:
+    """Before a stdout log above `cap` is cut for humans, copy every line that may be a
+    record (starts with `{`) to `records_file`, streaming; returns the lines kept.
+
+    The cap is for what people read; the records are data, and a cut in the middle of them
+    lost Snapshots silently (100k bookmarks gave 58k snapshots). Called after the hook's
+    process group is gone, so a records file the hook planted itself is removed here."""
+    tmp = records_file.with_name(records_file.name + ".tmp")
+    for planted in (records_file, tmp):
+        planted.unlink(missing_ok=True)
+    fd = open_regular(stdout_log, os.O_RDONLY)
+    if fd is None:
+        return 0
+    kept = 0
+    with os.fdopen(fd, "rb") as src:
+        if os.fstat(src.fileno()).st_size <= cap:
+            return 0
+        out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+        with os.fdopen(out, "wb") as dst:
+            for line in src:
+                if line.lstrip().startswith(b"{"):
+                    dst.write(line if line.endswith(b"\n") else line + b"\n")
+                    kept += 1
+    tmp.replace(records_file)
+    return kept
+
+
+def record_text(paths: HookPaths) -> str:
+    """The text a run's records are parsed from: its records file when its stdout was
+    capped, else its whole stdout log (at most the cap, or the hard output cap after a
+    crash left it uncut)."""
+    for source in (paths.records_file, paths.stdout_log):
+        fd = open_regular(source, os.O_RDONLY)
+        if fd is not None:
+            with os.fdopen(fd, "rb") as f:
+                return f.read().decode("utf-8", errors="replace")
+    return ""
 
 
 def read_bounded(path: Path, cap: int = LOG_CAP) -> bytes:
@@ -320,8 +366,7 @@ def build_outcome(
     before: dict[str, tuple[int, int]] | None = None,
 ) -> HookOutcome:
     """Decide a run's result from its stdout records, its exit and its files (HOOKS.md)."""
-    text = read_bounded(paths.stdout_log).decode("utf-8", errors="replace")
-    records, record_errors = parse_lines(text)
+    records, record_errors = parse_lines(record_text(paths))
     results = [r for r in records if isinstance(r, ArchiveResultRecord)]
     others: list[Record] = [r for r in records if not isinstance(r, ArchiveResultRecord)]
     printed = results[-1] if results else None

@@ -318,3 +318,33 @@ def test_missing_interpreter_is_a_launch_error(
     with pytest.raises(HookLaunchError, match="cannot start"):
         run_fixture(hook, snap_dir, proc_guard)
     assert not (snap_dir / "tmp" / "on_Snapshot__01_nointerp.pid").exists()
+
+
+def test_records_past_the_log_cap_are_all_kept(tmp_path: Path, snap_dir: Path,
+                                               proc_guard: ProcGuard) -> None:
+    # ~16 MB of records: the human log is cut to head and tail, the data is not.
+    hook = make_hook(tmp_path, "on_Snapshot__50_many.py", (
+        "#!/usr/bin/env python3\nimport json, sys\n"
+        "w = sys.stdout.write\n"
+        "for i in range(250_000):\n"
+        "    w(json.dumps({'type': 'Tag', 'name': f'tag-{i:07d}-' + 'x' * 30}) + '\\n')\n"
+        "w(json.dumps({'type': 'ArchiveResult', 'status': 'succeeded'}) + '\\n')\n"))
+    run = run_fixture(hook, snap_dir, proc_guard, timeout=120)
+    out = outcome(run, snap_dir)
+    assert run.stdout_log.stat().st_size <= LOG_CAP + 200  # cut for humans
+    names = [r.name for r in out.other_records]
+    assert len(names) == 250_000 and len(set(names)) == 250_000
+    assert names[0] == "tag-0000000-" + "x" * 30 and names[-1].startswith("tag-0249999-")
+    assert out.status == "succeeded" and not out.record_errors
+    assert [f.path for f in out.output_files] == []  # the records file is the runner's
+
+
+def test_a_planted_records_file_is_not_read(tmp_path: Path, snap_dir: Path,
+                                            proc_guard: ProcGuard) -> None:
+    hook = make_hook(tmp_path, "on_Snapshot__50_plant.py", (
+        "#!/usr/bin/env python3\nimport json, pathlib\n"
+        "pathlib.Path('on_Snapshot__50_plant.records.jsonl').write_text("
+        "json.dumps({'type': 'Tag', 'name': 'planted'}) + '\\n')\n"
+        "print(json.dumps({'type': 'Tag', 'name': 'printed'}))\n"))
+    out = outcome(run_fixture(hook, snap_dir, proc_guard), snap_dir)
+    assert [r.name for r in out.other_records] == ["printed"]
