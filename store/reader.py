@@ -238,7 +238,10 @@ class QueryServer:
         except OSError:
             pass
         self._sock.close()
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        # Wait for queries in flight: the index connection is closed next, and DuckDB aborts
+        # the process (std::terminate) when a cursor is mid-query as its database goes away.
+        # A silent client holds a worker for at most its idle timeout.
+        self._pool.shutdown(wait=True, cancel_futures=True)
         try:
             if os.stat(self.path).st_ino == self._inode:
                 self.path.unlink()

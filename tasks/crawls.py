@@ -12,6 +12,7 @@ Crawl: queued → started → sealed (store/transitions.py).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import signal
@@ -227,7 +228,10 @@ def seal(rt: Runtime, crawl: dict[str, Any]) -> dict[str, Any]:
     sealed = crawl_store.seal_crawl(rt.store.cursor(), crawl["id"])
     crawl_dir = rt.data_dir / crawl["output_dir"]
     if (crawl_dir / "crawl.json").exists():
-        write_crawl_json(crawl_dir, {**crawl, **sealed})
+        # The index is sealed; the folder's copy follows when it can (a full disk must not
+        # turn a finished crawl into a crash; reindex decides a crawl's status anyway).
+        with contextlib.suppress(OSError):
+            write_crawl_json(crawl_dir, {**crawl, **sealed})
     return sealed
 
 

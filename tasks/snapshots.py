@@ -254,7 +254,8 @@ def record(rt: Runtime, recorder: Recorder, plan: SnapshotPlan, outcomes: list[R
     title = next((r.outcome.output_str for r in outcomes if r.hook.plugin == "title"
                   and r.outcome.status == "succeeded" and r.outcome.output_str), None)
     if title:  # the index takes it from the title result (as ArchiveBox); the folder too
-        set_snapshot_json(plan.snap_dir, title=title)
+        with contextlib.suppress(OSError):  # best effort: a full disk fails no snapshot
+            set_snapshot_json(plan.snap_dir, title=title)
     attempts = {r.ar_id: n for r in outcomes if r.run is not None
                 and (n := results.attempt_of(r.run.paths)) > 1}
     if attempts:
