@@ -25,7 +25,7 @@ from pathlib import Path
 
 PLUGINS = "wget,favicon,htmltotext,parse_html_urls"
 SETUP = """\
-/root/.pyenv/versions/3.12.1/bin/python -m venv bench/out/abx-venv
+python3.12 -m venv bench/out/abx-venv
 bench/out/abx-venv/bin/pip install abx-dl abx-plugins"""
 
 
