@@ -38,6 +38,7 @@ from archiveflow.store.records import SnapshotRecord
 from archiveflow.tasks.config import hook_timeout
 from archiveflow.tasks.hooks import HookLaunchError, run_hook, update_from_output
 from archiveflow.tasks.runtime import Runtime
+from archiveflow.tasks.schedules import check_deployed_run
 from archiveflow.tasks.urls import check_url
 
 FLOW_NAME: Final[str] = "archive"
@@ -149,6 +150,7 @@ async def archive(
     `seeds`: URLs (one per line), a file path, or a feed/sitemap/bookmarks URL.
     `only_new`: archive only seeds whose URL has no Snapshot in this data folder yet.
     `schedule`: the schedule (deployment) name, kept on the Crawl row."""
+    _check_deployed_run()
     opened = _open(data_dir)
     try:
         crawl_id = await create_scheduled_crawl({
@@ -167,6 +169,16 @@ async def archive(
             rt = context.current().rt
             context.uninstall()
             rt.close()  # release the index lock for the next run or the CLI
+
+
+def _check_deployed_run() -> None:
+    """A run of a deployment runs only with its schedule's parameters (tasks/schedules.py):
+    checked here, where every run executes, whether `serve` or a Prefect worker started it."""
+    from prefect.runtime import deployment, flow_run
+
+    if not deployment.id:
+        return  # called directly (tests, `archive(...)` in Python): the caller's own choice
+    check_deployed_run(str(deployment.name), dict(flow_run.parameters or {}))
 
 
 def _open(data_dir: str | None) -> bool:

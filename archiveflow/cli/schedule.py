@@ -141,13 +141,15 @@ def cmd_list(args: argparse.Namespace) -> int:
         rows.append({"name": name, "schedule": s.describe(), "deployment": state,
                      "next_run": nxt, "seeds": p.get("seeds", "").replace("\n", " "),
                      "depth": p.get("depth", 0), "only_new": bool(p.get("only_new")),
-                     "plugins": p.get("plugins") or "", "tags": ",".join(p.get("tags") or [])})
+                     "plugins": p.get("plugins") or "", "tags": ",".join(p.get("tags") or []),
+                     # what every run of archive/<name> must have (tasks/schedules.py)
+                     "parameters": {**p, "schedule": name, "data_dir": str(data_dir)}})
     if args.json:
         for r in rows:
             print(json.dumps(r))
     else:
         print_table(["name", "schedule", "deployment", "next run", "seeds", "depth",
-                     "only new", "plugins", "tags"], [list(r.values()) for r in rows])
+                     "only new", "plugins", "tags"], [list(r.values())[:-1] for r in rows])
     return 0
 
 
