@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 URL    ?=
 DEBS   := wget chromium
 
-.PHONY: setup system-deps archive test lint bench clean
+.PHONY: setup system-deps archive test lint bench clean abx-wheels
 
 # System packages the plugins and tests need (wget for the wget plugin, chromium for
 # screenshots and the HTML index check). Installed only when missing; needs root or sudo.
@@ -42,10 +42,17 @@ lint: setup
 	  for f in __init__.py __main__.py cli; do ln -s ../../archiveflow/$$f $(MYPY_TREE)/$$f; done
 	MYPYPATH=.mypy_tree $(BIN)/mypy
 
+# ArchiveBox's abx-plugins (the version pinned in tasks/abx.py) as wheels, for tests/abx's
+# offline `archiveflow plugins install abx --wheels`; downloaded once (a stamp file says so).
+# Needs a Python >= 3.12 (found by archiveflow: ABX_PYTHON, python3.N on PATH, or pyenv).
+ABX_WHEELS := .cache/abx-wheels
+abx-wheels: setup
+	$(BIN)/archiveflow plugins download abx $(ABX_WHEELS)
+
 # The fault-injection suite (tests/reliability) runs in a session of its own: it counts
 # every process left under its data folders, and a session shared with the rest of the
 # suite has been seen to leave processes there (cause not found yet; see the issue notes).
-test: setup lint
+test: setup lint abx-wheels
 	$(BIN)/pytest --ignore=tests/reliability
 	$(BIN)/pytest tests/reliability
 

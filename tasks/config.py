@@ -49,6 +49,9 @@ class PluginConfig:
     # Plugins whose hooks this one needs (ArchiveBox's `required_plugins`: e.g. screenshot
     # needs the crawl's browser from `chrome`); `--plugins` brings them along.
     required_plugins: list[str] = field(default_factory=list)
+    # ArchiveBox's `wait_for_background_cleanup`: the snapshot's background hooks started so
+    # far are finished (cleanup) before this plugin's hooks run (htmltotext reads wget's HTML).
+    wait_for_background_cleanup: bool = False
 
 
 def _core(key: str, type_: str, default: Any, description: str) -> tuple[str, ConfigKey]:
@@ -86,6 +89,14 @@ CORE_CONFIG: Final[dict[str, ConfigKey]] = dict([
           "Plugins that drive a browser and share the browser limit (comma-separated; "
           "empty: the built-in browser plugins)."),
     _core("BROWSER_CONCURRENCY", "int", 1, "Browser plugin hooks that may run at once."),
+    _core("ABX_PYTHON", "str", "",
+          "The Python >= 3.12 that `archiveflow plugins install abx` builds abx-plugins' venv "
+          "with (empty: the newest python3.N on PATH, else a pyenv version)."),
+    _core("HOOK_HOME", "str", "",
+          "HOME (and XDG_CONFIG/CACHE/DATA/STATE_HOME) of every hook, so that tools write "
+          "caches and profiles into the data folder, not the user's home (empty: "
+          "<data>/lib/home; `inherit`: the user's own). npm's, pip's and git's user config "
+          "files are still read from the real home."),
 ])
 
 
@@ -123,6 +134,7 @@ def load_plugin_config(plugin_dir: Path) -> PluginConfig:
     req = data.get("required_plugins")
     if isinstance(req, list):
         out.required_plugins = [str(p) for p in req if isinstance(p, str) and p.strip()]
+    out.wait_for_background_cleanup = data.get("wait_for_background_cleanup") is True
     bins = data.get("required_binaries")
     if isinstance(bins, list):
         out.required_binaries = [b for b in bins if isinstance(b, dict) and b.get("name")]
@@ -263,12 +275,27 @@ def required_binaries(plugin_dir: Path, config: Mapping[str, str]) -> list[dict[
             if isinstance(obj, dict) and obj.get("name"):
                 out.append({**obj, "type": "Binary"})
     for spec in load_plugin_config(plugin_dir).required_binaries:
-        name = _PLACEHOLDER_RE.sub(lambda m: config.get(m.group(1), m.group(0)), str(spec["name"]))
+        filled = fill_placeholders(spec, config)
+        name = str(filled["name"])
         rec: dict[str, Any] = {"type": "Binary", "name": os.path.basename(name) or name}
         providers = spec.get("bin_providers") or spec.get("binproviders")
         if providers:
             rec["bin_providers"] = providers
         if spec.get("overrides"):
             rec["overrides"] = spec["overrides"]
+        # The whole ArchiveBox declaration, `{KEY}` templates filled (`{ABXPKG_LIB_DIR}` in
+        # install roots): what abxpkg resolves, with its version bounds and install args.
+        rec["abx"] = filled
         out.append(rec)
     return out
+
+
+def fill_placeholders(value: Any, config: Mapping[str, str]) -> Any:
+    """`{KEY}` in every string of a JSON value replaced by config[KEY] (unknown keys kept)."""
+    if isinstance(value, str):
+        return _PLACEHOLDER_RE.sub(lambda m: config.get(m.group(1), m.group(0)), value)
+    if isinstance(value, list):
+        return [fill_placeholders(v, config) for v in value]
+    if isinstance(value, dict):
+        return {k: fill_placeholders(v, config) for k, v in value.items()}
+    return value

@@ -6,6 +6,7 @@ its own cursor; the rest is read-only after start, except the caches guarded by 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -19,6 +20,7 @@ from archiveflow.store import binaries as binary_store
 from archiveflow.store import machines, search
 from archiveflow.store.db import Store
 from archiveflow.store.reader import AlreadyServing, QueryServer
+from archiveflow.tasks.abx import AbxInstall
 from archiveflow.tasks.config import load_user_config, required_binaries, resolve_config
 from archiveflow.tasks.discover import (
     Hook,
@@ -53,6 +55,7 @@ class Runtime:
     base_env: dict[str, str]
     search_path: list[Path]
     binaries: dict[str, str] = field(default_factory=dict)  # name → abspath (resolved rows)
+    failed_binaries: dict[str, str] = field(default_factory=dict)  # name → why (failed rows)
     query_server: QueryServer | None = None
     egress: EgressProxy = field(default_factory=EgressProxy)  # listens from its first use
     _config_cache: dict[str, dict[str, str]] = field(default_factory=dict)
@@ -64,9 +67,11 @@ class Runtime:
         return self.data_dir / "lib"
 
     def lib_bin_dirs(self) -> list[Path]:
-        """Folders with installed binaries, put first on every hook's PATH."""
+        """Folders with installed binaries, put first on every hook's PATH: ours, then the
+        abx-plugins venv's (`abxpkg`, and the Python >= 3.12 abx hooks run with)."""
         lib = self.lib_dir
-        return [lib / "bin", lib / "pip" / "venv" / "bin", lib / "npm" / "node_modules" / ".bin"]
+        return [lib / "bin", lib / "pip" / "venv" / "bin", lib / "npm" / "node_modules" / ".bin",
+                AbxInstall(lib).bin_dir]
 
     def plugin_dirs(self, config: Mapping[str, str] | None = None) -> dict[str, Path]:
         """Plugin name → folder over the search path (and `config`'s PLUGINS_PATH)."""
@@ -99,13 +104,18 @@ class Runtime:
 
     def refresh_binaries(self) -> None:
         """Reload this machine's resolved binaries from the index."""
-        rows = binary_store.list_binaries(self.store.cursor(), self.machine.id)
+        self.set_binaries(binary_store.list_binaries(self.store.cursor(), self.machine.id))
+
+    def set_binaries(self, rows: list[dict[str, Any]]) -> None:
+        """Take this machine's Binary rows: resolved ones by abspath, failed ones' errors."""
         self.binaries = {r["name"]: r["abspath"] for r in rows
                          if r["status"] == "succeeded" and r["abspath"]}
+        self.failed_binaries = {r["name"]: str(r.get("error") or "failed") for r in rows
+                                if r["status"] == "failed"}
 
     def missing_binaries(self, plugin: str, config: Mapping[str, str]) -> list[str]:
         """Binaries a plugin declares that this machine has neither installed nor on PATH."""
-        folder = self.plugin_dirs().get(plugin)
+        folder = self.plugin_dirs(config).get(plugin)  # the crawl's PLUGINS_PATH counts
         if folder is None:
             return []
         path = os.pathsep.join([*map(str, self.lib_bin_dirs()), self.base_env.get("PATH", "")])
@@ -114,6 +124,11 @@ class Runtime:
             name = decl["name"]
             have = self.binaries.get(name)
             if have and os.access(have, os.X_OK):
+                continue
+            if "abx" in decl and name in self.failed_binaries:
+                # abxpkg refused it (a version bound, a missing package): one on PATH is not
+                # the one the plugin needs, and its hook would try the install again itself.
+                missing.append(name)
                 continue
             # A configured path counts if it exists; a bare name (a plugin default such as
             # WGET_BINARY=wget) only if it is on PATH.
@@ -136,6 +151,7 @@ class Runtime:
             env.update(proxy_env(self.egress.url(Policy.from_config(env))))
         env["DATA_DIR"] = str(self.data_dir)
         env["LIB_DIR"] = str(self.lib_dir)
+        env.update(abx_base_env(self.data_dir, self.lib_dir, config, self.base_env))
         env["MACHINE_ID"] = self.machine.id
         for key, value in dirs.items():
             env[key.upper()] = str(value)
@@ -154,6 +170,50 @@ class Runtime:
             self.query_server.close()
         self.egress.close()
         self.store.close()
+
+
+# The keys of abx-plugins' base/config.json that name folders: empty there means "the host
+# runtime decides" (abx-dl: ~/.config/abx/lib, a mkdtemp in /tmp, ~/.config/abx/personas);
+# ours are inside the data folder. A value the user set wins.
+def abx_base_env(data_dir: Path, lib_dir: Path, config: Mapping[str, str],
+                 base_env: Mapping[str, str]) -> dict[str, str]:
+    """abx's environment contract (its base/config.json keys) plus HOME and XDG folders
+    inside the data folder, so no hook writes into the user's home."""
+    env = {
+        "ABXPKG_LIB_DIR": config.get("ABXPKG_LIB_DIR") or str(lib_dir),
+        "TMP_DIR": config.get("TMP_DIR") or str(data_dir / "tmp"),
+        "PERSONAS_DIR": config.get("PERSONAS_DIR") or str(data_dir / "personas"),
+    }
+    home = config.get("HOOK_HOME") or str(lib_dir / "home")
+    for folder in (env["TMP_DIR"], home if home != "inherit" else None):
+        if folder:
+            with contextlib.suppress(OSError):  # a hook that needs it says so itself
+                os.makedirs(folder, mode=0o700, exist_ok=True)
+    if home == "inherit":
+        return env
+    real_home = Path(base_env.get("HOME") or Path.home())
+    env["HOME"] = home
+    for var, sub in XDG_DIRS.items():
+        env[var] = str(Path(home) / sub)
+    # The owner's tool settings (registry, index, proxy, identity) still apply: by path.
+    for var, candidates in USER_CONFIG_FILES.items():
+        if base_env.get(var):
+            continue
+        for rel in candidates:
+            if (real_home / rel).is_file():
+                env[var] = str(real_home / rel)
+                break
+    return env
+
+
+XDG_DIRS: Final[dict[str, str]] = {
+    "XDG_CONFIG_HOME": ".config", "XDG_CACHE_HOME": ".cache",
+    "XDG_DATA_HOME": ".local/share", "XDG_STATE_HOME": ".local/state"}
+USER_CONFIG_FILES: Final[dict[str, tuple[str, ...]]] = {
+    "NPM_CONFIG_USERCONFIG": (".npmrc",),
+    "PIP_CONFIG_FILE": (".config/pip/pip.conf", ".pip/pip.conf"),
+    "GIT_CONFIG_GLOBAL": (".gitconfig", ".config/git/config"),
+}
 
 
 def proxy_env(url: str) -> dict[str, str]:
