@@ -21,6 +21,7 @@ import contextlib
 import json
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
@@ -31,7 +32,7 @@ from archiveflow.store.db import retry_conflicts
 from archiveflow.store.ids import new_id
 from archiveflow.store.transitions import move, renew_leases
 from archiveflow.tasks import results
-from archiveflow.tasks.config import hook_timeout
+from archiveflow.tasks.config import ConfigFileError, hook_timeout, load_plugin_config
 from archiveflow.tasks.crawls import LEASE, config_of, crawl_context, crawl_hook_plugins, iso
 from archiveflow.tasks.discover import Hook
 from archiveflow.tasks.hooks import HookOutcome, HookRun, finalize_background, wait_background
@@ -162,9 +163,12 @@ def prepare(rt: Runtime, crawl: dict[str, Any], snapshots: list[dict[str, Any]]
             missing = missing_of.get(hook.plugin)
             if missing:
                 names = ", ".join(missing)
+                why = "; ".join(f"{n}: {' '.join(rt.failed_binaries[n].split())}"
+                                for n in missing if n in rt.failed_binaries)
                 plan.done.append(ResultDone(row["id"], hook, results.failed_outcome(
-                    f"binary {names} not found on this machine: run "
-                    f"`archiveflow install --plugins {hook.plugin}`")))
+                    f"binary {names} not found on this machine"
+                    + (f" ({why})" if why else "")
+                    + f": run `archiveflow install --plugins {hook.plugin}`")))
                 continue
             plan.items.append(PlanItem(row["id"], hook))
     if stale_all:
@@ -199,11 +203,24 @@ def run(rt: Runtime, recorder: Recorder, plan: SnapshotPlan, *, hold: Hold | Non
                 else:
                     background[item.ar_id] = started
                 continue
+            if background and waits_for_background(item.hook):
+                # abx-dl runs SnapshotCleanupEvent before such a hook (htmltotext, hashes):
+                # the background hooks started so far finish, and their results are in.
+                outcomes.extend(cleanup(plan, background))
+                background = {}
             with hold(item.hook.plugin, plan.config):
                 outcomes.append(run_foreground(plan, item))
         outcomes.extend(cleanup(plan, background))
     record(rt, recorder, plan, outcomes, wait=wait)
     return [*plan.done, *outcomes]
+
+
+def waits_for_background(hook: Hook) -> bool:
+    """True when the hook's plugin declares `wait_for_background_cleanup` (config.json)."""
+    try:
+        return load_plugin_config(hook.plugin_dir).wait_for_background_cleanup
+    except ConfigFileError:
+        return False  # the plugin's config is reported where its defaults are read
 
 
 def has_running_background_hooks(plan: SnapshotPlan) -> bool:
@@ -240,8 +257,32 @@ def cleanup(plan: SnapshotPlan, runs: dict[str, HookRun]) -> list[ResultDone]:
             out.append(ResultDone(ar_id, hook_run.hook,
                                   results.disk_full_outcome(hook_run.hook, e), hook_run))
             continue
-        out.append(results.update_from_output(plan, ar_id, hook_run))
+        done = results.update_from_output(plan, ar_id, hook_run)
+        out.append(never_ready(done, hook_run))
     return out
+
+
+def never_ready(done: ResultDone, hook_run: HookRun) -> ResultDone:
+    """A background hook stopped at cleanup that had printed nothing at all is `failed`.
+
+    abx-dl waits for a background hook's first stdout line ("readiness") before it moves on,
+    and fails the hook that never prints one ("did not become ready"); only a hook that got
+    ready and then exited on the cleanup SIGTERM without an ArchiveResult is `noresult`.
+    Recording it `noresults` would hide that it never worked.
+    """
+    if not (hook_run.stopped and done.outcome.status == "noresults"):
+        return done
+    try:
+        printed = hook_run.paths.stdout_log.stat().st_size > 0
+    except OSError:
+        printed = False
+    if printed:
+        return done
+    secs = (datetime.now(UTC) - hook_run.started_at).total_seconds()
+    outcome = replace(done.outcome, status="failed", error=(
+        f"hook {hook_run.hook.name} was stopped at cleanup after {secs:.1f}s without having "
+        "printed anything: it never reported being ready"))
+    return replace(done, outcome=outcome)
 
 
 def record(rt: Runtime, recorder: Recorder, plan: SnapshotPlan, outcomes: list[ResultDone],
