@@ -21,12 +21,12 @@ def _run_name() -> str:
 
 @task(name="plan-binaries", task_run_name="plan-binaries",
       cache_policy=NO_CACHE, persist_result=False)
-async def plan_binaries(plugins: list[str] | None, force: bool, retry_failed: bool
-                        ) -> binaries.BinaryPlan:
+async def plan_binaries(plugins: list[str] | None, force: bool, retry_failed: bool,
+                        crawl_config: dict[str, Any] | None = None) -> binaries.BinaryPlan:
     """Give declared binaries rows; decide which need installing (no process started)."""
     rt = current().rt
     return await asyncio.to_thread(binaries.plan_binaries, rt, plugins, force=force,
-                                   retry_failed=retry_failed)
+                                   retry_failed=retry_failed, crawl_config=crawl_config)
 
 
 @task(name="binary", task_run_name="{name}", cache_policy=NO_CACHE, persist_result=False)
@@ -51,10 +51,12 @@ async def finish_binaries(plan: binaries.BinaryPlan, results: list[dict[str, Any
       validate_parameters=False)
 async def install_binaries(plugins: list[str] | None = None, data_dir: str | None = None,
                            force: bool = False, retry_failed: bool = True,
-                           concurrency: int = DEFAULT_CONCURRENCY) -> dict[str, Any]:
-    """Install every binary the enabled plugins (or `plugins`) declare on this machine."""
+                           concurrency: int = DEFAULT_CONCURRENCY,
+                           crawl_config: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Install every binary the enabled plugins (or `plugins`) declare on this machine
+    (`crawl_config`: a crawl's own config, whose PLUGINS_PATH counts)."""
     cur = current(data_dir)
-    plan = await plan_binaries(plugins, force, retry_failed)
+    plan = await plan_binaries(plugins, force, retry_failed, crawl_config)
     limit = asyncio.Semaphore(max(1, concurrency))
 
     async def one(row: dict[str, Any]) -> dict[str, Any]:
@@ -71,7 +73,8 @@ async def install_binaries(plugins: list[str] | None = None, data_dir: str | Non
     return await finish_binaries(plan, list(results))
 
 
-async def require_binaries(plugins: list[str] | None = None, data_dir: str | None = None
+async def require_binaries(plugins: list[str] | None = None, data_dir: str | None = None,
+                           crawl_config: dict[str, Any] | None = None
                            ) -> dict[str, Any] | None:
     """Before a crawl's first Snapshot: check the binaries its plugins declare.
 
@@ -80,7 +83,9 @@ async def require_binaries(plugins: list[str] | None = None, data_dir: str | Non
     retrying binaries that already failed (`archiveflow install` does that).
     """
     rt = current(data_dir).rt
-    plan = await asyncio.to_thread(binaries.plan_binaries, rt, plugins, retry_failed=False)
+    plan = await asyncio.to_thread(binaries.plan_binaries, rt, plugins, retry_failed=False,
+                                   crawl_config=crawl_config)
     if not plan.todo:
         return None
-    return await install_binaries(plugins=plugins, data_dir=data_dir, retry_failed=False)
+    return await install_binaries(plugins=plugins, data_dir=data_dir, retry_failed=False,
+                                  crawl_config=crawl_config)

@@ -48,7 +48,7 @@ async def crawl_flow(crawl_id: str, concurrency: int = 4, data_dir: str | None =
     crawl = start.crawl
     # Before the first Snapshot: install what the crawl's plugins need (milliseconds and no
     # Prefect run when everything is present).
-    await require_binaries(crawls.crawl_hook_plugins(rt, crawl), data_dir)
+    await require_binaries(crawls.crawl_hook_plugins(rt, crawl), data_dir, crawls.config_of(crawl))
     feed = SnapshotFeed(rt, cur.recorder, crawl, concurrency)
     loop = asyncio.get_running_loop()
     wake = asyncio.Event()

@@ -41,6 +41,7 @@ from archiveflow.store import machines as machine_store
 from archiveflow.store.errors import IllegalTransition, RowNotFound, WriteConflict
 from archiveflow.store.processes import add_processes
 from archiveflow.store.records import BinaryRecord
+from archiveflow.tasks.abx import AbxInstall
 from archiveflow.tasks.config import hook_timeout, required_binaries
 from archiveflow.tasks.discover import Hook, HookLaunchError, env_key, is_plugin_enabled
 from archiveflow.tasks.hooks import HookRun, run_hook, update_from_output
@@ -53,6 +54,7 @@ BINARY_LEASE: Final[float] = 3600.0
 # Provider hooks enforce their own deadline (<PROVIDER>_TIMEOUT); ours is the backstop.
 TIMEOUT_MARGIN: Final[float] = 30.0
 VERIFIED_FILE: Final[str] = "verified.json"
+ABXPKG_PROVIDER: Final[str] = "abxpkg"  # plugins/abxpkg: abxpkg from the abx-plugins venv
 _PROVIDER_RE: Final = re.compile(r"install_using_(?P<provider>[A-Za-z0-9_-]+?)_provider$")
 
 Action = Literal["present", "installed", "failed", "busy"]
@@ -67,10 +69,20 @@ def declared_binaries(rt: Runtime, plugins: Sequence[str] | None = None,
     Each item: `name`, `bin_providers` (csv), `overrides` (dict), `plugin` (the declaring
     plugin that won), `plugins` (every plugin declaring it) and `conflicts` (one message per
     later declaration that asked for different providers or overrides).
+
+    Plugins are looked up with `config`'s PLUGINS_PATH (a crawl's own plugin folders count).
+    An ArchiveBox declaration (config.json `required_binaries`) goes to the `abxpkg` provider
+    when abx-plugins' venv is installed (`archiveflow plugins install abx`): abxpkg applies
+    its version bounds, install args and providers as abx-dl does, the whole declaration
+    passed as `overrides.abxpkg`.
     """
-    cfg = config if config is not None else rt.config()
+    cfg = dict(config if config is not None else rt.config())
+    # `{ABXPKG_LIB_DIR}` in abx install roots: the lib folder the hooks get (tasks/runtime.py).
+    cfg.setdefault("ABXPKG_LIB_DIR", "")
+    cfg["ABXPKG_LIB_DIR"] = cfg["ABXPKG_LIB_DIR"] or str(rt.lib_dir)
+    use_abxpkg = AbxInstall(rt.lib_dir).installed() is not None
     merged: dict[str, dict[str, Any]] = {}
-    for plugin, folder in rt.plugin_dirs().items():
+    for plugin, folder in rt.plugin_dirs(cfg).items():
         if plugins is not None and plugin not in plugins:
             continue
         if not is_plugin_enabled(plugin, cfg):
@@ -79,6 +91,8 @@ def declared_binaries(rt: Runtime, plugins: Sequence[str] | None = None,
             name = str(decl["name"])
             providers = _csv(decl.get("bin_providers") or decl.get("binproviders") or "env")
             overrides = decl.get("overrides") or {}
+            if use_abxpkg and isinstance(decl.get("abx"), dict):
+                providers, overrides = ABXPKG_PROVIDER, {ABXPKG_PROVIDER: decl["abx"]}
             have = merged.get(name)
             if have is None:
                 merged[name] = {"name": name, "bin_providers": providers,
@@ -186,14 +200,15 @@ class BinaryPlan:
 
 
 def plan_binaries(rt: Runtime, plugins: Sequence[str] | None = None, *, force: bool = False,
-                  retry_failed: bool = True) -> BinaryPlan:
+                  retry_failed: bool = True,
+                  crawl_config: Mapping[str, Any] | None = None) -> BinaryPlan:
     """Give every declared binary a row and sort the rows into todo/present/failed/busy.
 
     Writes only when something must change: rows for new declarations, and requeues
     (forced, failed and retried, or vanished/changed since installed).
     """
     t0 = time.monotonic()
-    declared = {d["name"]: d for d in declared_binaries(rt, plugins)}
+    declared = {d["name"]: d for d in declared_binaries(rt, plugins, rt.config(crawl_config))}
     plan = BinaryPlan(declared, started_at=t0)
     if not declared:
         return plan
@@ -324,8 +339,11 @@ def run(rt: Runtime, row: Mapping[str, Any],
     out_dir.mkdir(parents=True, exist_ok=True)
     env = rt.hook_env(cfg, binary_dir=out_dir)
     hooks = provider_hooks(rt, cfg)
+    # `--binproviders` too: abx-plugins' older provider hooks (on_BinaryRequest__00_env.py)
+    # read that spelling; ours read `--bin-providers`; each ignores the other.
     args = {"binary_id": claimed["id"], "machine_id": rt.machine.id, "name": name,
-            "bin_providers": ",".join(providers), "overrides": overrides_json}
+            "bin_providers": ",".join(providers), "binproviders": ",".join(providers),
+            "overrides": overrides_json}
     reasons: dict[str, str] = {}
     procs: list[dict[str, Any]] = []
     won: tuple[str, BinaryRecord] | None = None
@@ -444,8 +462,7 @@ def finish_binaries(rt: Runtime, plan: BinaryPlan,
     else:
         every = binary_store.list_binaries(rt.store.cursor(), rt.machine.id)
         # What Runtime.refresh_binaries does, from the rows just read (one query less).
-        rt.binaries = {r["name"]: r["abspath"] for r in every
-                       if r["status"] == "succeeded" and r["abspath"]}
+        rt.set_binaries(every)
         stored = {r["name"]: r for r in every if r["name"] in plan.declared}
     for res in results:
         action[res["name"]] = res["action"]

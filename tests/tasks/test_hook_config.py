@@ -78,8 +78,10 @@ def test_jsonschema_shape_aliases_fallback(tmp_path: Path) -> None:
 
 def test_required_binaries_both_shapes(tmp_path: Path) -> None:
     git = _plugin(tmp_path, "git", SCHEMA)
+    # the ArchiveBox declaration is kept whole, templates filled, for abxpkg
     assert required_binaries(git, {"GIT_BINARY": "/usr/bin/git"}) == [
-        {"type": "Binary", "name": "git", "bin_providers": "env,apt,brew"}
+        {"type": "Binary", "name": "git", "bin_providers": "env,apt,brew",
+         "abx": {"name": "/usr/bin/git", "binproviders": "env,apt,brew"}}
     ]
     wget = _plugin(
         tmp_path,
