@@ -21,7 +21,13 @@ from archiveflow.store import machines, search
 from archiveflow.store.db import Store
 from archiveflow.store.reader import AlreadyServing, QueryServer
 from archiveflow.tasks.abx import AbxInstall
-from archiveflow.tasks.config import load_user_config, required_binaries, resolve_config
+from archiveflow.tasks.config import (
+    ConfigFileError,
+    load_plugin_config,
+    load_user_config,
+    required_binaries,
+    resolve_config,
+)
 from archiveflow.tasks.discover import (
     Hook,
     discover_hooks,
@@ -99,8 +105,53 @@ class Runtime:
 
     def hooks(self, event: str, config: Mapping[str, str],
               plugins: list[str] | None = None) -> list[Hook]:
-        """Enabled hooks of an event (optionally only some plugins)."""
-        return discover_hooks(event, self.search_path, config, plugins)
+        """Enabled hooks of an event (optionally only some plugins).
+
+        on_Crawl hooks of a plugin that cannot work (`blocked_plugins`) are left out: an abx
+        set-up hook would otherwise try the failed install again itself and run into its
+        timeout; that plugin's (and its dependents') ArchiveResults fail with the reason.
+        """
+        hooks = discover_hooks(event, self.search_path, config, plugins)
+        if event == "Crawl" and self.failed_binaries:
+            blocked = self.blocked_plugins(config)
+            hooks = [h for h in hooks if h.plugin not in blocked]
+        return hooks
+
+    def blocked_plugins(self, config: Mapping[str, str]) -> dict[str, str]:
+        """Plugin → why it cannot work on this machine: an ArchiveBox-declared binary of it,
+        or of a plugin it requires (`required_plugins`, transitively), failed to resolve
+        (e.g. abxpkg: "node 20.20.2 does not satisfy min_version 24.22.1")."""
+        if not self.failed_binaries:
+            return {}
+        folders = self.plugin_dirs(config)
+        own: dict[str, str] = {}
+        requires: dict[str, list[str]] = {}
+        for plugin, folder in folders.items():
+            try:
+                requires[plugin] = load_plugin_config(folder).required_plugins
+                decls = required_binaries(folder, config)
+            except ConfigFileError:
+                continue
+            for decl in decls:
+                name = decl["name"]
+                if "abx" in decl and name in self.failed_binaries and name not in self.binaries:
+                    why = " ".join(self.failed_binaries[name].split())
+                    own[plugin] = f"binary {name} could not be resolved: {why}"
+                    break
+        blocked: dict[str, str] = {}
+        for plugin in folders:
+            seen, todo = {plugin}, [plugin]
+            while todo:
+                name = todo.pop()
+                if name in own:
+                    blocked[plugin] = own[name] if name == plugin else \
+                        f"needs plugin {name}, whose {own[name]}"
+                    break
+                for dep in requires.get(name, []):
+                    if dep not in seen:
+                        seen.add(dep)
+                        todo.append(dep)
+        return blocked
 
     def refresh_binaries(self) -> None:
         """Reload this machine's resolved binaries from the index."""

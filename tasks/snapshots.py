@@ -103,14 +103,15 @@ def prepare(rt: Runtime, crawl: dict[str, Any], snapshots: list[dict[str, Any]]
     allow = crawl_hook_plugins(rt, crawl)  # the selection and what it requires
     tags = snapshot_store.tags_of(rt.store.cursor(), [s["id"] for s in snapshots])
     # Snapshots of a crawl nearly always share one config: hooks and binaries once per config.
-    per_config: dict[int, tuple[dict[str, Hook], dict[str, list[str]]]] = {}
+    per_config: dict[int, tuple[dict[str, Hook], dict[str, list[str]], dict[str, str]]] = {}
     plans: list[SnapshotPlan] = []
     for snapshot in snapshots:
         cfg = rt.config(crawl_cfg, config_of(snapshot))
         if id(cfg) not in per_config:
             hooks = {h.name: h for h in rt.hooks("Snapshot", cfg, allow)}
             per_config[id(cfg)] = (hooks, {h.plugin: rt.missing_binaries(h.plugin, cfg)
-                                           for h in hooks.values()})
+                                           for h in hooks.values()},
+                                   rt.blocked_plugins(cfg))
         snap_dir = rt.data_dir / snapshot["output_dir"]
         env = rt.hook_env(cfg, crawl_dir=rt.data_dir / crawl["output_dir"], snap_dir=snap_dir)
         try:
@@ -144,7 +145,7 @@ def prepare(rt: Runtime, crawl: dict[str, Any], snapshots: list[dict[str, Any]]
     fresh_ids = {r["id"] for r in fresh}
     stale_all: list[str] = []
     for plan in plans:
-        hooks, missing_of = per_config[id(plan.config)]
+        hooks, missing_of, blocked = per_config[id(plan.config)]
         rows = [r for r in existing[plan.snapshot["id"]] if r["status"] in PENDING]
         stale = {r["id"] for r in rows if r["status"] == "started" and r["id"] not in fresh_ids}
         stale_all.extend(stale)
@@ -160,6 +161,11 @@ def prepare(rt: Runtime, crawl: dict[str, Any], snapshots: list[dict[str, Any]]
                 if recovered is not None:
                     plan.done.append(ResultDone(row["id"], hook, recovered))
                     continue
+            if hook.plugin in blocked:  # fails fast with the install's own reason
+                plan.done.append(ResultDone(row["id"], hook, results.failed_outcome(
+                    f"plugin {hook.plugin} cannot run on this machine: "
+                    f"{blocked[hook.plugin]}; see `archiveflow binaries`")))
+                continue
             missing = missing_of.get(hook.plugin)
             if missing:
                 names = ", ".join(missing)
@@ -248,8 +254,11 @@ def cleanup(plan: SnapshotPlan, runs: dict[str, HookRun]) -> list[ResultDone]:
     for ar_id, hook_run in runs.items():
         reason = None if hook_run.hook.is_daemon else (
             f"timed out after {hook_timeout(hook_run.hook, plan.config):g}s")
+        # abx-dl gives a background hook its whole timeout between SIGTERM and SIGKILL at
+        # cleanup (on_SnapshotCleanupEvent): recorders write their output when asked to stop.
+        grace = hook_timeout(hook_run.hook, plan.config) if hook_run.hook.is_daemon else 2.0
         try:
-            finalize_background(hook_run, reason=reason
+            finalize_background(hook_run, grace=grace, reason=reason
                                 if process_is_alive(hook_run.paths.pid_file) else None)
         except OSError as e:  # its exit record could not be written
             if e.errno not in results.DISK_FULL:

@@ -56,8 +56,20 @@ try:
     if loaded is None or not loaded.is_valid:
         loaded = binary.install()
 except Exception as e:
-    text = " ".join(str(e).split())
-    print(text[-1500:] or type(e).__name__, file=sys.stderr)
+    # One short line per provider, the decisive part first (pnpm's "No matching version
+    # found for abxbus@2.5.79", "version 20.20.2 does not satisfy min_version 24.22.1").
+    errors = getattr(e, "errors", None)
+    if isinstance(errors, dict) and errors:
+        def short(text):
+            lines = [ln.strip() for ln in str(text).splitlines() if ln.strip()]
+            key = [ln for ln in lines if any(w in ln for w in (
+                "No matching version", "does not satisfy", "ERR_", "not found", "Unable",
+                "disabled", "error", "Error"))]
+            return " ".join((key[0] if key else lines[0] if lines else "failed").split())[:240]
+        text = "; ".join(f"{p}: {short(t)}" for p, t in errors.items())
+    else:
+        text = " ".join(str(e).split())[:1200] or type(e).__name__
+    print(text, file=sys.stderr)
     sys.exit(1)
 provider = loaded.loaded_binprovider
 print(json.dumps({"type": "Binary", "name": spec["name"], "abspath": str(loaded.loaded_abspath),
