@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import time
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import replace
@@ -46,6 +47,9 @@ Hold = Callable[[str, Mapping[str, str]], AbstractContextManager[None]]
 RunForeground = Callable[[SnapshotPlan, PlanItem], ResultDone]
 
 PENDING: Final[tuple[str, ...]] = ("queued", "started")
+# Seconds cleanup waits for a daemon that has printed nothing yet to print its first line
+# (abx-dl waits for that readiness line before the next hook starts; we wait at cleanup).
+READY_WAIT: Final[float] = 5.0
 
 
 def _hold_nothing(plugin: str, config: Mapping[str, str]) -> AbstractContextManager[None]:
@@ -250,6 +254,7 @@ def cleanup(plan: SnapshotPlan, runs: dict[str, HookRun]) -> list[ResultDone]:
         budget = max(hook_timeout(r.hook, plan.config) -
                      (datetime.now(UTC) - r.started_at).total_seconds() for r in finite)
         wait_background([r.paths.pid_file for r in finite], timeout=max(0.0, budget))
+    wait_ready([r for r in runs.values() if r.hook.is_daemon])
     out = []
     for ar_id, hook_run in runs.items():
         reason = None if hook_run.hook.is_daemon else (
@@ -271,6 +276,26 @@ def cleanup(plan: SnapshotPlan, runs: dict[str, HookRun]) -> list[ResultDone]:
     return out
 
 
+def _printed(hook_run: HookRun) -> bool:
+    try:
+        return hook_run.paths.stdout_log.stat().st_size > 0
+    except OSError:
+        return False
+
+
+def wait_ready(daemons: list[HookRun], timeout: float = READY_WAIT) -> None:
+    """Give daemons that have printed nothing yet up to `timeout` s to print their first
+    line (abx-dl's readiness) or exit, before cleanup stops them: a snapshot whose hooks
+    were quick must not stop a service before it could start."""
+    deadline = time.monotonic() + timeout
+    pending = [r for r in daemons if not _printed(r)]
+    while pending and time.monotonic() < deadline:
+        pending = [r for r in pending
+                   if not _printed(r) and process_is_alive(r.paths.pid_file)]
+        if pending:
+            time.sleep(0.02)
+
+
 def never_ready(done: ResultDone, hook_run: HookRun) -> ResultDone:
     """A background hook stopped at cleanup that had printed nothing at all is `failed`.
 
@@ -279,13 +304,7 @@ def never_ready(done: ResultDone, hook_run: HookRun) -> ResultDone:
     ready and then exited on the cleanup SIGTERM without an ArchiveResult is `noresult`.
     Recording it `noresults` would hide that it never worked.
     """
-    if not (hook_run.stopped and done.outcome.status == "noresults"):
-        return done
-    try:
-        printed = hook_run.paths.stdout_log.stat().st_size > 0
-    except OSError:
-        printed = False
-    if printed:
+    if not (hook_run.stopped and done.outcome.status == "noresults") or _printed(hook_run):
         return done
     secs = (datetime.now(UTC) - hook_run.started_at).total_seconds()
     outcome = replace(done.outcome, status="failed", error=(
