@@ -8,6 +8,7 @@ so the concurrency slot (`hold`) is checked here around every hook and around th
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -121,3 +122,59 @@ def test_crawl_background_service_runs_until_cleanup(rt: Runtime) -> None:
     finally:
         crawls.cleanup(rt, start)
     assert not crawls.has_running_background_hooks(start)
+
+
+BG_WRITER = """#!/usr/bin/env python3
+# Test hook: a finite background hook that writes its file after a moment.
+import json, time
+time.sleep(1.0)
+open("page.html", "w").write("<p>hi</p>")
+print(json.dumps({"type": "ArchiveResult", "status": "succeeded", "output_str": "bgw/page.html"}))
+"""
+READER = """#!/usr/bin/env python3
+# Test hook: reads the background hook's file (it declares wait_for_background_cleanup).
+import json, os
+ok = os.path.exists(os.path.join(os.environ["SNAP_DIR"], "bgw", "page.html"))
+print(json.dumps({"type": "ArchiveResult", "status": "succeeded" if ok else "failed",
+                  "output_str": "read" if ok else "no page yet"}))
+"""
+SILENT = """#!/usr/bin/env python3
+# Test hook: a service that never prints anything (never reports being ready).
+import time
+time.sleep(300)
+"""
+
+
+def test_wait_for_background_cleanup_and_a_daemon_that_never_got_ready(
+        rt: Runtime, tmp_path: Path) -> None:
+    root = tmp_path / "abxlike"
+    for plugin, name, text, cfg in (
+            ("bgw", "on_Snapshot__10_bgw.finite.bg.py", BG_WRITER, {}),
+            ("silent", "on_Snapshot__05_silent.daemon.bg.py", SILENT, {}),
+            ("reader", "on_Snapshot__20_reader.py", READER,
+             {"wait_for_background_cleanup": True})):
+        (root / plugin).mkdir(parents=True)
+        (root / plugin / name).write_text(text)
+        (root / plugin / name).chmod(0o755)
+        (root / plugin / "config.json").write_text(json.dumps(cfg))
+    cur = rt.store.cursor()
+    crawl = crawl_store.create_crawl(cur, seeds="https://example.com/a",
+                                     plugins="bgw,silent,reader",
+                                     config={"PLUGINS_PATH": str(root)})
+    load.insert_snapshots(cur, load.frame("snapshot", [{"url": "https://example.com/a",
+                                                        "depth": 0}]),
+                          crawl_id=crawl["id"], username="default")
+    crawl = crawls.claim(rt, crawl["id"])
+    recorder = Recorder(rt.store)
+    try:
+        (plan,) = snapshots.prepare(rt, crawl, snapshots.claim(rt, crawl, 10))
+        done = snapshots.run(rt, recorder, plan)
+    finally:
+        recorder.close()
+    by = {r.hook.plugin: r.outcome for r in done}
+    # the reader started only once the background writer had finished: it found the page
+    assert (by["reader"].status, by["reader"].output_str) == ("succeeded", "read")
+    assert by["bgw"].status == "succeeded"
+    # stopped at cleanup without ever printing a line: failed, not noresults
+    assert by["silent"].status == "failed"
+    assert "never reported being ready" in (by["silent"].error or "")
