@@ -152,13 +152,19 @@ def _save_verified(rt: Runtime, row: Mapping[str, Any], fingerprint: list[int],
     os.replace(tmp, path)
 
 
+def _is_library(row: Mapping[str, Any]) -> bool:
+    """abxpkg also resolves Python/JS libraries a hook imports (abx's parse_rss_urls needs
+    `feedparser`): their abspath is the package's module file, not an executable."""
+    return ABXPKG_PROVIDER in _csv(str(row.get("bin_providers") or "")).split(",")
+
+
 def check_installed(rt: Runtime, row: Mapping[str, Any]) -> str | None:
     """None when a succeeded row's binary is still there, unchanged; else why not."""
     abspath = row.get("abspath")
     if not abspath:
         return "no abspath recorded"
     fingerprint = _fingerprint(abspath)
-    if fingerprint is None or not os.access(abspath, os.X_OK):
+    if fingerprint is None or not (os.access(abspath, os.X_OK) or _is_library(row)):
         return f"{abspath} no longer exists or is not executable"
     want = row.get("sha256")
     if not want:
@@ -369,7 +375,8 @@ def run(rt: Runtime, row: Mapping[str, Any],
                           "machine_id": rt.machine.id})
             rec = _found(outcome, name)
             if outcome.exit_code == 0 and rec is not None and rec.abspath and \
-                    os.path.isfile(rec.abspath) and os.access(rec.abspath, os.X_OK):
+                    os.path.isfile(rec.abspath) and (os.access(rec.abspath, os.X_OK)
+                                                     or provider == ABXPKG_PROVIDER):
                 won = (provider, rec)
                 break
             reasons[provider] = _reason(provider, run, outcome, rec)

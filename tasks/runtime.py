@@ -174,7 +174,8 @@ class Runtime:
         for decl in required_binaries(folder, config):
             name = decl["name"]
             have = self.binaries.get(name)
-            if have and os.access(have, os.X_OK):
+            # abxpkg may resolve a library (a module file) rather than an executable
+            if have and (os.access(have, os.X_OK) or ("abx" in decl and os.path.isfile(have))):
                 continue
             if "abx" in decl and name in self.failed_binaries:
                 # abxpkg refused it (a version bound, a missing package): one on PATH is not

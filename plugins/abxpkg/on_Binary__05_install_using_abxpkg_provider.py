@@ -62,10 +62,12 @@ except Exception as e:
     if isinstance(errors, dict) and errors:
         def short(text):
             lines = [ln.strip() for ln in str(text).splitlines() if ln.strip()]
-            key = [ln for ln in lines if any(w in ln for w in (
-                "No matching version", "does not satisfy", "ERR_", "not found", "Unable",
-                "disabled", "error", "Error"))]
-            return " ".join((key[0] if key else lines[0] if lines else "failed").split())[:240]
+            for word in ("No matching version", "does not satisfy", "cause:", "Because",
+                         "ERR_", "not found", "Unable", "disabled", "error", "Error"):
+                key = [ln for ln in lines if word in ln]
+                if key:
+                    return " ".join(key[0].split())[:300]
+            return " ".join((lines[0] if lines else "failed").split())[:300]
         text = "; ".join(f"{p}: {short(t)}" for p, t in errors.items())
     else:
         text = " ".join(str(e).split())[:1200] or type(e).__name__
