@@ -24,9 +24,11 @@ from datetime import datetime
 from pathlib import Path
 
 PLUGINS = "wget,favicon,htmltotext,parse_html_urls"
+# abx-dl 1.13.273 is the release that pins abx-plugins 1.13.572, the suite archiveflow pins
+# (tasks/abx.py): both runners then run the same hooks.
 SETUP = """\
 python3.12 -m venv bench/out/abx-venv
-bench/out/abx-venv/bin/pip install abx-dl abx-plugins"""
+bench/out/abx-venv/bin/pip install abx-dl==1.13.273 abx-plugins==1.13.572"""
 
 
 def one_page(abx_dl: Path, url: str, out: Path, timeout: float) -> dict:

@@ -8,6 +8,7 @@ command, with HOME pointed at an empty folder that must stay empty.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -150,3 +151,66 @@ def test_abx_python_must_be_3_12(tmp_path: Path) -> None:
     assert proc.returncode == 1
     assert "ABX_PYTHON=" in proc.stderr and "not a working Python >= 3.12" in proc.stderr
     assert not (tmp_path / "lib" / "abx" / "venv").exists()
+
+
+NEEDS_GIT_CONFIG = {"required_plugins": [], "required_binaries": [
+    {"name": "git", "binproviders": "env", "min_version": "999.0.0"}]}
+SETUP_HOOK = """#!/usr/bin/env python3
+# Test hook: a set-up hook; leaves a marker when it runs.
+open("setup.marker", "w").write("ran")
+"""
+SNAPSHOT_HOOK = """#!/usr/bin/env python3
+# Test hook: would archive something.
+import json
+print(json.dumps({"type": "ArchiveResult", "status": "succeeded", "output_str": "ok"}))
+"""
+
+
+def test_unresolvable_binary_fails_fast_with_its_reason(abx_crawl: dict[str, Any],
+                                                        tmp_path: Path) -> None:
+    """A version bound abxpkg cannot meet (git >= 999 from env only, no network needed):
+    the plugin and a plugin requiring it fail at once with abxpkg's reason; once the failure
+    is known, the plugin's set-up hook is not started."""
+    root = tmp_path / "plugins"
+    for plugin, files, config in (
+            ("needs_git", {"on_CrawlSetup__10_needs_git.py": SETUP_HOOK,
+                           "on_Snapshot__40_needs_git.py": SNAPSHOT_HOOK}, NEEDS_GIT_CONFIG),
+            ("uses_git", {"on_Snapshot__41_uses_git.py": SNAPSHOT_HOOK},
+             {"required_plugins": ["needs_git"]})):
+        (root / plugin).mkdir(parents=True)
+        (root / plugin / "config.json").write_text(json.dumps(config))
+        for name, text in files.items():
+            (root / plugin / name).write_text(text)
+            (root / plugin / name).chmod(0o755)
+    data = abx_crawl["data"]
+    args = ("add", "--allow-private", "--plugins", "uses_git",
+            "--config", f"PLUGINS_PATH={root}", f"{abx_crawl['site']}/page1.html")
+    for _ in range(2):
+        proc = run_cli(data, *args, timeout=600)
+        assert proc.returncode == 1, proc.stderr[-2000:]  # every result failed
+    assert "does not satisfy min_version 999.0.0" in proc.stdout + proc.stderr
+    con = duckdb.connect(str(data / "index.duckdb"), read_only=True)
+    try:
+        crawl_dir, = con.execute(
+            "select output_dir from crawl order by created_at desc limit 1").fetchone()
+        rows = dict(con.execute(
+            "select r.plugin, r.error from archiveresult r join snapshot s on s.id = "
+            "r.snapshot_id join crawl c on c.id = s.crawl_id where c.output_dir = ?",
+            [crawl_dir]).fetchall())
+        git = con.execute("select status, bin_providers, error from machine_binary "
+                          "where name = 'git'").fetchone()
+    finally:
+        con.close()
+    assert git[:2] == ("failed", "abxpkg") and "min_version 999.0.0" in git[2]
+    assert "binary git could not be resolved" in rows["needs_git"]
+    assert "needs plugin needs_git" in rows["uses_git"]
+    assert "min_version 999.0.0" in rows["uses_git"]
+    # the second crawl knew: its set-up hook did not start
+    assert not (data / crawl_dir / "needs_git").exists()
+
+
+def test_unknown_suite_and_missing_wheels_are_usage_errors(tmp_path: Path) -> None:
+    proc = run_cli(tmp_path, "plugins", "install", "nope")
+    assert proc.returncode == 2 and "unknown plugin suite 'nope'" in proc.stderr
+    proc = run_cli(tmp_path, "plugins", "install", "abx", "--wheels", str(tmp_path / "none"))
+    assert proc.returncode == 2 and "no such folder" in proc.stderr
