@@ -205,6 +205,11 @@ def run(rt: Runtime, recorder: Recorder, plan: SnapshotPlan, *, hold: Hold | Non
     background: dict[str, HookRun] = {}
     with contextlib.ExitStack() as held:
         for item in plan.items:
+            if background and waits_for_background(item.hook):
+                # abx-dl runs SnapshotCleanupEvent before such a hook (htmltotext, hashes):
+                # the background hooks started so far finish, and their results are in.
+                outcomes.extend(cleanup(plan, background))
+                background = {}
             if item.hook.is_background:
                 held.enter_context(hold(item.hook.plugin, plan.config))
                 started = results.start(plan, item)
@@ -213,11 +218,6 @@ def run(rt: Runtime, recorder: Recorder, plan: SnapshotPlan, *, hold: Hold | Non
                 else:
                     background[item.ar_id] = started
                 continue
-            if background and waits_for_background(item.hook):
-                # abx-dl runs SnapshotCleanupEvent before such a hook (htmltotext, hashes):
-                # the background hooks started so far finish, and their results are in.
-                outcomes.extend(cleanup(plan, background))
-                background = {}
             with hold(item.hook.plugin, plan.config):
                 outcomes.append(run_foreground(plan, item))
         outcomes.extend(cleanup(plan, background))
