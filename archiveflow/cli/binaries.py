@@ -126,6 +126,8 @@ def cmd_install(args: argparse.Namespace) -> int:
                                f"{', '.join(sorted(rt.plugin_dirs()))}", EXIT_USAGE)
         say(f"machine {rt.machine.hostname} ({rt.machine.id}): installing the binaries of "
              f"{', '.join(plugins) if plugins else 'every enabled plugin'} into {rt.lib_dir}")
+        if plugins:  # and of the plugins they require (abx's title → chrome), as a crawl does
+            plugins = crawls.crawl_hook_plugins(rt, {"plugins": ",".join(plugins)})
         summary = run_install(rt, plugins, args.force)
         for conflict in summary["conflicts"]:
             say(f"note: {conflict}")
