@@ -49,7 +49,7 @@ RunForeground = Callable[[SnapshotPlan, PlanItem], ResultDone]
 PENDING: Final[tuple[str, ...]] = ("queued", "started")
 # Seconds cleanup waits for a daemon that has printed nothing yet to print its first line
 # (abx-dl waits for that readiness line before the next hook starts; we wait at cleanup).
-READY_WAIT: Final[float] = 5.0
+READY_WAIT: Final[float] = 3.0
 
 
 def _hold_nothing(plugin: str, config: Mapping[str, str]) -> AbstractContextManager[None]:
@@ -283,15 +283,18 @@ def _printed(hook_run: HookRun) -> bool:
         return False
 
 
-def wait_ready(daemons: list[HookRun], timeout: float = READY_WAIT) -> None:
-    """Give daemons that have printed nothing yet up to `timeout` s to print their first
-    line (abx-dl's readiness) or exit, before cleanup stops them: a snapshot whose hooks
-    were quick must not stop a service before it could start."""
-    deadline = time.monotonic() + timeout
+def wait_ready(daemons: list[HookRun], ready_wait: float = READY_WAIT) -> None:
+    """Give daemons that have printed nothing yet until `ready_wait` s after their start to
+    print their first line (abx-dl's readiness) or exit, before cleanup stops them: a
+    snapshot whose hooks were quick must not stop a service before it could start; one
+    that has run that long already is not waited for."""
+    def young(r: HookRun) -> bool:
+        return (datetime.now(UTC) - r.started_at).total_seconds() < ready_wait
+
     pending = [r for r in daemons if not _printed(r)]
-    while pending and time.monotonic() < deadline:
-        pending = [r for r in pending
-                   if not _printed(r) and process_is_alive(r.paths.pid_file)]
+    while pending:
+        pending = [r for r in pending if young(r) and not _printed(r)
+                   and process_is_alive(r.paths.pid_file)]
         if pending:
             time.sleep(0.02)
 
