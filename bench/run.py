@@ -221,9 +221,10 @@ class RssSampler:
 
 def child_crawl(ns: argparse.Namespace) -> None:
     """In a fresh process: configure Prefect, then time one crawl (create -> sealed)."""
-    os.environ["ARCHIVEFLOW_PREFECT_GRANULARITY"] = ns.granularity
+    if ns.granularity != "none":  # "none" is this bench's own: no Prefect at all
+        os.environ["ARCHIVEFLOW_PREFECT_GRANULARITY"] = ns.granularity
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-    from archiveflow.cli import app as cli
+    from archiveflow.cli.crawl import run_crawl
     from archiveflow.flows.prefect_server import configure_prefect
     from archiveflow.store.crawls import create_crawl
     from archiveflow.tasks.runtime import open_runtime
@@ -249,7 +250,7 @@ def child_crawl(ns: argparse.Namespace) -> None:
     if ns.granularity == "none":
         result = plain_crawl(rt, crawl["id"], ns.concurrency)
     else:
-        result = cli.run_crawl(rt, crawl["id"], ns.concurrency)
+        result = run_crawl(rt, crawl["id"], ns.concurrency)
     wall = time.perf_counter() - t0
     c1 = os.times()
     cpu = (c1.user - c0.user) + (c1.system - c0.system)  # this process only, not the hooks
@@ -474,28 +475,42 @@ def section_startup(tab: Table, ns: argparse.Namespace) -> None:
     data = fresh_dir("startup")
     try:
         runs = {}
-        for case in ("cold", "warm"):
+        for case in ("cold", "warm", "warm2", "warm3"):
             stamp = WORK / f"startup-{case}.txt"
             stamp.unlink(missing_ok=True)
             runs[case] = _add_once(data, stamp)
-        for case, limit in (("cold", 3.0), ("warm", 1.5)):
+        # Three warm runs (noise on a shared machine): the median of each figure.
+        warm = [runs[c] for c in ("warm", "warm2", "warm3")]
+
+        def med(key: str) -> float | None:
+            xs = [r[0][key] for r in warm if key in r[0]]
+            return statistics.median(xs) if len(xs) == len(warm) else None
+
+        runs["warm"] = ({k: v for k in ("on_Crawl", "on_Snapshot") if (v := med(k)) is not None},
+                        statistics.median(r[1] for r in warm), max(r[2] for r in warm))
+        for case, crawl_limit, snap_limit in (("cold", 3.0, 3.0), ("warm", 1.5, 1.5)):
             st, total, rc = runs[case]
             first = st.get("on_Crawl")
             snap = st.get("on_Snapshot")
             what = ("fresh data dir, server started" +
                     (", Prefect DB template present" if template else ", no DB template")
-                    if case == "cold" else "server of that data dir running")
+                    if case == "cold" else "server of that data dir running; median of 3")
             if first is None:
                 tab.add(Row("startup", f"{case}: add -> first hook", f"no hook ran (exit {rc})",
-                            fmt_s(base), None, f"<= {limit} s", False, what))
+                            fmt_s(base), None, f"<= {crawl_limit} s", False, what))
                 continue
             tab.add(Row("startup", f"{case}: add -> first (on_Crawl) hook", fmt_s(first),
-                        f"{fmt_s(base)} bare hook spawn", first / base, f"<= {limit} s",
-                        first <= limit, what))
-            if snap is not None:
-                tab.add(Row("startup", f"{case}: add -> first on_Snapshot hook", fmt_s(snap),
-                            fmt_s(base), snap / base, "-", None,
-                            f"whole add command {fmt_s(total)}, exit {rc}"))
+                        f"{fmt_s(base)} bare hook spawn", first / base, f"<= {crawl_limit} s",
+                        first <= crawl_limit, what))
+            tab.add(Row("startup", f"{case}: `add URL` -> first on_Snapshot hook",
+                        fmt_s(snap) if snap is not None else f"no on_Snapshot hook (exit {rc})",
+                        fmt_s(base), snap / base if snap is not None else None,
+                        f"<= {snap_limit} s", snap is not None and snap <= snap_limit, what))
+            tab.add(Row("startup", f"{case}: one-page `add` to exit (a no-op hook)",
+                        fmt_s(total), fmt_s(base), total / base,
+                        "<= 2 s" if case == "warm" else "-",
+                        (total <= 2.0 and rc == 0) if case == "warm" else None,
+                        f"exit {rc}"))
     finally:
         stop_server(data)
 
@@ -553,8 +568,7 @@ def section_overhead(tab: Table, ns: argparse.Namespace) -> None:
         f2 = spawn_floor(urls, hooks, env, c, floor_dir)
         print(f"  floor after: {f2:.1f} s (load {loadavg()})", flush=True)
         floor = (f1 + f2) / 2
-        overhead_row(tab, f"granularity=snapshot (default), C={c}", n, k, crawl, floor,
-                     1.3 if n >= 1000 else None)
+        overhead_row(tab, f"granularity=snapshot (default), C={c}", n, k, crawl, floor, 1.3)
         if lean is not None:
             overhead_row(tab, "ARCHIVEFLOW_PREFECT_RESULT_RUNS=0 (Crawl + Snapshot runs only)",
                          n, k, lean, floor, 1.3 if n >= 1000 else None)
@@ -620,6 +634,9 @@ def section_crawl(tab: Table, ns: argparse.Namespace) -> None:
                             str(seeds_file)], check=False, timeout=600)
             wget_s = time.perf_counter() - t
             fetched = len(list(wdir.rglob("*.html")))
+            wgetp = wget_p_floor(pages, c, WORK / "crawl-wget-p")
+            print(f"  wget -p per page: {wgetp:.1f} s for {n} pages (load {loadavg()})",
+                  flush=True)
             hooks, env = hook_setup(REAL_PLUGINS, None)
             floor = spawn_floor(pages, hooks, env, c, WORK / "crawl-floor")
             print(f"  floor: {floor:.1f} s for {n} pages (load {loadavg()})", flush=True)
@@ -637,8 +654,13 @@ def section_crawl(tab: Table, ns: argparse.Namespace) -> None:
     tab.add(Row("crawl", f"depth-2 crawl of {n} pages ({REAL_PLUGINS}), C={c}: pages/s vs "
                 "floor", f"{ours:.2f} pages/s ({fmt_s(crawl['wall'])})",
                 f"{floor_ps:.2f} pages/s ({fmt_s(floor)}) same hooks spawned directly",
-                ours / floor_ps, "-", None,
+                ours / floor_ps, ">= 0.9x", ours / floor_ps >= 0.9,
                 f"{got} snapshots ({crawl['sealed']} sealed), results {crawl['results']}"))
+    wgetp_ps = n / wgetp
+    tab.add(Row("crawl", f"same crawl vs `wget -p -E -k` spawned once per page, C={c} (fetch + "
+                "requisites only: the floor of any per-page archiver)", f"{ours:.2f} pages/s",
+                f"{wgetp_ps:.1f} pages/s ({fmt_s(wgetp)})", ours / wgetp_ps, ">= 0.25x",
+                ours / wgetp_ps >= 0.25))
     tab.add(Row("crawl", "context: wget -r -l 2 of the site (fetch only)",
                 f"{ours:.2f} pages/s", f"{fetched / wget_s:.0f} pages/s ({fetched} pages, "
                 f"{wget_s:.2f} s)", None, "-", None,
@@ -648,13 +670,33 @@ def section_crawl(tab: Table, ns: argparse.Namespace) -> None:
         abx_ps = abx["pages"] / abx["seconds"]
         tab.add(Row("crawl", f"vs ArchiveBox runner (abx-dl, sequential, {abx['pages']} pages of "
                     "the same list)", f"{ours:.2f} pages/s", f"{abx_ps:.3f} pages/s "
-                    f"({abx['seconds'] / abx['pages']:.2f} s/page)", ours / abx_ps, ">= 10x",
-                    ours / abx_ps >= 10, abx.get("how", "")))
+                    f"({abx['seconds'] / abx['pages']:.2f} s/page)", ours / abx_ps, ">= 25x",
+                    ours / abx_ps >= 25, abx.get("how", "")))
     else:
         why = (abx or {}).get("error", "not run (--abx-pages 0)")
         tab.add(Row("crawl", "vs ArchiveBox runner (abx-dl): NOT MEASURED HERE",
                     f"{ours:.2f} pages/s", "0.40-0.48 pages/s (MEASUREMENTS.md)",
-                    ours / 0.44, ">= 10x", ours / 0.44 >= 10, why))
+                    ours / 0.44, ">= 25x", ours / 0.44 >= 25, why))
+
+
+def wget_p_floor(urls: Sequence[str], concurrency: int, out_dir: Path,
+                 timeout: float = 120) -> float:
+    """`wget -p -E -k` once per page (the page and its requisites, links converted), C
+    pages at once: what any archiver that fetches each page on its own must pay. Seconds."""
+    shutil.rmtree(out_dir, ignore_errors=True)
+
+    def one(item: tuple[int, str]) -> None:
+        i, url = item
+        subprocess.run(["wget", "-q", "-p", "-E", "-k", "-P", str(out_dir / f"s{i}"), url],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=timeout,
+                       check=False)
+
+    t = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as ex:
+        list(ex.map(one, enumerate(urls)))
+    took = time.perf_counter() - t
+    shutil.rmtree(out_dir, ignore_errors=True)
+    return took
 
 
 def run_abx(pages: Sequence[str], base: str) -> dict[str, Any]:
@@ -755,7 +797,9 @@ def section_scale(tab: Table, ns: argparse.Namespace) -> None:
         tab.add(Row("scale", f"diagnostic: create_pending + process insert per Snapshot on an "
                     f"index of {size:,} results (~{size // 5:,} snapshots)", f"{ms:.1f} ms",
                     f"{growth[base_size]:.1f} ms at {base_size:,}", ms / growth[base_size],
-                    "-", None, "insert_frame's duplicate check, restricted to the batch's keys"))
+                    "<= 1.2x" if size >= 500_000 else "-",
+                    ms / growth[base_size] <= 1.2 if size >= 500_000 else None,
+                    "insert_frame's duplicate check, restricted to the batch's keys"))
     small = points[0]
     per_small = res[small]["wall"] / small * 1e3
     for n in points[1:]:
@@ -769,6 +813,11 @@ def section_scale(tab: Table, ns: argparse.Namespace) -> None:
         tab.add(Row("scale", f"orchestrator peak RSS at N={n:,}", f"{r['peak_rss'] / 2**20:.0f} MB",
                     f"Prefect server {r['server_rss'] / 2**20:.0f} MB (reported apart)", None,
                     "<= 500 MB", r["peak_rss"] <= 500 * 2**20 if n >= 10_000 else None))
+        if n == 1000:
+            both = (r["peak_rss"] + r["server_rss"]) / 2**20
+            tab.add(Row("scale", "memory during a 1,000-URL crawl: orchestrator + Prefect server "
+                        "(peaks)", f"{both:.0f} MB", f"{r['peak_rss'] / 2**20:.0f} + "
+                        f"{r['server_rss'] / 2**20:.0f} MB", None, "<= 400 MB", both <= 400))
 
 
 # --- profile summary (py-spy raw = collapsed stacks) --------------------------------------
