@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/env -S python3 -S
 # favicon: save the site's icon: the page's <link rel="icon">, else /favicon.ico.
 #
 # Inputs

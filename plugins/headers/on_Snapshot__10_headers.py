@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/env -S python3 -S
 # headers: fetch the URL once (GET, following redirects) and save the response headers.
 #
 # Inputs

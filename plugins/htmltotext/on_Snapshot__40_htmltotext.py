@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/env -S python3 -S
 # htmltotext: the page's readable text, for full-text search.
 #
 # Inputs

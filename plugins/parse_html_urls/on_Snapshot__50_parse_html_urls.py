@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/env -S python3 -S
 # parse_html_urls: the page's outlinks, as Snapshot records one level deeper.
 #
 # Inputs

@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/env -S python3 -S
 # title: the page's title, from the HTML wget saved (else fetched here); when that HTML has
 # none (a title set by JavaScript), the title of the DOM as the browser rendered it.
 #

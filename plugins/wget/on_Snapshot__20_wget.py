@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/env -S python3 -S
 # wget: save the page and its requisites (CSS, images, scripts; no recursion) with GNU wget,
 # plus a WARC of every request.
 #
