@@ -12,12 +12,15 @@ import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from archiveflow.tasks.crawls import CrawlStart
 from archiveflow.tasks.plan import ResultDone, SnapshotPlan
 from archiveflow.tasks.recorder import Recorder
 from archiveflow.tasks.runtime import Runtime, open_runtime
+
+if TYPE_CHECKING:
+    from archiveflow.flows.head_start import HeadStart
 
 
 @dataclass
@@ -39,6 +42,9 @@ class Current:
     # crawl id → the claimed crawl and its on_Crawl hooks' work (the CLI runs them before
     # Prefect is ready, so the first hook never waits for it)
     crawl_starts: dict[str, CrawlStart] = field(default_factory=dict)
+    # crawl id → the snapshots the CLI started while Prefect was getting ready, for the
+    # crawl flow to adopt (flows/head_start.py)
+    head_starts: dict[str, HeadStart] = field(default_factory=dict)
     # snapshot id → its prepared plan, for its `snapshot` task run or subflow run
     snapshot_runs: dict[str, SnapshotRun] = field(default_factory=dict)
     # Binary row id → the row its `binary` task run installs

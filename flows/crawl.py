@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from typing import Any
 
 from prefect import flow
@@ -17,6 +17,7 @@ from prefect.states import Failed
 from archiveflow.flows import snapshot
 from archiveflow.flows.binaries import require_binaries
 from archiveflow.flows.context import SnapshotRun, current
+from archiveflow.flows.head_start import new_pool
 from archiveflow.flows.prefect_server import granularity
 from archiveflow.tasks import crawls
 from archiveflow.tasks.feed import SnapshotFeed
@@ -36,12 +37,15 @@ async def crawl_flow(crawl_id: str, concurrency: int = 4, data_dir: str | None =
 
     `started=True`: the CLI already claimed the crawl and ran its on_Crawl hooks while
     Prefect was starting (so the first hook never waits for Prefect), and handed them over
-    in `current().crawl_starts`; the flow goes on from there.
+    in `current().crawl_starts`, with the first snapshots it started meanwhile in
+    `current().head_starts` (flows/head_start.py); the flow adopts those (a `snapshot` task
+    run each, as for its own) and goes on from there.
     """
     cur = current(data_dir)
     rt = cur.rt
     per_result = granularity() == "task"
     start = cur.crawl_starts.pop(crawl_id, None) if started else None
+    head = cur.head_starts.pop(crawl_id, None) if started else None
     if start is None:
         crawl = await asyncio.to_thread(crawls.claim, rt, crawl_id)
         start = await asyncio.to_thread(crawls.run, rt, crawl)
@@ -49,7 +53,8 @@ async def crawl_flow(crawl_id: str, concurrency: int = 4, data_dir: str | None =
     # Before the first Snapshot: install what the crawl's plugins need (milliseconds and no
     # Prefect run when everything is present).
     await require_binaries(crawls.crawl_hook_plugins(rt, crawl), data_dir, crawls.config_of(crawl))
-    feed = SnapshotFeed(rt, cur.recorder, crawl, concurrency)
+    feed = head.feed if head else SnapshotFeed(rt, cur.recorder, crawl, concurrency)
+    pool = head.pool if head else new_pool(concurrency)
     loop = asyncio.get_running_loop()
     wake = asyncio.Event()
 
@@ -59,7 +64,15 @@ async def crawl_flow(crawl_id: str, concurrency: int = 4, data_dir: str | None =
     # What holds a slot: a snapshot's hook walk (or its subflow run).
     busy: set[Future[Any] | asyncio.Task[Any]] = set()
     runs: dict[asyncio.Task[dict[str, int]], str] = {}  # Prefect runs still open → snapshot
-    with ThreadPoolExecutor(concurrency, thread_name_prefix="archiveflow-snapshot") as pool:
+    for early in head.runs if head else []:  # walks the CLI started before Prefect was ready
+        assert early.future is not None
+        early.future.add_done_callback(poke)
+        busy.add(early.future)
+        snap = early.plan.snapshot
+        t = asyncio.create_task(snapshot.archive_snapshot(snap["url"], snap["id"]))
+        t.add_done_callback(poke)
+        runs[t] = snap["id"]
+    with pool:
         while True:
             busy = {b for b in busy if not b.done()}
             free = concurrency - len(busy)

@@ -12,7 +12,6 @@ each ArchiveResult is still reported as a task run under its Snapshot's
 from __future__ import annotations
 
 import asyncio
-import contextvars
 from concurrent.futures import Future
 from typing import Any
 
@@ -21,30 +20,18 @@ from prefect.cache_policies import NO_CACHE
 from prefect.context import TaskRunContext
 
 from archiveflow.flows import result_runs
-from archiveflow.flows.context import Current, SnapshotRun, current
-from archiveflow.flows.limits import WalkSlots
-from archiveflow.tasks import results, snapshots
+from archiveflow.flows.context import SnapshotRun, current
+from archiveflow.flows.head_start import start_walk
+from archiveflow.tasks import results
 from archiveflow.tasks.plan import PlanItem, ResultDone, SnapshotPlan, count_results
 from archiveflow.tasks.snapshots import RunForeground
-
-
-def _walk(cur: Current, run: SnapshotRun, run_foreground: RunForeground | None,
-          wait: bool) -> list[ResultDone]:
-    plan = run.plan
-    if run.runs:  # a retry: prepare again (the resume rules keep what is final)
-        plan = run.plan = snapshots.prepare(cur.rt, plan.crawl, [plan.snapshot])[0]
-    run.runs += 1
-    return snapshots.run(cur.rt, cur.recorder, plan, hold=WalkSlots(),
-                         run_foreground=run_foreground, wait=wait)
 
 
 def start(run: SnapshotRun, run_foreground: RunForeground | None = None, *,
           wait: bool = False) -> Future[list[ResultDone]]:
     """Start the snapshot's hook walk in the crawl's pool, in the caller's Prefect context
     (the concurrency slots and any per-hook task runs talk to Prefect from there)."""
-    ctx = contextvars.copy_context()
-    run.future = run.pool.submit(ctx.run, _walk, current(), run, run_foreground, wait)
-    return run.future
+    return start_walk(run, run_foreground, wait=wait)
 
 
 @task(name="snapshot", task_run_name="{url}", retries=2, retry_delay_seconds=2,

@@ -167,7 +167,7 @@ def run_crawl(rt: Any, crawl_id: str, concurrency: int, prefect_ready: Any = Non
     the caller as early as it can) while this thread claims the crawl and runs the on_Crawl
     hooks (seed parsing); the crawl flow then takes over from there.
     """
-    from archiveflow.flows import context
+    from archiveflow.flows import context, head_start
     from archiveflow.flows.prefect_server import start_in_background
     from archiveflow.tasks import crawls
 
@@ -178,7 +178,8 @@ def run_crawl(rt: Any, crawl_id: str, concurrency: int, prefect_ready: Any = Non
     current = context.install(rt)
     try:
         with Progress(rt, crawl_id):
-            current.crawl_starts[crawl_id] = crawls.run(rt, crawls.claim(rt, crawl_id))
+            start = current.crawl_starts[crawl_id] = crawls.run(rt, crawls.claim(rt, crawl_id))
+            head_start.run_until_ready(current, start, concurrency, prefect_ready)
             prefect_ready.result()
             from archiveflow.flows.crawl import run_crawl_flow
 
