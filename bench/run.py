@@ -180,6 +180,7 @@ class RssSampler:
         self.pid, self.data_dir, self.every = pid, data_dir, every
         self.peak = 0
         self.server_peak = 0
+        self.server_cpu = 0.0  # the server's user+system seconds while sampled
         self._stop = threading.Event()
         self._t = threading.Thread(target=self._loop, daemon=True)
 
@@ -191,6 +192,7 @@ class RssSampler:
         except psutil.Error:
             return
         server = None
+        cpu0: float | None = None
         while not self._stop.is_set():
             try:
                 self.peak = max(self.peak, proc.memory_info().rss)
@@ -204,6 +206,10 @@ class RssSampler:
             if server is not None:
                 try:
                     self.server_peak = max(self.server_peak, server.memory_info().rss)
+                    t = server.cpu_times()
+                    cpu = t.user + t.system
+                    cpu0 = cpu if cpu0 is None else cpu0
+                    self.server_cpu = cpu - cpu0
                 except psutil.Error:
                     server = None
             self._stop.wait(self.every)
@@ -335,7 +341,7 @@ def run_crawl_child(data: Path, seeds: Sequence[str], *, depth: int, plugins: st
     for line in out.decode(errors="replace").splitlines():
         if line.startswith("BENCH-RESULT "):
             res = json.loads(line.split(" ", 1)[1])
-            res.update(peak_rss=rss.peak, server_rss=rss.server_peak)
+            res.update(peak_rss=rss.peak, server_rss=rss.server_peak, server_cpu=rss.server_cpu)
             return res
     raise RuntimeError(f"crawl child failed (exit {proc.returncode}); see {log}")
 
@@ -530,7 +536,8 @@ def overhead_row(tab: Table, label: str, n: int, k: int, crawl: dict[str, Any],
                 fmt_s(floor), ratio, f"<= {target}x" if target else "-",
                 (ratio <= target and ok_count) if target else None,
                 f"+{per_snap:.0f} ms/Snapshot, +{per_ar:.1f} ms/ArchiveResult above the floor; "
-                f"orchestrator CPU {crawl['cpu'] / n * 1e3:.0f} ms/Snapshot; "
+                f"orchestrator CPU {crawl['cpu'] / n * 1e3:.0f} ms/Snapshot, server "
+                f"{crawl.get('server_cpu', 0) / n * 1e3:.0f} ms/Snapshot; "
                 f"{crawl['sealed']}/{n} sealed, results {crawl['results']}; orchestrator peak "
                 f"RSS {crawl['peak_rss'] / 2**20:.0f} MB, server {crawl['server_rss'] / 2**20:.0f}"
                 " MB"))
@@ -655,7 +662,9 @@ def section_crawl(tab: Table, ns: argparse.Namespace) -> None:
                 "floor", f"{ours:.2f} pages/s ({fmt_s(crawl['wall'])})",
                 f"{floor_ps:.2f} pages/s ({fmt_s(floor)}) same hooks spawned directly",
                 ours / floor_ps, ">= 0.9x", ours / floor_ps >= 0.9,
-                f"{got} snapshots ({crawl['sealed']} sealed), results {crawl['results']}"))
+                f"{got} snapshots ({crawl['sealed']} sealed), results {crawl['results']}; "
+                f"CPU per page: orchestrator {crawl['cpu'] / max(got, 1) * 1e3:.0f} ms, Prefect "
+                f"server {crawl.get('server_cpu', 0) / max(got, 1) * 1e3:.0f} ms"))
     wgetp_ps = n / wgetp
     tab.add(Row("crawl", f"same crawl vs `wget -p -E -k` spawned once per page, C={c} (fetch + "
                 "requisites only: the floor of any per-page archiver)", f"{ours:.2f} pages/s",
@@ -719,53 +728,84 @@ def run_abx(pages: Sequence[str], base: str) -> dict[str, Any]:
                      f"{(proc.stderr or proc.stdout)[-300:]!r}"}
 
 
-def index_growth(sizes: Sequence[int], k: int = 5, reps: int = 40) -> dict[int, float]:
-    """ms of one snapshot's per-snapshot writes that scan a whole table (create_pending's
-    and the process rows' anti-join in store/load.insert_frame) on an index that already
-    holds `size` ArchiveResults and process rows, for each size."""
+def index_growth(sizes: Sequence[int], k: int = 5, batch: int = 4, reps: int = 20
+                 ) -> dict[int, dict[str, float]]:
+    """ms per Snapshot of the index writes the pipeline makes for it, on an index that
+    already holds `size` ArchiveResults (size/k sealed Snapshots of the same crawl, a process
+    row per result), in batches of `batch` snapshots as a C=4 crawl makes them: discovered
+    URLs inserted (store/load.insert_snapshots), claimed and prepared (claim_snapshots,
+    results_of, create_started: tasks/snapshots.prepare), recorded (finish_results,
+    add_processes, seal_snapshots: the Recorder's transaction). Median per step."""
     import polars as pl
 
+    from archiveflow.store import results as result_store
+    from archiveflow.store import snapshots as snapshot_store
     from archiveflow.store.db import Store
     from archiveflow.store.ids import new_id
-    from archiveflow.store.load import frame, insert_frame
-    from archiveflow.store.results import create_pending
+    from archiveflow.store.load import frame, insert_frame, insert_snapshots
+    from archiveflow.store.processes import add_processes
 
-    out: dict[int, float] = {}
+    out: dict[int, dict[str, float]] = {}
     for size in sizes:
         d = fresh_dir(f"index-growth-{size}")
         st = Store(d / "index.duckdb")
         try:
             now = datetime.now(UTC)
+            n = max(1, size // k)
             with st.transaction() as cur:
-                if size:
-                    ids = pl.Series([new_id() for _ in range(size)])
-                    snaps = pl.Series([f"s{i // k}" for i in range(size)])
-                    insert_frame(cur, "archiveresult", frame("archiveresult", pl.DataFrame({
-                        "id": ids, "snapshot_id": snaps, "plugin": pl.Series(
-                            [f"noop{i % k}" for i in range(size)]),
-                        "hook_name": pl.Series([f"on_Snapshot__{i % k}" for i in range(size)]),
-                        "output_dir": snaps, "status": ["succeeded"] * size})),
-                        on_conflict="error")
-                    insert_frame(cur, "process", frame("process", pl.DataFrame({
-                        "id": ids, "owner_type": ["archiveresult"] * size, "owner_id": ids,
-                        "hook_name": ["h"] * size, "pid": [1] * size, "cmd": ["x"] * size,
-                        "cwd": ["/"] * size, "started_at": [now] * size})),
-                        on_conflict="error")
-            times = []
+                sids = [new_id() for _ in range(n)]
+                insert_frame(cur, "snapshot", frame("snapshot", pl.DataFrame({
+                    "id": sids, "crawl_id": ["big"] * n,
+                    "url": [f"https://example.com/old/{i}" for i in range(n)],
+                    "output_dir": sids, "status": ["sealed"] * n})), on_conflict="error")
+                ids = [new_id() for _ in range(n * k)]
+                snaps = [sids[i // k] for i in range(n * k)]
+                insert_frame(cur, "archiveresult", frame("archiveresult", pl.DataFrame({
+                    "id": ids, "snapshot_id": snaps,
+                    "plugin": [f"p{i % k}" for i in range(n * k)],
+                    "hook_name": [f"h{i % k}" for i in range(n * k)], "output_dir": snaps,
+                    "status": ["succeeded"] * (n * k)})), on_conflict="error")
+                insert_frame(cur, "process", frame("process", pl.DataFrame({
+                    "id": ids, "owner_type": ["archiveresult"] * (n * k), "owner_id": ids,
+                    "hook_name": ["h"] * (n * k), "pid": [1] * (n * k), "cmd": ["x"] * (n * k),
+                    "cwd": ["/"] * (n * k), "started_at": [now] * (n * k)})),
+                    on_conflict="error")
+            steps: dict[str, list[float]] = {"discover": [], "claim+prepare": [], "record": []}
             for r in range(reps):
-                sid = f"new{r}"
-                t = time.perf_counter()
+                urls = pl.DataFrame({"url": [f"https://example.com/new/{r}/{j}"
+                                             for j in range(batch)]})
+                urls = urls.with_columns(depth=pl.lit(1, pl.Int32), title=pl.lit(None, pl.Utf8),
+                                         parent_id=pl.lit(None, pl.Utf8),
+                                         bookmarked_at=pl.lit(None, pl.Datetime("us", "UTC")),
+                                         config=pl.lit(None, pl.Utf8))
+                t0 = time.perf_counter()
                 with st.transaction() as cur:
-                    create_pending(cur, [{"id": new_id(), "snapshot_id": sid, "plugin": f"p{j}",
-                                          "hook_name": f"h{j}", "output_dir": sid,
-                                          "is_background": False} for j in range(k)])
-                    insert_frame(cur, "process", frame("process", [
-                        {"id": new_id(), "owner_type": "archiveresult", "owner_id": sid,
-                         "hook_name": f"h{j}", "pid": 1, "cmd": "x", "cwd": "/",
-                         "started_at": now}
-                        for j in range(k)]))
-                times.append(time.perf_counter() - t)
-            out[size] = statistics.median(times) * 1e3
+                    insert_snapshots(cur, urls, crawl_id="big", username="default")
+                t1 = time.perf_counter()
+                with st.transaction() as cur:
+                    got = [row["id"] for row in snapshot_store.claim_snapshots(
+                        cur, "big", limit=batch, lease=300)]
+                    result_store.results_of(cur, got)
+                    rows = [{"id": new_id(), "snapshot_id": sid, "plugin": f"p{j}",
+                             "hook_name": f"h{j}", "output_dir": sid, "is_background": False}
+                            for sid in got for j in range(k)]
+                    result_store.create_started(cur, rows, lease=300)
+                t2 = time.perf_counter()
+                with st.transaction() as cur:
+                    result_store.finish_results(cur, [
+                        {"id": x["id"], "status": "succeeded", "output_str": "x"} for x in rows])
+                    add_processes(cur, [
+                        {"id": new_id(), "owner_type": "archiveresult", "owner_id": x["id"],
+                         "hook_name": x["hook_name"], "pid": 1, "cmd": "x", "cwd": "/",
+                         "started_at": now} for x in rows], fresh_ids=True)
+                    snapshot_store.seal_snapshots(cur, got)
+                t3 = time.perf_counter()
+                assert len(got) == batch, got
+                steps["discover"].append((t1 - t0) / batch)
+                steps["claim+prepare"].append((t2 - t1) / batch)
+                steps["record"].append((t3 - t2) / batch)
+            out[size] = {name: statistics.median(v) * 1e3 for name, v in steps.items()}
+            out[size]["total"] = sum(out[size].values())
         finally:
             st.close()
             shutil.rmtree(d, ignore_errors=True)
@@ -789,17 +829,19 @@ def section_scale(tab: Table, ns: argparse.Namespace) -> None:
                   f"{r['peak_rss'] / 2**20:.0f} MB (load {loadavg()})", flush=True)
     finally:
         stop_server(data)
-    growth = index_growth([5 * points[0], 50_000, 500_000])
+    growth = index_growth([5 * points[0], 500_000])
     base_size = 5 * points[0]
+    base = growth[base_size]
     for size, ms in growth.items():
         if size == base_size:
             continue
-        tab.add(Row("scale", f"diagnostic: create_pending + process insert per Snapshot on an "
-                    f"index of {size:,} results (~{size // 5:,} snapshots)", f"{ms:.1f} ms",
-                    f"{growth[base_size]:.1f} ms at {base_size:,}", ms / growth[base_size],
-                    "<= 1.2x" if size >= 500_000 else "-",
-                    ms / growth[base_size] <= 1.2 if size >= 500_000 else None,
-                    "insert_frame's duplicate check, restricted to the batch's keys"))
+        parts = ", ".join(f"{name} {ms[name]:.1f} vs {base[name]:.1f}"
+                          for name in ("discover", "claim+prepare", "record"))
+        tab.add(Row("scale", f"per-Snapshot index writes on an index of {size:,} results "
+                    f"(~{size // 5:,} snapshots) vs {base_size:,}", f"{ms['total']:.1f} ms",
+                    f"{base['total']:.1f} ms", ms["total"] / base["total"], "<= 1.2x",
+                    ms["total"] / base["total"] <= 1.2,
+                    f"batches of 4 snapshots x 5 results, ms per snapshot: {parts}"))
     small = points[0]
     per_small = res[small]["wall"] / small * 1e3
     for n in points[1:]:

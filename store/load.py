@@ -112,13 +112,15 @@ def insert_frame(
     view = f"_af_batch_{next(_counter)}"
     # An anti-join rather than ON CONFLICT DO NOTHING: with duckdb 1.5.5 the latter took
     # 15 s for 20k rows into a populated table with two unique keys; the anti-join ≈ 0.3 s.
-    # The existing keys are looked up only where the batch's first key column matches, so
-    # the cost follows the batch, not the table (a whole-table anti-join cost 29 ms per
-    # snapshot at 5k results and 220 ms at 500k).
+    # The existing keys are looked up only where every key column matches one of the
+    # batch's, so the cost follows the batch, not the table (a whole-table anti-join cost
+    # 29 ms per snapshot at 5k results and 220 ms at 500k; on the first key column alone,
+    # a crawl's 100k snapshots were all read for each batch of its discovered URLs).
     skip = ""
     if on_conflict == "nothing" and key:
-        skip = (f" ANTI JOIN (SELECT {', '.join(key)} FROM {table} WHERE {key[0]} IN "
-                f"(SELECT {key[0]} FROM {view})) _e USING ({', '.join(key)})")
+        where = " AND ".join(f"{k} IN (SELECT {k} FROM {view})" for k in key)
+        skip = (f" ANTI JOIN (SELECT {', '.join(key)} FROM {table} WHERE {where}) _e "
+                f"USING ({', '.join(key)})")
     ret_col = "id" if "id" in df.columns else (key[0] if key else df.columns[0])
     with map_errors():
         cur.register(view, df.to_arrow())
@@ -200,14 +202,17 @@ def _insert_snapshot_rows(
     # Read by its Python name (a DuckDB replacement scan): register + unregister of a view
     # cost ≈4 ms at 100k rows.
     _af_snapshots = df.to_arrow()  # noqa: F841 - read by name below
-    # crawl_id is a parameter, not a column of 100k copies in the frame.
+    # crawl_id is a parameter, not a column of 100k copies in the frame. Only the crawl's
+    # rows with one of the batch's URLs are read back for the anti-join: with all of the
+    # crawl's URLs it read 100k rows for each recorder batch of a big crawl's links.
     sql = """
         INSERT INTO snapshot (id, crawl_id, url, output_dir, depth, parent_id, title,
                               bookmarked_at, config)
         SELECT id, ?, url, ? || _domain || '/' || id, depth, parent_id, title,
                bookmarked_at, config
         FROM (SELECT uuidv7()::VARCHAR AS id, * FROM _af_snapshots
-              ANTI JOIN (SELECT url FROM snapshot WHERE crawl_id = ?) _e USING (url))
+              ANTI JOIN (SELECT url FROM snapshot WHERE crawl_id = ?
+                         AND url IN (SELECT url FROM _af_snapshots)) _e USING (url))
         """
     with map_errors():
         res = cur.execute(sql + ("RETURNING id, url" if returning else ""),
