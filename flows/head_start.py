@@ -119,4 +119,10 @@ def run_until_ready(cur: Current, start: CrawlStart, concurrency: int,
         if not busy and not plans and head.feed.done():
             break  # the whole crawl ran before Prefect was ready: the flow records it
         wake.wait(POLL_SECONDS)
+    if ready.done() and ready.exception() is not None:
+        # Prefect could not start and the command fails: the walks started here finish and
+        # are written first, so their snapshots are sealed rather than left to a lease.
+        head.pool.shutdown(wait=True)
+        cur.recorder.flush()
+        cur.head_starts.pop(crawl["id"], None)
     return head

@@ -86,3 +86,33 @@ def test_first_snapshot_runs_before_prefect_and_is_recorded(data: Path, site_url
     assert result_run["name"] == "headers"
     assert result_run["state"]["type"] == "COMPLETED"
     assert [p["id"] for p in result_run["task_inputs"]["__parents__"]] == [snap_run["id"]]
+
+
+def test_snapshots_started_early_are_recorded_when_prefect_fails(tmp_path: Path) -> None:
+    """The local server cannot become healthy (a start timeout too short for it): `add`
+    fails with the reason, after the snapshot it had started finished and was written."""
+    plugins = tmp_path / "plugins" / "slow"
+    plugins.mkdir(parents=True)
+    hook = plugins / "on_Snapshot__10_slow.py"
+    hook.write_text("#!/usr/bin/env python3\n# Sleeps, then reports success.\nimport time\n"
+                    "time.sleep(20)\n"
+                    'print(\'{"type": "ArchiveResult", "status": "succeeded", '
+                    '"output_str": "slept"}\')\n')
+    hook.chmod(0o755)
+    data = tmp_path / "data"
+    try:
+        proc = run_cli(data, "add", "--plugins", "slow", "--config",
+                       f"PLUGINS_PATH={plugins.parent}", "https://example.com/slow",
+                       env={"PREFECT_API_URL": "", "PREFECT_API_AUTH_STRING": "",
+                            "ARCHIVEFLOW_PREFECT_START_TIMEOUT": "0.01"})
+    finally:
+        prefect_server.stop_local_server(data)
+    assert proc.returncode != 0
+    assert "Prefect server did not become healthy" in proc.stderr
+    con = duckdb.connect(str(data / "index.duckdb"), read_only=True)
+    try:
+        assert con.execute("SELECT status FROM snapshot").fetchall() == [("sealed",)]
+        assert con.execute("SELECT plugin, status, output_str FROM archiveresult").fetchall() \
+            == [("slow", "succeeded", "slept")]
+    finally:
+        con.close()
