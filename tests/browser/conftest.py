@@ -14,12 +14,15 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import duckdb
 import psutil
 import pytest
 
 from archiveflow.tasks.egress import EgressProxy
 from archiveflow.tasks.egress_policy import Policy
+from tests.command import ARCHIVEFLOW
 from tests.sitesrv import SiteServer
 
 TESTS = Path(__file__).resolve().parents[1]
@@ -130,3 +133,35 @@ def crawl_browser(tmp_path_factory: pytest.TempPathFactory,
     assert procs_using(browser.folder) == [], "a Chromium outlived the crawl's browser"
     assert not browser.folder.exists(), "the browser's temp folder was left"
     assert not (browser.crawl_dir / "chrome" / "browser.json").exists()
+
+
+CRAWL_PLUGINS = "wget,parse_html_urls,title,screenshot,pdf,dom,singlefile"
+
+
+def cli(data: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """The installed `archiveflow` command on the data folder `data`."""
+    return subprocess.run([ARCHIVEFLOW, "--data-dir", str(data), *args], capture_output=True,
+                          text=True, timeout=300,
+                          env={**os.environ, "ARCHIVEFLOW_LOCK_WAIT": "60"})
+
+
+@pytest.fixture(scope="package")
+def crawled(tmp_path_factory: pytest.TempPathFactory, site_url: str, prefect_api: str
+            ) -> dict[str, Any]:
+    """A depth-1 crawl of the local test site through the installed command, with wget and
+    every browser plugin: its data folder, its results, its crawl folder and id."""
+    data = tmp_path_factory.mktemp("browser-crawl")
+    proc = cli(data, "add", "--allow-private", "--depth", "1", "--plugins", CRAWL_PLUGINS,
+               f"{site_url}/page1.html")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    con = duckdb.connect(str(data / "index.duckdb"), read_only=True)
+    try:
+        rows = con.execute(
+            "SELECT s.url, a.plugin, a.status, a.output_str, a.output_json::VARCHAR, "
+            "s.output_dir FROM archiveresult a JOIN snapshot s ON s.id = a.snapshot_id"
+        ).fetchall()
+        crawl_id, crawl_dir = con.execute("SELECT id, output_dir FROM crawl").fetchone()
+    finally:
+        con.close()
+    return {"data": data, "rows": rows, "crawl_dir": data / crawl_dir,
+            "crawl_id": str(crawl_id), "site": site_url}

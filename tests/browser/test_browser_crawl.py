@@ -1,51 +1,20 @@
-"""A crawl through the installed `archiveflow` command with the browser plugins: one Chromium
-for the whole crawl (plugins/chrome), stopped at crawl cleanup with nothing of it left; then
-its static HTML index, opened in headless Chromium: the thumbnail shows, the links resolve."""
+"""A crawl through the installed `archiveflow` command with the browser plugins (`crawled`):
+one Chromium for the whole crawl (plugins/chrome), stopped at crawl cleanup with nothing of it
+left; then its static HTML index, opened in headless Chromium: the thumbnail shows, the links
+resolve."""
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
 import zipfile
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-import duckdb
-import pytest
-
-from tests.browser.conftest import procs_using
-from tests.command import ARCHIVEFLOW
+from tests.browser.conftest import cli, procs_using
 from tests.e2e.cdp import Browser
 
-PLUGINS = "wget,parse_html_urls,title,screenshot,pdf,dom,singlefile"
 BROWSER_PLUGINS = ("screenshot", "pdf", "dom", "singlefile")
-
-
-def _cli(data: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([ARCHIVEFLOW, "--data-dir", str(data), *args], capture_output=True,
-                          text=True, timeout=300,
-                          env={**os.environ, "ARCHIVEFLOW_LOCK_WAIT": "60"})
-
-
-@pytest.fixture(scope="module")
-def crawled(tmp_path_factory: pytest.TempPathFactory, site_url: str, prefect_api: str
-            ) -> dict[str, Any]:
-    data = tmp_path_factory.mktemp("browser-crawl")
-    proc = _cli(data, "add", "--allow-private", "--depth", "1", "--plugins", PLUGINS,
-                f"{site_url}/page1.html")
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    con = duckdb.connect(str(data / "index.duckdb"), read_only=True)
-    try:
-        rows = con.execute(
-            "SELECT s.url, a.plugin, a.status, a.output_str, a.output_json::VARCHAR, "
-            "s.output_dir FROM archiveresult a JOIN snapshot s ON s.id = a.snapshot_id"
-        ).fetchall()
-        crawl_dir = con.execute("SELECT output_dir FROM crawl").fetchone()[0]
-    finally:
-        con.close()
-    return {"data": data, "rows": rows, "crawl_dir": data / crawl_dir, "site": site_url}
 
 
 def test_a_crawl_shares_one_browser_and_leaves_nothing(crawled: dict[str, Any]) -> None:
@@ -71,7 +40,7 @@ def test_a_crawl_shares_one_browser_and_leaves_nothing(crawled: dict[str, Any]) 
 
 def test_the_html_index_shows_the_browser_outputs(crawled: dict[str, Any]) -> None:
     data = crawled["data"]
-    proc = _cli(data, "index-html")
+    proc = cli(data, "index-html")
     assert proc.returncode == 0, proc.stderr[-2000:]
     index = data / "html" / "index.html"
     with Browser(width=1200, height=900) as b:
