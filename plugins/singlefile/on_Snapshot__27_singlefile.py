@@ -16,9 +16,11 @@
 #   inlined resources and those left as links.
 # The resources are the ones the browser loaded for the page (Network.getResponseBody): no
 # second fetch, and nothing the egress proxy refused (those stay links, counted as skipped).
-# Why not ArchiveBox's single-file-cli (npm): it needs Node and its own browser driver per
-# page; this uses the crawl's browser. It keeps less than it does (no frames, no lazy images
-# loaded by scrolling, no @import chains).
+# Why not ArchiveBox's single-file-cli (npm): it drives a browser only over a TCP DevTools
+# endpoint with no authentication, and fetches what the page could not from Node, past the
+# egress proxy and from file:// on the local disk (docs/browser.md). This uses the crawl's
+# browser. It keeps less than single-file-cli (no frames, no lazy images loaded by
+# scrolling, no @import chains).
 from __future__ import annotations
 
 import base64
