@@ -1,6 +1,17 @@
 """Fixtures for the browser plugins: the local site with a few scripted pages, the egress
 proxy every crawl hook goes through, and the crawl's shared Chromium (plugins/chrome) started
-by hand as the crawl would start it, stopped as crawl cleanup stops it."""
+by hand as the crawl would start it, stopped as crawl cleanup stops it.
+
+No browser is left after any test. Every process the tests of this package start has
+`ARCHIVEFLOW_TEST_BROWSERS=<a value of this run>` in its environment and, as TMPDIR, a temp
+folder of this run, where every Chromium profile is made. After each test
+(`no_browser_left`), no Chromium may remain whose environment has that value (the browser and
+its crash handler, which re-parents itself away from the test) or whose command line names
+that folder (its zygotes, renderers and utility processes, which get a clean environment but
+carry `--user-data-dir`; they stay findable when their browser was killed with -9). The
+package's shared browser has `<value>/shared` and a TMPDIR of its own, checked when the package
+ends. Chromium that other people run on the machine has neither.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +21,9 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +58,99 @@ def procs_using(folder: Path | str) -> list[psutil.Process]:
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
     return found
+
+
+MARK_ENV = "ARCHIVEFLOW_TEST_BROWSERS"
+
+
+@dataclass(frozen=True)
+class Mark:
+    """How to tell the Chromium processes started by some tests: their environment has
+    MARK_ENV=`value`, or their command line names `tmp` (their TMPDIR)."""
+
+    value: str
+    tmp: Path
+
+
+def marked_browsers(*marks: Mark) -> list[psutil.Process]:
+    """Live Chromium processes (the browser, its helpers, its crash handler) of `marks`."""
+    needles = [f"{MARK_ENV}={m.value}".encode() for m in marks]
+    folders = [str(m.tmp) + os.sep for m in marks]
+    found = []
+    for p in psutil.process_iter(["name", "cmdline"]):
+        if not (p.info["name"] or "").startswith("chrom"):
+            continue
+        if any(f in arg for arg in p.info["cmdline"] or () for f in folders):
+            found.append(p)
+            continue
+        try:
+            with open(f"/proc/{p.pid}/environ", "rb") as f:
+                env = f.read().split(b"\0")
+        except OSError:  # gone, or not ours to read (then not started by us)
+            continue
+        if any(n in env for n in needles):
+            found.append(p)
+    return found
+
+
+def assert_no_browser_left(what: str, *marks: Mark, wait: float = 10) -> None:
+    """Fail, naming them, if Chromium processes of `marks` still run after `wait` seconds (a
+    stopped browser's helpers take a moment to go). They are killed first (they are this
+    run's), so that one leak does not fail every later test."""
+    deadline = time.monotonic() + wait
+    while (left := marked_browsers(*marks)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    seen = []
+    for p in left:
+        try:
+            seen.append(f"{p.pid} {' '.join(p.cmdline())[:120]}")
+            p.kill()
+        except psutil.Error:
+            continue
+    if seen:
+        pytest.fail(f"Chromium left running after {what}: " + "; ".join(seen), pytrace=False)
+
+
+@dataclass(frozen=True)
+class Marks:
+    tests: Mark  # what the tests start
+    shared: Mark  # the package's shared crawl browser (crawl_browser)
+
+
+@pytest.fixture(scope="package", autouse=True)
+def browser_marks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Marks]:
+    """Mark what this package's tests start (environment and TMPDIR, also for this process's
+    own temp files); when the package ends, after its shared browser stopped, no Chromium of
+    either mark is left. The temp folders are short: Chromium's sockets go there."""
+    tmp_path_factory.getbasetemp()  # made now: pytest's temp folders stay where they are
+    value = uuid.uuid4().hex
+    marks = Marks(Mark(value, Path(tempfile.mkdtemp(prefix="af-browser-tests-"))),
+                  Mark(f"{value}/shared", Path(tempfile.mkdtemp(prefix="af-browser-shared-"))))
+    old = {k: os.environ.get(k) for k in (MARK_ENV, "TMPDIR")}
+    old_tempdir = tempfile.tempdir
+    os.environ[MARK_ENV], os.environ["TMPDIR"] = value, str(marks.tests.tmp)
+    tempfile.tempdir = str(marks.tests.tmp)
+    try:
+        yield marks
+    finally:
+        tempfile.tempdir = old_tempdir
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        try:
+            assert_no_browser_left("the browser tests", marks.tests, marks.shared)
+        finally:
+            for m in (marks.tests, marks.shared):
+                shutil.rmtree(m.tmp, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def no_browser_left(browser_marks: Marks, request: pytest.FixtureRequest) -> Iterator[None]:
+    """After each test (and its fixtures), no Chromium it started is running."""
+    yield
+    assert_no_browser_left(request.node.nodeid, browser_marks.tests)
 
 
 @pytest.fixture(scope="package")
@@ -120,11 +226,13 @@ def start_crawl_browser(crawl_dir: Path, env: dict[str, str]) -> CrawlBrowser:
 
 
 @pytest.fixture(scope="package")
-def crawl_browser(tmp_path_factory: pytest.TempPathFactory,
-                  proxy_env: dict[str, str]) -> Iterator[CrawlBrowser]:
+def crawl_browser(tmp_path_factory: pytest.TempPathFactory, proxy_env: dict[str, str],
+                  browser_marks: Marks) -> Iterator[CrawlBrowser]:
     """One crawl's browser behind the egress proxy, shared by the tests of this package;
     after them: stopped, and nothing of it is left."""
-    browser = start_crawl_browser(tmp_path_factory.mktemp("crawl"), proxy_env)
+    shared = browser_marks.shared  # it outlives the test that starts it
+    browser = start_crawl_browser(tmp_path_factory.mktemp("crawl"), {
+        **proxy_env, MARK_ENV: shared.value, "TMPDIR": str(shared.tmp)})
     try:
         yield browser
     finally:
