@@ -1,18 +1,18 @@
 """A crawl through the installed `archiveflow` command with the browser plugins (`crawled`):
 one Chromium for the whole crawl (plugins/chrome), stopped at crawl cleanup with nothing of it
-left; then its static HTML index, opened in headless Chromium: the thumbnail shows, the links
-resolve."""
+left; then its static HTML index, opened in headless Chromium (over a pipe, no debugging
+port): the thumbnails show, the PDF/DOM/single file/WACZ links resolve and open."""
 
 from __future__ import annotations
 
 import re
-import zipfile
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from tests.browser.conftest import cli, procs_using
-from tests.e2e.cdp import Browser
+from tests.browser.conftest import PipeBrowser, cli, procs_using
 
 BROWSER_PLUGINS = ("screenshot", "pdf", "dom", "singlefile")
 
@@ -43,13 +43,16 @@ def test_the_html_index_shows_the_browser_outputs(crawled: dict[str, Any]) -> No
     proc = cli(data, "index-html")
     assert proc.returncode == 0, proc.stderr[-2000:]
     index = data / "html" / "index.html"
-    with Browser(width=1200, height=900) as b:
+    snapshots = {r[0] for r in crawled["rows"]}
+    titles = {r[3] for r in crawled["rows"] if r[1] == "title"}
+    with PipeBrowser(width=1200, height=900) as b:
         b.goto(index.as_uri())
         assert b.wait_for("document.readyState === 'complete' && "
                           "[...document.images].every(i => i.complete)")
         thumbs = b.eval("[...document.querySelectorAll('img.thumb')].map("
                         "i => [i.naturalWidth, i.naturalHeight])")
-        assert thumbs and all(t == [1280, 900] for t in thumbs), thumbs
+        # one per snapshot, each the screenshot itself (the viewport it was taken at)
+        assert len(thumbs) == len(snapshots) and all(t == [1280, 900] for t in thumbs), thumbs
         links = b.eval("[...document.querySelectorAll('.views a')].map("
                        "a => [a.textContent, a.href])")
         by_label: dict[str, list[Path]] = {}
@@ -57,10 +60,17 @@ def test_the_html_index_shows_the_browser_outputs(crawled: dict[str, Any]) -> No
             by_label.setdefault(label, []).append(Path(unquote(urlsplit(href).path)))
         assert set(by_label) == {"PDF", "DOM", "single file", "WACZ"}, links
         for label, paths in by_label.items():
+            assert len(paths) == len(snapshots), (label, paths)  # every snapshot has each
             for path in paths:  # as the browser resolved the relative links
                 assert path.is_file(), (label, path)
         assert all(p.read_bytes().startswith(b"%PDF-") for p in by_label["PDF"])
-        assert all(zipfile.is_zipfile(p) for p in by_label["WACZ"])
+        for wacz in set(by_label["WACZ"]):  # the crawl's, linked from each of its snapshots
+            check = subprocess.run([sys.executable, "-m", "wacz", "validate", "-f", str(wacz)],
+                                   capture_output=True, text=True, timeout=120)
+            assert check.returncode == 0 and "is valid" in check.stdout, check.stdout
+        for dom in by_label["DOM"]:  # the DOM after load opens as the page it was
+            b.goto(dom.as_uri())
+            assert b.eval("document.title") in titles, dom
         page1 = next(p for p in by_label["single file"] if "<title>Page One<" in p.read_text())
         b.goto(page1.as_uri())
         assert b.wait_for("document.title === 'Page One'"), "the single file opens as the page"

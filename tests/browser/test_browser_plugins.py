@@ -4,19 +4,17 @@ the local site."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import signal
 import struct
 import time
 from pathlib import Path
-from types import ModuleType
 
 import psutil
 import pytest
 
-from tests.browser.conftest import DAEMON, CrawlBrowser, procs_using
+from tests.browser.conftest import CrawlBrowser, chrome_hook, procs_using
 from tests.plugins.pluginrun import HookRun, run_hook
 from tests.sitesrv import SiteServer
 
@@ -32,20 +30,11 @@ def hook(plugin: str, crawl: CrawlBrowser | Path, url: str, env: dict[str, str],
                     {**env, "CRAWL_DIR": str(crawl_dir)})
 
 
-def cdp_module() -> ModuleType:
-    """The chrome hook as a module: its CDP client, to look into the crawl's browser."""
-    spec = importlib.util.spec_from_file_location("chrome_hook", DAEMON)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def pages_open(crawl: CrawlBrowser) -> list[str]:
     """URLs of the tabs open in the crawl's browser, asked over its own socket."""
     import socket
 
-    mod = cdp_module()
+    mod = chrome_hook()
     with socket.socket(socket.AF_UNIX) as s:
         s.connect(crawl.info()["socket"])
         cdp = mod.CDP(s.fileno(), s.fileno(), "test")
