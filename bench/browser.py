@@ -9,12 +9,13 @@ by an untimed warm-up crawl), timed from the command's start to its exit:
 - off:        wget + parse_html_urls only (the browser plugins off), the baseline
 - shared:     the same + screenshot, pdf, dom in the crawl's one Chromium (plugins/chrome)
 - per hook:   the same with CHROME_ENABLED=false: every browser hook starts its own Chromium
-- both again with BROWSER_CONCURRENCY=4 (default 1: one browser hook at a time), in a data
+- both again with BROWSER_CONCURRENCY=2 (default 1: one browser hook at a time), in a data
   folder of their own (see WIDE)
 - screenshot: screenshot alone, shared vs its own Chromium per snapshot (the old design)
 
-Prints pages/s per crawl and the ratios. The machines are shared and noisy: compare ratios
-from one run, never absolute numbers from different runs.
+Prints pages/s per crawl, the 1-minute load average after it, and the ratios. The machines
+are shared and noisy: compare ratios from one run, never absolute numbers from different runs.
+`--only NAME` (repeatable) runs only those configurations.
 """
 
 from __future__ import annotations
@@ -47,9 +48,9 @@ CONFIGS: Final[tuple[tuple[str, str, tuple[str, ...]], ...]] = (
 # created with BROWSER_CONCURRENCY slots by the first crawl that needs it and then left as it
 # is (it may have been resized in the UI), so these must be the first to create it.
 WIDE: Final[tuple[tuple[str, str, tuple[str, ...]], ...]] = (
-    ("shared, 4 tabs", f"{BASE},{BROWSER}", ("BROWSER_CONCURRENCY=4",)),
-    ("per hook, 4 at once", f"{BASE},{BROWSER}", ("CHROME_ENABLED=false",
-                                                  "BROWSER_CONCURRENCY=4")),
+    ("shared, 2 tabs", f"{BASE},{BROWSER}", ("BROWSER_CONCURRENCY=2",)),
+    ("per hook, 2 at once", f"{BASE},{BROWSER}", ("CHROME_ENABLED=false",
+                                                  "BROWSER_CONCURRENCY=2")),
 )
 
 
@@ -100,20 +101,26 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=200, help="pages of the generated site")
     ap.add_argument("--repeat", type=int, default=1, help="crawls per configuration")
     ap.add_argument("--part", choices=["all", "default", "wide"], default="all",
-                    help="default: the BROWSER_CONCURRENCY=1 crawls; wide: the =4 ones")
+                    help="default: the BROWSER_CONCURRENCY=1 crawls; wide: the =2 ones")
+    ap.add_argument("--only", action="append", default=[], metavar="NAME",
+                    help="run only this configuration (repeatable), e.g. --only off")
     ns = ap.parse_args()
     site_mod = load_site()
     site = site_mod.generate(ns.n)
     rates: dict[str, float] = {}
-    parts = [(CONFIGS, ()), (WIDE, ("BROWSER_CONCURRENCY=4",))]
+    parts = [(CONFIGS, ()), (WIDE, ("BROWSER_CONCURRENCY=2",))]
     if ns.part != "all":
         parts = [parts[0] if ns.part == "default" else parts[1]]
     with site_mod.Server(site) as srv:
         seeds = site.seed_urls(srv.base)
         print(f"{ns.n} pages, {len(seeds)} seeds, depth 2, --concurrency 4 (CLI default)")
-        print(f"{'configuration':<20} {'pages':>5} {'seconds':>8} {'pages/s':>8}  "
+        print(f"load average at the start: {os.getloadavg()[0]:.2f}")
+        print(f"{'configuration':<20} {'pages':>5} {'seconds':>8} {'pages/s':>8} {'load':>5}  "
               "results; mean s per browser hook run")
         for configs, first in parts:
+            configs = tuple(c for c in configs if not ns.only or c[0] in ns.only)
+            if not configs:
+                continue
             with tempfile.TemporaryDirectory(prefix="bench-browser-") as d:
                 data = Path(d) / "data"
                 # Untimed: starts the Prefect server and creates the browser limit.
@@ -123,7 +130,9 @@ def main() -> None:
     print()
     ratios = (("browser outputs on / off (shared browser)", "shared", "off"),
               ("one browser per crawl / one per hook", "shared", "per hook"),
-              ("the same, BROWSER_CONCURRENCY=4", "shared, 4 tabs", "per hook, 4 at once"),
+              ("the same, BROWSER_CONCURRENCY=2", "shared, 2 tabs", "per hook, 2 at once"),
+              ("shared: BROWSER_CONCURRENCY=2 / 1", "shared, 2 tabs", "shared"),
+              ("per hook: BROWSER_CONCURRENCY=2 / 1", "per hook, 2 at once", "per hook"),
               ("screenshot alone, shared / own per snapshot", "screenshot shared",
                "screenshot own"))
     for label, a, b in ratios:
@@ -138,7 +147,8 @@ def run_config(data: Path, seeds: list[str], name: str, plugins: str,
     for _ in range(repeat):
         secs, snaps, statuses, hook_secs = crawl(data, seeds, plugins, config)
         best = max(best, snaps / secs)
-        print(f"{name:<20} {snaps:>5} {secs:>8.1f} {snaps / secs:>8.2f}  "
+        print(f"{name:<20} {snaps:>5} {secs:>8.1f} {snaps / secs:>8.2f} "
+              f"{os.getloadavg()[0]:>5.2f}  "
               + ", ".join(f"{k} {v}" for k, v in sorted(statuses.items())) + "; "
               + ", ".join(f"{k} {v:.2f}" for k, v in sorted(hook_secs.items())), flush=True)
     return best
