@@ -81,7 +81,7 @@ class PipeBrowser:
         chromium = self.mod.find_chromium()
         assert chromium, "no chromium"
         self.width, self.height = width, height
-        self.folder = tempfile.mkdtemp(prefix="af-pipe-browser-")
+        self.folder = tempfile.mkdtemp(prefix="af-pipe-browser-", dir=os.environ.get("TMPDIR"))
         self.proc, self.rfd, self.wfd = self.mod.launch_chromium(chromium, self.folder)
         self.cdp = self.mod.CDP(self.rfd, self.wfd, "chromium")
         self.tab: dict | None = None
@@ -181,31 +181,23 @@ class Marks:
 
 @pytest.fixture(scope="package", autouse=True)
 def browser_marks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Marks]:
-    """Mark what this package's tests start (environment and TMPDIR, also for this process's
-    own temp files); when the package ends, after its shared browser stopped, no Chromium of
-    either mark is left. The temp folders are short: Chromium's sockets go there."""
-    tmp_path_factory.getbasetemp()  # made now: pytest's temp folders stay where they are
+    """Mark what this package's tests start (environment; TMPDIR, in pytest's temp folder, so
+    that a Prefect server started meanwhile keeps its files); when the package ends, after
+    its shared browser stopped, no Chromium of either mark is left."""
     value = uuid.uuid4().hex
-    marks = Marks(Mark(value, Path(tempfile.mkdtemp(prefix="af-browser-tests-"))),
-                  Mark(f"{value}/shared", Path(tempfile.mkdtemp(prefix="af-browser-shared-"))))
+    marks = Marks(Mark(value, tmp_path_factory.mktemp("browser-tests")),
+                  Mark(f"{value}/shared", tmp_path_factory.mktemp("browser-shared")))
     old = {k: os.environ.get(k) for k in (MARK_ENV, "TMPDIR")}
-    old_tempdir = tempfile.tempdir
     os.environ[MARK_ENV], os.environ["TMPDIR"] = value, str(marks.tests.tmp)
-    tempfile.tempdir = str(marks.tests.tmp)
     try:
         yield marks
     finally:
-        tempfile.tempdir = old_tempdir
         for k, v in old.items():
             if v is None:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-        try:
-            assert_no_browser_left("the browser tests", marks.tests, marks.shared)
-        finally:
-            for m in (marks.tests, marks.shared):
-                shutil.rmtree(m.tmp, ignore_errors=True)
+    assert_no_browser_left("the browser tests", marks.tests, marks.shared)
 
 
 @pytest.fixture(autouse=True)
