@@ -77,19 +77,20 @@ def pywb(wacz: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         done = subprocess.run([str(PYWB_BIN / "wb-manager"), *args], cwd=root, text=True,
                               capture_output=True, timeout=120)
         assert done.returncode == 0, done.stderr[-2000:]
-    proc = subprocess.Popen([str(PYWB_BIN / "python"), str(SERVE)], cwd=root, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            start_new_session=True)
+    log = root / "pywb.stderr.log"  # a file: its access log must never fill a pipe
+    with open(log, "wb") as err:
+        proc = subprocess.Popen([str(PYWB_BIN / "python"), str(SERVE)], cwd=root, text=True,
+                                stdout=subprocess.PIPE, stderr=err, start_new_session=True)
     try:
         port = None
         deadline = time.monotonic() + 60
-        assert proc.stdout is not None and proc.stderr is not None
+        assert proc.stdout is not None
         while port is None:  # pywb prints chatter on stdout too; ours is `port N`
             assert time.monotonic() < deadline, "pywb did not start listening in 60 s"
             ready, _, _ = select.select([proc.stdout], [], [], 1)
             if ready:
                 line = proc.stdout.readline()
-                assert line, f"pywb exited {proc.wait()}: {proc.stderr.read()[-2000:]}"
+                assert line, f"pywb exited {proc.wait()}: {log.read_text()[-2000:]}"
                 if m := re.fullmatch(r"port (\d+)\n", line):
                     port = int(m.group(1))
         yield f"http://127.0.0.1:{port}/{COLL}"
