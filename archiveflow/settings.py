@@ -73,11 +73,34 @@ class SettingsValues(BaseModel):
                     "or `serve` holding it; 0 = never exit.")
     prefect_ui: bool = Field(
         default=True, description="Serve the Prefect UI from the local Prefect server.")
+    catalog: str | None = Field(
+        default=None,
+        description="Shared index (docs/scaling.md): a PostgreSQL URI (postgresql://user@host"
+                    "/db) of the DuckLake catalog that every machine's archiveflow uses instead "
+                    "of the embedded index.duckdb. Unset: the embedded file.")
+    storage: str | None = Field(
+        default=None,
+        description="Shared index: where DuckLake keeps its data files, a folder every "
+                    "machine mounts (or an s3:// URL); default <data folder>/lake.")
+    machine_id: str | None = Field(
+        default=None,
+        description="This Machine's id (default: derived from /etc/machine-id); set it when "
+                    "several workers share one host or the OS id is not stable.")
+    lib_dir: Path | None = Field(
+        default=None,
+        description="Where provider hooks install binaries on this machine (default "
+                    "<data folder>/lib); give each machine its own when the data folder is "
+                    "shared.")
 
     @field_validator("prefect_granularity", mode="before")
     @classmethod
     def _lower(cls, v: object) -> object:
         return v.strip().lower() if isinstance(v, str) else v
+
+    @field_validator("catalog", "storage", "machine_id", "lib_dir", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, v: object) -> object:
+        return None if isinstance(v, str) and not v.strip() else v
 
     @field_validator("duckdb_threads", mode="before")
     @classmethod

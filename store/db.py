@@ -65,6 +65,10 @@ class Store:
 
     One duckdb connection per process (DuckDB allows one read-write opener per file);
     each thread gets its own cursor from it, as DuckDB requires.
+
+    With `catalog` (default: ARCHIVEFLOW_CATALOG) the index is the shared DuckLake instead
+    of the file at `path` (store/lake.py): `shared` is True, cursors are lake cursors, and
+    many processes on many machines write and read it at once.
     """
 
     def __init__(
@@ -74,14 +78,41 @@ class Store:
         read_only: bool = False,
         wait_for_lock: float = 0.0,
         on_wait: Callable[[str], None] | None = None,
+        catalog: str | None = None,
+        storage: str | Path | None = None,
     ) -> None:
         self.path = Path(path)
         self.read_only = read_only
         self._local = threading.local()
-        self._con = self._connect(wait_for_lock, on_wait)
+        cfg = settings()
+        self.catalog = catalog if catalog is not None else cfg.catalog
+        self.shared = bool(self.catalog)
+        self._lock: Any = None
+        if self.shared:
+            from archiveflow.store import lake
+
+            self.storage = storage or cfg.storage or self.path.parent / "lake"
+            self._lock = lake.WriteLock(str(self.catalog))
+            self._con = lake.connect(str(self.catalog), self.storage, _connect_config(),
+                                     explicit=bool(storage or cfg.storage))
+        else:
+            self._con = self._connect(wait_for_lock, on_wait)
         self._con.execute("SET TimeZone = 'UTC'")
-        if not read_only:
+        if self.shared and not read_only:
+            from archiveflow.store import lake
+
+            lake.retry(self._migrate)
+        elif not read_only:
             self._migrate()
+
+    @property
+    def where(self) -> str:
+        """The index, for messages: its file, or the shared catalog (password hidden)."""
+        if self.shared:
+            from archiveflow.store.lake import redact
+
+            return f"shared index {redact(str(self.catalog))} (data files {self.storage})"
+        return str(self.path)
 
     def _connect(
         self, wait_for_lock: float, on_wait: Callable[[str], None] | None
@@ -102,11 +133,16 @@ class Store:
                 time.sleep(0.5)
 
     def _migrate(self) -> None:
-        con = self._con
-        con.execute(
-            "CREATE TABLE IF NOT EXISTS schema_version "
-            "(version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
-        )
+        con: Any = self._con
+        if self.shared:
+            con = self.cursor()  # the lake's cursor: the write lock, no constraints
+            con.execute("CREATE TABLE IF NOT EXISTS schema_version "
+                        "(version INTEGER NOT NULL, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())")
+        else:
+            con.execute(
+                "CREATE TABLE IF NOT EXISTS schema_version "
+                "(version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+            )
         row = con.execute("SELECT max(version) FROM schema_version").fetchone()
         current = (row[0] if row else None) or 0
         if current > SCHEMA_VERSION:
@@ -118,7 +154,12 @@ class Store:
             if version <= current:
                 continue
             con.execute("BEGIN")
-            con.execute(_sql_file(name))
+            if self.shared:
+                from archiveflow.store.lake import lake_schema
+
+                con.execute(lake_schema(_sql_file(name)))
+            else:
+                con.execute(_sql_file(name))
             con.execute("INSERT INTO schema_version (version) VALUES (?)", [version])
             con.execute("COMMIT")
         # Views are derived: replaced whenever views.sql changed (≈0.5 s to run it, so not
@@ -142,8 +183,13 @@ class Store:
         if cur is None:
             cur = self._con.cursor()
             cur.execute("SET TimeZone = 'UTC'")
+            if self.shared:
+                from archiveflow.store.lake import LAKE, LakeCursor
+
+                cur.execute(f"USE {LAKE}")  # a cursor starts in the in-memory database
+                cur = LakeCursor(cur, self._lock)  # type: ignore[assignment]
             self._local.cur = cur
-        return cur
+        return cur  # type: ignore[return-value]  # a LakeCursor passes for one
 
     @contextmanager
     def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -174,10 +220,22 @@ class Store:
             self._con.close()
         except duckdb.Error:
             pass
+        if self._lock is not None:
+            self._lock.close()
+
+
+def is_shared(cur: Any) -> bool:
+    """True when `cur` is a cursor on the shared index (store/lake.py)."""
+    return type(cur).__name__ == "LakeCursor"
 
 
 def retry_conflicts(fn: Callable[[], T], attempts: int = 8, delay: float = 0.005) -> T:
-    """Call fn, retrying on WriteConflict with a short backoff."""
+    """Call fn, retrying on WriteConflict with a short backoff (longer with the shared
+    index, whose writers are other processes)."""
+    if settings().catalog:
+        from archiveflow.store.lake import retry
+
+        return retry(fn)  # type: ignore[no-any-return]
     for i in range(attempts):
         try:
             return fn()

@@ -15,7 +15,7 @@ from typing import Any, Final
 
 import duckdb
 
-from archiveflow.store.db import map_errors
+from archiveflow.store.db import is_shared, map_errors
 from archiveflow.store.errors import IllegalTransition, RowNotFound, WriteConflict
 
 
@@ -226,6 +226,8 @@ def expire_leases(cur: duckdb.DuckDBPyConnection) -> int:
     time, so whoever could open it may take back what a dead process held. The `claim`
     moves then pick those rows up again.
     """
+    if is_shared(cur):  # other machines' workers hold live leases: they run out on their own
+        return 0
     n = 0
     for table in LEASED:
         res = cur.execute(
