@@ -93,8 +93,11 @@ class Store:
 
             self.storage = storage or cfg.storage or self.path.parent / "lake"
             self._lock = lake.WriteLock(str(self.catalog))
-            self._con = lake.connect(str(self.catalog), self.storage, _connect_config(),
-                                     explicit=bool(storage or cfg.storage))
+            # Under the write lock: two processes creating a new catalog at once collide in
+            # PostgreSQL ("duplicate key value violates unique constraint").
+            with self._lock.held():
+                self._con = lake.connect(str(self.catalog), self.storage, _connect_config(),
+                                         explicit=bool(storage or cfg.storage))
         else:
             self._con = self._connect(wait_for_lock, on_wait)
         self._con.execute("SET TimeZone = 'UTC'")

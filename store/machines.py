@@ -8,11 +8,26 @@ from typing import Any
 
 import duckdb
 
+from archiveflow.store.db import is_shared
+
 
 def upsert_machine(
     cur: duckdb.DuckDBPyConnection, *, machine_id: str, hostname: str, os: str, arch: str
 ) -> None:
     """Create this machine's row on first use; refresh hostname/os/arch afterwards."""
+    if is_shared(cur):  # no ON CONFLICT without a key: update, else insert, in one transaction
+        cur.execute("BEGIN")
+        try:
+            cur.execute("UPDATE machine SET hostname = ?, os = ?, arch = ?, modified_at = now() "
+                        "WHERE id = ?", [hostname, os, arch, machine_id])
+            cur.execute("INSERT INTO machine (id, hostname, os, arch) SELECT ?, ?, ?, ? "
+                        "WHERE NOT EXISTS (SELECT 1 FROM machine WHERE id = ?)",
+                        [machine_id, hostname, os, arch, machine_id])
+            cur.execute("COMMIT")
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
+        return
     cur.execute(
         """
         INSERT INTO machine (id, hostname, os, arch) VALUES (?, ?, ?, ?)

@@ -33,9 +33,13 @@ def _os_machine_id() -> str:
 
 
 def this_machine() -> MachineInfo:
-    """The Machine for this host; the id is a hash so the raw OS id is never exposed."""
+    """The Machine for this host; the id is a hash so the raw OS id is never exposed.
+    ARCHIVEFLOW_MACHINE_ID names it instead (several workers on one host, or no stable OS
+    id)."""
+    from archiveflow.settings import settings
+
     raw = _os_machine_id()
-    mid = hashlib.sha256(f"archiveflow:{raw}".encode()).hexdigest()[:16]
+    mid = settings().machine_id or hashlib.sha256(f"archiveflow:{raw}".encode()).hexdigest()[:16]
     return MachineInfo(
         id=mid,
         hostname=socket.gethostname(),

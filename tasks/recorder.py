@@ -72,7 +72,8 @@ def _result_rows(items: list[SnapshotDone]) -> dict[str, list[dict[str, Any]]]:
             errors.extend({"owner_id": r.ar_id, "hook_name": r.hook.name, "line": e.line,
                            "error": e.error} for e in o.record_errors)
             if r.run is not None:
-                procs.append(process_row("archiveresult", r.ar_id, r.run, o))
+                procs.append({**process_row("archiveresult", r.ar_id, r.run, o),
+                              "machine_id": item.ctx.machine_id})  # which machine ran it
     return {"finish": finish, "files": files, "errors": errors, "procs": procs}
 
 

@@ -7,6 +7,7 @@ its own cursor; the rest is read-only after start, except the caches guarded by 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import shutil
@@ -67,10 +68,13 @@ class Runtime:
     _config_cache: dict[str, dict[str, str]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    @property
+    @functools.cached_property
     def lib_dir(self) -> Path:
-        """Where provider hooks install binaries."""
-        return self.data_dir / "lib"
+        """Where provider hooks install binaries (ARCHIVEFLOW_LIB_DIR: this machine's own,
+        when the data folder is shared)."""
+        from archiveflow.settings import settings
+
+        return settings().lib_dir or self.data_dir / "lib"
 
     def lib_bin_dirs(self) -> list[Path]:
         """Folders with installed binaries, put first on every hook's PATH: ours, then the
@@ -308,6 +312,8 @@ def open_runtime(
         base_env=base_env, search_path=plugin_search_path(PROJECT_PLUGINS, data_dir, pre),
     )
     rt.refresh_binaries()
+    if store.shared:  # every machine reads the shared index itself: no read socket
+        return rt
     try:
         # lets `sql`/`status`/`search` read while we write
         rt.query_server = QueryServer(store, ops={"search": search.serve_request})

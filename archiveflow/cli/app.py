@@ -12,11 +12,22 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Final
 
-from archiveflow.cli import analytics, binaries, crawl, plugins, query, schedule, server, update
+from archiveflow.cli import (
+    analytics,
+    binaries,
+    crawl,
+    plugins,
+    query,
+    schedule,
+    server,
+    update,
+    worker,
+)
 from archiveflow.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CliError, say
 from archiveflow.settings import SettingsError, settings
 
-COMMAND_MODULES: Final = (crawl, update, query, schedule, server, analytics, binaries, plugins)
+COMMAND_MODULES: Final = (crawl, update, query, schedule, server, analytics, binaries, plugins,
+                          worker)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,185 @@
+"""A worker: archives the Snapshots that any crawl queued in the shared index, on this
+machine, until told to stop (`archiveflow worker`, docs/scaling.md).
+
+The shared index is the queue. A crawl started on any machine (`archiveflow add`) creates
+its Snapshots there and works through them itself; every live worker claims them too, with
+the same set-based claim (store/transitions.claim_next) under a lease of its own:
+
+- claim up to the free slots of one unfinished crawl's ready snapshots (queued, or started
+  by a worker whose lease ran out), shallowest first; prepare them (their ArchiveResults);
+  run each one's hook walk (tasks/snapshots.run) in a thread; the Recorder writes the
+  outcomes and seals the snapshot, as on one machine;
+- a heartbeat renews the lease of every snapshot this worker still holds, every third of
+  the lease: a worker that dies (kill -9, a lost machine) stops renewing, and after the
+  lease another worker claims its snapshots; `prepare` there keeps every result already
+  final and learns finished hooks from their files (a shared data folder), so nothing is
+  run twice that had finished, and nothing is lost;
+- `stop()` (SIGTERM/SIGINT): claim nothing more, hand back snapshots claimed but not
+  started (requeue), finish the running ones, write them, return.
+
+The crawl itself (its on_Crawl hooks, cleanup, seal) stays with the process that started
+it. A plugin whose binary this machine lacks fails on this machine with the reason (as on
+one machine); install binaries on every worker machine (`archiveflow install`).
+No Prefect import: the CLI wraps this.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Final
+
+from archiveflow.store import crawls as crawl_store
+from archiveflow.store import snapshots as snapshot_store
+from archiveflow.store.db import retry_conflicts
+from archiveflow.store.transitions import move, renew_leases
+from archiveflow.tasks import snapshots
+from archiveflow.tasks.plan import ResultDone, SnapshotPlan
+from archiveflow.tasks.recorder import Recorder
+from archiveflow.tasks.runtime import Runtime
+
+DEFAULT_LEASE: Final[float] = 300.0  # s; renewed every third of it while held
+DEFAULT_POLL: Final[float] = 1.0  # s between looks at the index when there is nothing to do
+
+
+@dataclass
+class WorkerReport:
+    """What a worker did before it stopped."""
+
+    snapshots: int = 0  # archived (recorded and sealed) by this worker
+    results: dict[str, int] = field(default_factory=dict)  # their ArchiveResults by status
+    handed_back: int = 0  # claimed but not started when told to stop
+    errors: list[str] = field(default_factory=list)
+
+
+class Worker:
+    """Claims and archives snapshots of every unfinished crawl, `concurrency` at a time."""
+
+    def __init__(self, rt: Runtime, *, concurrency: int = 2, lease: float = DEFAULT_LEASE,
+                 poll: float = DEFAULT_POLL) -> None:
+        if not rt.store.shared:
+            raise ValueError("a worker needs the shared index (ARCHIVEFLOW_CATALOG)")
+        self.rt = rt
+        self.concurrency = max(1, concurrency)
+        self.lease = lease
+        self.poll = poll
+        self.report = WorkerReport()
+        self._stop = threading.Event()
+        self._held: dict[str, SnapshotPlan] = {}  # snapshot id → plan, while leased here
+        self._held_lock = threading.Lock()
+
+    def stop(self) -> None:
+        """Finish what runs, start nothing new (safe from a signal handler)."""
+        self._stop.set()
+
+    def run(self) -> WorkerReport:
+        """Work until `stop()`; returns what was done."""
+        recorder = Recorder(self.rt.store)
+        beat = threading.Thread(target=self._heartbeat, name="archiveflow-worker-lease",
+                                daemon=True)
+        beat.start()
+        running: set[Future[list[ResultDone]]] = set()
+        try:
+            with ThreadPoolExecutor(self.concurrency,
+                                    thread_name_prefix="archiveflow-worker") as pool:
+                while not self._stop.is_set():
+                    running = {f for f in running if not f.done()}
+                    free = self.concurrency - len(running)
+                    plans = self._claim(free) if free > 0 else []
+                    for plan in plans:
+                        fut = pool.submit(self._archive, recorder, plan)
+                        running.add(fut)
+                    if not plans:
+                        self._stop.wait(self.poll)
+                    elif free == len(plans):
+                        continue  # took every free slot: look again as soon as one frees
+                    else:
+                        self._stop.wait(min(self.poll, 0.2))
+                for fut in running:
+                    fut.result()  # the walks end on their own; an error is raised here
+        finally:
+            recorder.close()
+            self._stop.set()
+            beat.join(5)
+        return self.report
+
+    def _claim(self, free: int) -> list[SnapshotPlan]:
+        """Claim and prepare up to `free` ready snapshots of the oldest unfinished crawls."""
+        cur = self.rt.store.cursor()
+        out: list[SnapshotPlan] = []
+        for crawl in crawl_store.unfinished_crawls(cur):
+            if crawl["status"] != "started" or len(out) >= free:
+                continue
+            claimed = snapshot_store.claim_snapshots(cur, crawl["id"], limit=free - len(out),
+                                                     lease=self.lease)
+            if not claimed:
+                continue
+            with self._held_lock:
+                for s in claimed:
+                    self._held[s["id"]] = None  # type: ignore[assignment]  # held, not ready
+            try:
+                plans = snapshots.prepare(self.rt, crawl, claimed)
+            except BaseException:
+                self._hand_back([s["id"] for s in claimed])
+                raise
+            with self._held_lock:
+                for plan in plans:
+                    self._held[plan.snapshot["id"]] = plan
+            out.extend(plans)
+        return out
+
+    def _archive(self, recorder: Recorder, plan: SnapshotPlan) -> list[ResultDone]:
+        sid = plan.snapshot["id"]
+        try:
+            if self._stop.is_set():  # told to stop before it started: hand it back
+                self._hand_back([sid])
+                self.report.handed_back += 1
+                return []
+            done = snapshots.run(self.rt, recorder, plan, wait=True)
+            self.report.snapshots += 1
+            for r in done:
+                self.report.results[r.outcome.status] = (
+                    self.report.results.get(r.outcome.status, 0) + 1)
+            return done
+        except Exception as e:
+            self.report.errors.append(f"snapshot {sid} ({plan.snapshot['url']}): {e}")
+            raise
+        finally:
+            with self._held_lock:
+                self._held.pop(sid, None)
+
+    def _hand_back(self, ids: list[str]) -> None:
+        """started → queued for snapshots this worker will not run (its results, if any,
+        stay as they are: the next claimer's `prepare` resumes them)."""
+        if ids:
+            retry_conflicts(lambda: move(self.rt.store.cursor(), "snapshot", "requeue", ids,
+                                         returning="id"))
+        with self._held_lock:
+            for sid in ids:
+                self._held.pop(sid, None)
+
+    def _heartbeat(self) -> None:
+        """Renew the lease of every snapshot held, every third of the lease."""
+        every = max(0.5, self.lease / 3)
+        while not self._stop.wait(every):
+            with self._held_lock:
+                ids = list(self._held)
+            if ids:
+                try:
+                    renew_leases(self.rt.store.cursor(), "snapshot", ids, self.lease)
+                except Exception as e:  # noqa: BLE001 - the next beat tries again
+                    self.report.errors.append(f"lease renewal: {e}")
+        # after stop: keep renewing while walks still run (they finish on their own)
+        while True:
+            with self._held_lock:
+                ids = list(self._held)
+            if not ids:
+                return
+            try:
+                renew_leases(self.rt.store.cursor(), "snapshot", ids, self.lease)
+            except Exception:  # noqa: BLE001
+                pass
+            time.sleep(every)
+
