@@ -262,6 +262,25 @@ class WriteLock:
         self._thread.join(5)
 
 
+def probe_catalog(catalog: str, timeout: float = 5.0) -> str:
+    """The catalog server's version, asked over a connection of its own (`doctor`);
+    CatalogUnavailable with the reason when it does not answer."""
+    import asyncpg
+
+    async def ask() -> str:
+        conn = await asyncpg.connect(pg_uri(catalog), timeout=timeout)
+        try:
+            return str(await conn.fetchval("SHOW server_version"))
+        finally:
+            await conn.close()
+
+    try:
+        return asyncio.run(ask())
+    except Exception as e:  # noqa: BLE001 - any failure is the answer
+        raise CatalogUnavailable(f"catalog {redact(catalog)} does not answer: "
+                                 f"{type(e).__name__}: {e}") from e
+
+
 def pg_uri(catalog: str) -> str:
     """The catalog as a postgresql:// URI (libpq's key=value form converted)."""
     if "://" in catalog:

@@ -7,6 +7,7 @@ import signal
 import time
 from types import FrameType
 
+from archiveflow.cli import doctor
 from archiveflow.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
@@ -55,7 +56,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def register(command: Command) -> None:
-    """Add `worker`."""
+    """Add `worker` and `doctor` (which says whether the shared index answers)."""
+    doctor.register(command)
     w = command("worker", cmd_worker,
                 "Archive snapshots of every crawl in the shared index on this machine, until "
                 "stopped (SIGTERM/Ctrl-C finish what runs). Needs ARCHIVEFLOW_CATALOG.")
