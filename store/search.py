@@ -30,6 +30,7 @@ import duckdb
 import polars as pl
 
 from archiveflow.store import search_index
+from archiveflow.store.db import is_shared
 from archiveflow.store.fts import SearchError, fts_extension_path, load_fts, load_sql
 
 if TYPE_CHECKING:
@@ -69,6 +70,9 @@ _SNAPSHOT_COLUMNS: Final[str] = "id, url, title, output_dir, created_at"
 def ensure_tables(cur: duckdb.DuckDBPyConnection) -> None:
     """Create snapshot_text and the index tables if missing (idempotent); drop the index
     of an older archiveflow (its text is indexed again from snapshot_text)."""
+    if is_shared(cur):  # the index's ids come from a sequence, which DuckLake has not
+        raise SearchError("full-text search is not available on the shared index yet "
+                          "(docs/scaling.md)")
     cur.execute(DDL)
     search_index.ensure_index_tables(cur)
     row = cur.execute("SELECT count(*) FROM duckdb_schemas() WHERE schema_name = ?",

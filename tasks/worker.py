@@ -9,8 +9,8 @@ the same set-based claim (store/transitions.claim_next) under a lease of its own
   by a worker whose lease ran out), shallowest first; prepare them (their ArchiveResults);
   run each one's hook walk (tasks/snapshots.run) in a thread; the Recorder writes the
   outcomes and seals the snapshot, as on one machine;
-- a heartbeat renews the lease of every snapshot this worker still holds, every third of
-  the lease: a worker that dies (kill -9, a lost machine) stops renewing, and after the
+- a heartbeat renews the lease of every snapshot this worker still holds, every quarter
+  of the lease: a worker that dies (kill -9, a lost machine) stops renewing, and after the
   lease another worker claims its snapshots; `prepare` there keeps every result already
   final and learns finished hooks from their files (a shared data folder), so nothing is
   run twice that had finished, and nothing is lost;
@@ -40,7 +40,7 @@ from archiveflow.tasks.plan import ResultDone, SnapshotPlan
 from archiveflow.tasks.recorder import Recorder
 from archiveflow.tasks.runtime import Runtime
 
-DEFAULT_LEASE: Final[float] = 300.0  # s; renewed every third of it while held
+DEFAULT_LEASE: Final[float] = 300.0  # s; renewed every quarter of it while held
 DEFAULT_POLL: Final[float] = 1.0  # s between looks at the index when there is nothing to do
 
 
@@ -161,8 +161,9 @@ class Worker:
                 self._held.pop(sid, None)
 
     def _heartbeat(self) -> None:
-        """Renew the lease of every snapshot held, every third of the lease."""
-        every = max(0.5, self.lease / 3)
+        """Renew the lease of every snapshot held, every quarter of the lease (a renewal may
+        wait for the write lock)."""
+        every = max(0.5, self.lease / 4)
         while not self._stop.wait(every):
             with self._held_lock:
                 ids = list(self._held)

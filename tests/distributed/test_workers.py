@@ -21,7 +21,10 @@ from tests.command import ARCHIVEFLOW
 from tests.distributed.conftest import new_catalog
 from tests.distributed.pg import PgServer
 
-LEASE = 5.0  # s: short, so the test sees a dead worker's snapshots taken over
+# s: short, so the test sees a dead worker's snapshots taken over; not shorter: on a loaded
+# 2-core machine a renewal can wait seconds for the write lock, and a lease that runs out
+# under a live worker hands its snapshot to another (whose takeover stops the running hook)
+LEASE = 10.0
 SLOW_PAGES = 12  # pages answering after SLOW s each: the crawl is still running at the kill
 SLOW = 1.5
 
