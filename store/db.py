@@ -187,10 +187,13 @@ class Store:
             cur = self._con.cursor()
             cur.execute("SET TimeZone = 'UTC'")
             if self.shared:
-                from archiveflow.store.lake import LAKE, LakeCursor
+                from archiveflow.store.lake import LAKE, LakeCursor, retry
 
-                cur.execute(f"USE {LAKE}")  # a cursor starts in the in-memory database
-                cur = LakeCursor(cur, self._lock)  # type: ignore[assignment]
+                # A cursor starts in the in-memory database; USE asks the catalog (retried
+                # while it restarts).
+                raw = cur
+                retry(lambda: raw.execute(f"USE {LAKE}"))
+                cur = LakeCursor(raw, self._lock)
             self._local.cur = cur
         return cur  # type: ignore[return-value]  # a LakeCursor passes for one
 

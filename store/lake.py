@@ -56,6 +56,7 @@ KEYED: Final[frozenset[str]] = frozenset(
 _WRITE_WORDS: Final[tuple[str, ...]] = ("INSERT", "UPDATE", "DELETE", "CREATE", "DROP",
                                         "ALTER", "MERGE")
 RETRIES: Final[int] = 40  # attempts at a statement or transaction that lost a conflict
+CATALOG_WAIT: Final[float] = 120.0  # s a statement waits for the catalog to come back
 
 
 class CatalogUnavailable(StoreError):
@@ -315,7 +316,7 @@ _counter = iter(range(1 << 62))
 _FRAME_NAME = re.compile(r"\b(_af_\w+)\b")
 
 
-def is_conflict(e: BaseException) -> bool:
+def is_conflict(e: BaseException | None) -> bool:
     """A lost optimistic commit (DuckLake's or DuckDB's own)."""
     return isinstance(e, (duckdb.TransactionException, WriteConflict)) and (
         "conflict" in str(e).lower())
@@ -395,44 +396,46 @@ class LakeCursor:
             return self
         m_upd = _UPDATE_RET.match(sql)
         m_ins = _INSERT.match(sql) if word.startswith("INSERT") else None
-        special = m_upd is not None or (m_ins is not None and (
+        special = m_upd is not None or (m_ins is not None and bool(
             m_ins["ret"] or m_ins["table"].lower() in KEYED))
-        if not word.startswith(_WRITE_WORDS):
+        if self._in_txn:  # the caller's transaction retries as a whole, if it does
+            if special and word.startswith(_WRITE_WORDS):
+                return self._special(m_upd, m_ins, sql, params)
             return self._raw(sql, params)
-        if self._in_txn:
-            return self._special(m_upd, m_ins, sql, params) if special else self._raw(sql, params)
+        # On its own: retried when it lost a conflict or the catalog was away (a read, or a
+        # write that did not commit, can run again).
+        if not word.startswith(_WRITE_WORDS):
+            return retry(lambda: self._raw(sql, params))  # type: ignore[no-any-return]
+        return retry(  # type: ignore[no-any-return]
+            lambda: self._autocommit(m_upd, m_ins, special, sql, params))
+
+    def _autocommit(self, m_upd: re.Match[str] | None, m_ins: re.Match[str] | None,
+                    special: bool, sql: str, params: Any) -> LakeCursor:
         if m_upd is not None and not self._update_ids(m_upd, params):
             # Nothing to move (an idle worker polling): no lock, no transaction; the same
             # as losing the race to whoever moved the rows first.
             self._desc, self._rows = self._cur.execute(
                 f"SELECT {self._ret(m_upd)} FROM {m_upd['table']} LIMIT 0").description, []
             return self
-        for attempt in range(RETRIES):
+        with self._lock.held():
+            if not special:
+                return self._raw(sql, params)
+            self._raw("BEGIN")
             try:
-                with self._lock.held():
-                    if not special:
-                        return self._raw(sql, params)
-                    self._raw("BEGIN")
-                    try:
-                        self._special(m_upd, m_ins, sql, params)
-                        rows, desc = self._rows, self._desc
-                        if rows is None:  # the statement's own result (an INSERT's count)
-                            desc = self._cur.description
-                            rows = self._cur.fetchall() if desc else []
-                        self._raw("COMMIT")
-                        self._rows, self._desc = rows, desc
-                        return self
-                    except BaseException:
-                        try:
-                            self._cur.execute("ROLLBACK")
-                        except duckdb.Error:
-                            pass
-                        raise
-            except duckdb.Error as e:
-                if not is_conflict(e) or attempt == RETRIES - 1:
-                    raise
-                backoff(attempt)
-        raise AssertionError("unreachable")
+                self._special(m_upd, m_ins, sql, params)
+                rows, desc = self._rows, self._desc
+                if rows is None:  # the statement's own result (an INSERT's count)
+                    desc = self._cur.description
+                    rows = self._cur.fetchall() if desc else []
+                self._raw("COMMIT")
+                self._rows, self._desc = rows, desc
+                return self
+            except BaseException:
+                try:
+                    self._cur.execute("ROLLBACK")
+                except duckdb.Error:
+                    pass
+                raise
 
     def _release(self) -> None:
         held, self._held = self._held, None
@@ -519,13 +522,40 @@ class LakeCursor:
         return self
 
 
-def retry(fn: Callable[[], Any], attempts: int = RETRIES) -> Any:
-    """Call fn, retrying lost conflicts with a jittered backoff."""
-    for attempt in range(attempts):
+def retry(fn: Callable[[], Any], attempts: int = RETRIES, wait: float | None = None) -> Any:
+    """Call fn again while it loses conflicts (up to `attempts`, jittered backoff) or the
+    catalog does not answer (for up to `wait` s, default CATALOG_WAIT: a restart of
+    PostgreSQL); any other error is raised at once."""
+    deadline = time.monotonic() + (CATALOG_WAIT if wait is None else wait)
+    conflicts = 0
+    while True:
         try:
             return fn()
-        except (duckdb.Error, WriteConflict) as e:
-            if not is_conflict(e) or attempt == attempts - 1:
+        except (duckdb.Error, StoreError) as e:
+            if is_conflict(e) or is_conflict(e.__cause__):
+                conflicts += 1
+                if conflicts >= attempts:
+                    raise
+                backoff(conflicts)
+            elif catalog_down(e) and time.monotonic() < deadline:
+                time.sleep(0.5)
+            else:
                 raise
-            backoff(attempt)
-    raise AssertionError("unreachable")
+
+
+_CATALOG_DOWN: Final[tuple[str, ...]] = (
+    "unable to connect to postgres", "server closed the connection", "terminating connection",
+    "connection refused", "no connection to the server", "could not connect",
+    "connection to server", "ssl connection has been closed", "the database system is",
+)
+
+
+def catalog_down(e: BaseException | None) -> bool:
+    """The catalog (PostgreSQL) did not answer: down, restarting, or the connection lost."""
+    while e is not None:
+        if isinstance(e, CatalogUnavailable):
+            return True
+        if isinstance(e, duckdb.Error) and any(p in str(e).lower() for p in _CATALOG_DOWN):
+            return True
+        e = e.__cause__
+    return False

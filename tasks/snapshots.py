@@ -126,26 +126,35 @@ def prepare(rt: Runtime, crawl: dict[str, Any], snapshots: list[dict[str, Any]]
                 raise
             # Go on: each hook then fails with the reason instead of the whole crawl crashing.
         plans.append(SnapshotPlan(crawl, snapshot, cfg, env, snap_dir))
-    with rt.store.transaction() as cur:
-        existing: dict[str, list[dict[str, Any]]] = {s["id"]: [] for s in snapshots}
-        for row in result_store.results_of(cur, list(existing)):
-            existing[row["snapshot_id"]].append(row)
-        fresh = []
-        for plan in plans:
-            s = plan.snapshot
-            hooks = per_config[id(plan.config)][0]
-            have = {r["hook_name"] for r in existing[s["id"]]}
-            for h in hooks.values():
-                if h.name not in have:
-                    row = {"id": new_id(), "snapshot_id": s["id"], "plugin": h.plugin,
-                           "hook_name": h.name, "output_dir": f"{s['output_dir']}/{h.plugin}",
-                           "is_background": h.is_background, "status": "started"}
-                    fresh.append(row)
-                    existing[s["id"]].append(row)
-        result_store.create_started(cur, fresh, lease=LEASE)
-        queued = [r["id"] for rows in existing.values() for r in rows if r["status"] == "queued"]
-        if queued:  # results a resumed snapshot had not started yet
-            move(cur, "archiveresult", "claim", queued, lease=LEASE, returning="id")
+
+    def create() -> tuple[dict[str, list[dict[str, Any]]], list[dict[str, Any]]]:
+        # One transaction, run again whole if it loses a conflict (the shared index has
+        # other writers; store/lake.py).
+        with rt.store.transaction() as cur:
+            existing: dict[str, list[dict[str, Any]]] = {s["id"]: [] for s in snapshots}
+            for row in result_store.results_of(cur, list(existing)):
+                existing[row["snapshot_id"]].append(row)
+            fresh = []
+            for plan in plans:
+                s = plan.snapshot
+                hooks = per_config[id(plan.config)][0]
+                have = {r["hook_name"] for r in existing[s["id"]]}
+                for h in hooks.values():
+                    if h.name not in have:
+                        row = {"id": new_id(), "snapshot_id": s["id"], "plugin": h.plugin,
+                               "hook_name": h.name,
+                               "output_dir": f"{s['output_dir']}/{h.plugin}",
+                               "is_background": h.is_background, "status": "started"}
+                        fresh.append(row)
+                        existing[s["id"]].append(row)
+            result_store.create_started(cur, fresh, lease=LEASE)
+            queued = [r["id"] for rows in existing.values() for r in rows
+                      if r["status"] == "queued"]
+            if queued:  # results a resumed snapshot had not started yet
+                move(cur, "archiveresult", "claim", queued, lease=LEASE, returning="id")
+            return existing, fresh
+
+    existing, fresh = retry_conflicts(create)
     fresh_ids = {r["id"] for r in fresh}
     stale_all: list[str] = []
     for plan in plans:

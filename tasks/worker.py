@@ -34,6 +34,7 @@ from typing import Final
 from archiveflow.store import crawls as crawl_store
 from archiveflow.store import snapshots as snapshot_store
 from archiveflow.store.db import retry_conflicts
+from archiveflow.store.errors import StoreError
 from archiveflow.store.transitions import move, renew_leases
 from archiveflow.tasks import snapshots
 from archiveflow.tasks.plan import ResultDone, SnapshotPlan
@@ -87,7 +88,14 @@ class Worker:
                 while not self._stop.is_set():
                     running = {f for f in running if not f.done()}
                     free = self.concurrency - len(running)
-                    plans = self._claim(free) if free > 0 else []
+                    try:
+                        plans = self._claim(free) if free > 0 else []
+                    except StoreError as e:
+                        # The catalog went away for longer than the store waits (or the
+                        # claim lost every retry): what was claimed runs out of lease and
+                        # is claimed again; look again later.
+                        self.report.errors.append(f"claim: {e}")
+                        plans = []
                     for plan in plans:
                         fut = pool.submit(self._archive, recorder, plan)
                         running.add(fut)
@@ -122,7 +130,9 @@ class Worker:
             try:
                 plans = snapshots.prepare(self.rt, crawl, claimed)
             except BaseException:
-                self._hand_back([s["id"] for s in claimed])
+                with self._held_lock:  # no more renewals: their leases run out, and any
+                    for s in claimed:  # worker (this one too) claims them again
+                        self._held.pop(s["id"], None)
                 raise
             with self._held_lock:
                 for plan in plans:
