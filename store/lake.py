@@ -45,6 +45,7 @@ from typing import Any, Final
 import duckdb
 
 from archiveflow.store.errors import StoreError, WriteConflict
+from archiveflow.store.reader import Reader, WriteRefused
 
 LAKE: Final[str] = "lake"  # the attached catalog's name
 LOCK_KEY: Final[int] = 0x61726368  # the advisory lock of the index's writers ("arch")
@@ -114,9 +115,10 @@ def data_path(storage: str | Path) -> str:
 
 
 def connect(catalog: str, storage: str | Path, config: dict[str, Any], *,
-            explicit: bool = False) -> duckdb.DuckDBPyConnection:
+            explicit: bool = False, read_only: bool = False) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB with the lake attached as the default catalog. `explicit`: the
-    storage root was configured (else it is the default, used only for a new catalog)."""
+    storage root was configured (else it is the default, used only for a new catalog).
+    `read_only`: DuckDB refuses every write to the lake."""
     ducklake, postgres = extension_files()
     con = duckdb.connect(":memory:", config={**config, "autoinstall_known_extensions": False,
                                               "autoload_known_extensions": False})
@@ -128,14 +130,14 @@ def connect(catalog: str, storage: str | Path, config: dict[str, Any], *,
         target = _quote("ducklake:postgres:" + catalog)
         # The catalog remembers its data path. An explicit storage root wins (another
         # machine mounts the same storage elsewhere); the default one only starts a catalog.
-        opts = f"DATA_PATH {_quote(data_path(storage))}"
+        opts = f"DATA_PATH {_quote(data_path(storage))}" + (", READ_ONLY" if read_only else "")
         try:
             con.execute(f"ATTACH {target} AS {LAKE} ({opts}"
                         f"{', OVERRIDE_DATA_PATH true' if explicit else ''})")
         except duckdb.Error as e:
             if explicit or "does not match existing data path" not in str(e):
                 raise
-            con.execute(f"ATTACH {target} AS {LAKE}")
+            con.execute(f"ATTACH {target} AS {LAKE}" + (" (READ_ONLY)" if read_only else ""))
         con.execute(f"USE {LAKE}")
     except duckdb.Error as e:
         con.close()
@@ -559,3 +561,20 @@ def catalog_down(e: BaseException | None) -> bool:
             return True
         e = e.__cause__
     return False
+
+
+class LakeReader(Reader):
+    """`archiveflow sql`/`status`/`stats` on the shared index: every machine reads the lake
+    itself (no writer to go through), attached READ_ONLY, with the same query check as the
+    embedded reader (store/readonly.py)."""
+
+    def __init__(self, catalog: str, storage: str | Path, *, explicit: bool = False,
+                 write: bool = False) -> None:
+        if write:
+            raise WriteRefused("`--write` is not available on the shared index: it has other "
+                               "writers; change it through archiveflow's own commands")
+        self.index_path = Path(str(storage))
+        self.write = False
+        self.via_writer = False
+        self._con = retry(lambda: connect(catalog, storage, {}, explicit=explicit,
+                                          read_only=True))

@@ -15,6 +15,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from archiveflow.cli.table import print_table
+from archiveflow.settings import settings
 from archiveflow.store.export import csv_safe
 from archiveflow.store.reader import QueryError, Reader, Result
 
@@ -22,7 +23,14 @@ __all__ = ["QueryError", "Reader", "Result", "open_reader", "write_result"]
 
 
 def open_reader(data_dir: Path, *, write: bool = False) -> Reader:
-    """A Reader of `<data_dir>/index.duckdb` (through the writer if one is running)."""
+    """A Reader of `<data_dir>/index.duckdb` (through the writer if one is running), or of
+    the shared index when ARCHIVEFLOW_CATALOG is set (docs/scaling.md)."""
+    cfg = settings()
+    if cfg.catalog:
+        from archiveflow.store.lake import LakeReader
+
+        return LakeReader(cfg.catalog, cfg.storage or data_dir.resolve() / "lake",
+                          explicit=bool(cfg.storage), write=write)
     return Reader(data_dir.resolve() / "index.duckdb", write=write)
 
 

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import itertools
 import os
+import secrets
+import socket
 import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -70,6 +76,54 @@ def store(shared_store: Store, monkeypatch: pytest.MonkeyPatch,
     yield shared_store
 
 
-@pytest.fixture
-def data_root(tmp_path: Path) -> Path:
-    return tmp_path
+@pytest.fixture(scope="session")
+def prefect_on_pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """A Prefect server whose database is on PostgreSQL (what every machine of a shared
+    set-up reports to), with its API password; the client's settings. Its PostgreSQL is
+    not the catalog's: the tests restart that one, and Prefect's clients do not retry the
+    500s its server answers meanwhile."""
+    pg = PgServer()
+    pg.init()
+    db = urllib.parse.urlsplit(new_catalog(pg)).path.lstrip("/")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    auth = f"archiveflow:{secrets.token_hex(16)}"
+    home = tmp_path_factory.mktemp("prefect-home")
+    env = {**os.environ, "PREFECT_HOME": str(home),
+           "PREFECT_API_DATABASE_CONNECTION_URL":
+               f"postgresql+asyncpg://{pg.user}@/{db}?host={pg.sock}",
+           "PREFECT_SERVER_API_AUTH_STRING": auth, "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+           "PREFECT_SERVER_UI_ENABLED": "false", "PREFECT_LOGGING_LEVEL": "WARNING"}
+    env.pop("PREFECT_API_URL", None)
+    log = open(home / "server.log", "wb")  # noqa: SIM115 - the server's, closed below
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "prefect"), "server", "start", "--host",
+         "127.0.0.1", "--port", str(port), "--analytics-off", "--no-ui"],
+        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}/api"
+    try:
+        deadline = time.monotonic() + 240  # a fresh database migrates first (≈50 s here)
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as resp:
+                    if resp.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None:
+                raise RuntimeError((home / "server.log").read_text()[-3000:])
+            time.sleep(0.5)
+        else:
+            raise RuntimeError("the Prefect server on PostgreSQL did not answer in 240 s")
+        yield {"PREFECT_API_URL": url, "PREFECT_API_AUTH_STRING": auth, "db": db,
+               "sock": str(pg.sock), "user": pg.user}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, 9)
+            proc.wait()
+        log.close()
+        pg.remove()

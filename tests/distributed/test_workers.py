@@ -1,12 +1,14 @@
 """Two `archiveflow worker` processes posing as two machines (own machine id, own lib
 folder) and the `archiveflow add` that started the crawl share one index (DuckLake on this
-session's PostgreSQL) and one data folder. One worker is killed with SIGKILL mid-crawl,
+session's PostgreSQL), one data folder and one Prefect server (its database on another
+PostgreSQL, its API behind a password). One worker is killed with SIGKILL mid-crawl,
 its hooks with it (its machine is gone): after its lease, the others archive what it held.
 Right after, the catalog's PostgreSQL is SIGKILLed and started again. Every page is archived
 exactly once; the per-machine split is read back with SQL."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -81,10 +83,12 @@ def _kill_machine(proc: subprocess.Popen[bytes]) -> None:
 
 @pytest.mark.timeout(600)
 def test_crawl_spreads_over_workers_survives_a_killed_one_and_a_catalog_restart(
-        pg: PgServer, site_url: str, prefect_api: str, tmp_path: Path) -> None:
+        pg: PgServer, site_url: str, prefect_on_pg: dict[str, str], tmp_path: Path) -> None:
     data = tmp_path / "data"  # the shared data folder (every machine mounts it)
     env = {**os.environ, "ARCHIVEFLOW_CATALOG": new_catalog(pg),
-           "ARCHIVEFLOW_STORAGE": str(tmp_path / "lake"), "PREFECT_API_URL": prefect_api,
+           "ARCHIVEFLOW_STORAGE": str(tmp_path / "lake"),
+           "PREFECT_API_URL": prefect_on_pg["PREFECT_API_URL"],
+           "PREFECT_API_AUTH_STRING": prefect_on_pg["PREFECT_API_AUTH_STRING"],
            "ARCHIVEFLOW_LOCK_WAIT": "60", "PREFECT_LOGGING_LEVEL": "WARNING"}
     logs = {m: tmp_path / f"{m}.log" for m in ("w1", "w2")}
     workers = {m: _start_worker(env, data, m, logs[m]) for m in logs}
@@ -157,3 +161,17 @@ def test_crawl_spreads_over_workers_survives_a_killed_one_and_a_catalog_restart(
     finally:
         store.close()
     assert not (data / "lib").exists()  # each machine installs into its own lib folder
+    # any machine reads the shared index itself, read-only (no writer to go through)
+    q = subprocess.run([ARCHIVEFLOW, "--data-dir", str(data), "sql", "--format", "json",
+                        "SELECT count(*) AS n FROM snapshot WHERE status = 'sealed'"],
+                       env={**env, "ARCHIVEFLOW_MACHINE_ID": "w1"}, capture_output=True,
+                       text=True, timeout=120)
+    assert q.returncode == 0, q.stderr
+    assert json.loads(q.stdout.splitlines()[0]) == {"n": len(urls)}
+    # the crawl's flow run is in the Prefect server's database, on PostgreSQL
+    runs = subprocess.run(
+        ["psql", "-h", prefect_on_pg["sock"], "-U", prefect_on_pg["user"], "-d",
+         prefect_on_pg["db"], "-tA", "-c",
+         "SELECT count(*) FROM flow_run WHERE name LIKE 'crawl %'"],
+        capture_output=True, text=True, check=True)
+    assert int(runs.stdout.strip()) == 1
