@@ -25,6 +25,9 @@ MIGRATIONS: Final[list[tuple[int, str]]] = [(1, "schema.sql")]
 SCHEMA_VERSION: Final[int] = MIGRATIONS[-1][0]
 
 _LOCK_PID = re.compile(r"PID (\d+)")
+# Whether this process opened the shared index (retry_conflicts waits longer then), kept
+# here so that the embedded path never reads the settings for it.
+_shared_opened = False
 
 
 def _sql_file(name: str) -> str:
@@ -89,6 +92,8 @@ class Store:
         self.shared = bool(self.catalog)
         self._lock: Any = None
         if self.shared:
+            global _shared_opened
+            _shared_opened = True
             from archiveflow.store import lake
 
             self.storage = storage or cfg.storage or self.path.parent / "lake"
@@ -238,7 +243,7 @@ def is_shared(cur: Any) -> bool:
 def retry_conflicts(fn: Callable[[], T], attempts: int = 8, delay: float = 0.005) -> T:
     """Call fn, retrying on WriteConflict with a short backoff (longer with the shared
     index, whose writers are other processes)."""
-    if settings().catalog:
+    if _shared_opened:
         from archiveflow.store.lake import retry
 
         return retry(fn)  # type: ignore[no-any-return]
