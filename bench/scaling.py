@@ -151,6 +151,7 @@ def crawl(base: str, seeds: list[str], data: Path, env: dict[str, str], workers:
             env={**env, "ARCHIVEFLOW_MACHINE_ID": "origin"}, capture_output=True, text=True,
             timeout=3600)
         wall = time.perf_counter() - t0
+        (data.parent / f"{data.name}-add.log").write_text(proc.stderr)
         if proc.returncode != 0:
             raise RuntimeError(f"add exited {proc.returncode}: {proc.stderr[-2000:]}")
     finally:
@@ -180,7 +181,8 @@ def split(data: Path, env: dict[str, str]) -> dict[str, int]:
         store.close()
 
 
-def section_crawls(pg: PgServer, tmp: Path, n: int, worker_counts: list[int]) -> None:
+def section_crawls(pg: PgServer, tmp: Path, n: int, worker_counts: list[int],
+                   skip_embedded: bool = False) -> None:
     from prefect.settings import get_current_settings
     from prefect.testing.utilities import prefect_test_harness
 
@@ -191,7 +193,8 @@ def section_crawls(pg: PgServer, tmp: Path, n: int, worker_counts: list[int]) ->
         base_env.update(PREFECT_API_URL=str(get_current_settings().api.url),
                         PREFECT_LOGGING_LEVEL="WARNING")
         seeds = site.seed_urls(srv.base)
-        runs: list[tuple[str, dict[str, str], int]] = [("embedded", {}, 0)]
+        runs: list[tuple[str, dict[str, str], int]] = [] if skip_embedded else [
+            ("embedded", {}, 0)]
         for k in worker_counts:
             runs.append((f"shared, add + {k} worker(s)", {
                 "ARCHIVEFLOW_CATALOG": new_db(pg, f"bench_crawl_{k}"),
@@ -214,6 +217,8 @@ def main() -> None:
                     help="worker counts besides the crawl's own process (comma-separated)")
     ap.add_argument("--snapshots", type=int, default=64, help="snapshots of the index section")
     ap.add_argument("--sections", default="index,crawl")
+    ap.add_argument("--no-embedded", action="store_true", help="skip the embedded crawl")
+    ap.add_argument("--keep", action="store_true", help="keep the temp folder (debugging)")
     ns = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="af-bench-scaling-"))
     pg = PgServer()
@@ -223,10 +228,15 @@ def main() -> None:
         if "index" in ns.sections:
             section_index(pg, tmp, ns.snapshots)
         if "crawl" in ns.sections:
-            section_crawls(pg, tmp, ns.n, [int(x) for x in ns.workers.split(",") if x])
+            section_crawls(pg, tmp, ns.n, [int(x) for x in ns.workers.split(",") if x],
+                           ns.no_embedded)
     finally:
-        pg.remove()
-        shutil.rmtree(tmp, ignore_errors=True)
+        if ns.keep:
+            print(f"kept {tmp} (PostgreSQL stopped: its data is in {pg.data})", flush=True)
+            pg.stop()
+        else:
+            pg.remove()
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
