@@ -202,7 +202,12 @@ def section_crawls(pg: PgServer, tmp: Path, n: int, worker_counts: list[int],
         first = None
         for label, extra, k in runs:
             data = tmp / f"data-{label.split(',')[0]}-{k}"
-            res = crawl(srv.base, seeds, data, {**base_env, **extra}, k, n)
+            try:
+                res = crawl(srv.base, seeds, data, {**base_env, **extra}, k, n)
+            except RuntimeError as e:  # one failed crawl does not hide the others' numbers
+                print(f"| crawl {n} pages | {label} | FAILED: {str(e).splitlines()[-1][:200]}"
+                      f" (stderr: {data.parent / (data.name + '-add.log')}) |", flush=True)
+                continue
             pps = n / res["wall"]
             first = first or pps
             print(f"| crawl {n} pages | {label} | {res['wall']:.1f} s | {pps:.2f} pages/s | "

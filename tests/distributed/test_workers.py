@@ -104,7 +104,8 @@ def test_crawl_spreads_over_workers_survives_a_killed_one_and_a_catalog_restart(
         add = subprocess.Popen(
             [ARCHIVEFLOW, "--data-dir", str(data), "add", "--allow-private", "--plugins",
              "headers,title", "--concurrency", "1", *urls],
-            env={**env, "ARCHIVEFLOW_MACHINE_ID": "origin"}, stdout=subprocess.PIPE,
+            env={**env, "ARCHIVEFLOW_MACHINE_ID": "origin",
+                 "ARCHIVEFLOW_LIB_DIR": str(tmp_path / "lib-origin")}, stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, text=True, start_new_session=True)
 
         # Kill w2 (and its hooks) while it holds snapshots.
