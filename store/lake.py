@@ -45,7 +45,6 @@ from typing import Any, Final
 import duckdb
 
 from archiveflow.store.errors import StoreError, WriteConflict
-from archiveflow.store.reader import Reader, WriteRefused
 
 LAKE: Final[str] = "lake"  # the attached catalog's name
 LOCK_KEY: Final[int] = 0x61726368  # the advisory lock of the index's writers ("arch")
@@ -562,19 +561,3 @@ def catalog_down(e: BaseException | None) -> bool:
         e = e.__cause__
     return False
 
-
-class LakeReader(Reader):
-    """`archiveflow sql`/`status`/`stats` on the shared index: every machine reads the lake
-    itself (no writer to go through), attached READ_ONLY, with the same query check as the
-    embedded reader (store/readonly.py)."""
-
-    def __init__(self, catalog: str, storage: str | Path, *, explicit: bool = False,
-                 write: bool = False) -> None:
-        if write:
-            raise WriteRefused("`--write` is not available on the shared index: it has other "
-                               "writers; change it through archiveflow's own commands")
-        self.index_path = Path(str(storage))
-        self.write = False
-        self.via_writer = False
-        self._con = retry(lambda: connect(catalog, storage, {}, explicit=explicit,
-                                          read_only=True))

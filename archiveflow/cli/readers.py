@@ -27,7 +27,7 @@ def open_reader(data_dir: Path, *, write: bool = False) -> Reader:
     the shared index when ARCHIVEFLOW_CATALOG is set (docs/scaling.md)."""
     cfg = settings()
     if cfg.catalog:
-        from archiveflow.store.lake import LakeReader
+        from archiveflow.store.lakereader import LakeReader
 
         return LakeReader(cfg.catalog, cfg.storage or data_dir.resolve() / "lake",
                           explicit=bool(cfg.storage), write=write)
