@@ -12,15 +12,13 @@ import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from archiveflow.tasks.crawls import CrawlStart
+from archiveflow.tasks.feed import SnapshotFeed
 from archiveflow.tasks.plan import ResultDone, SnapshotPlan
 from archiveflow.tasks.recorder import Recorder
 from archiveflow.tasks.runtime import Runtime, open_runtime
-
-if TYPE_CHECKING:
-    from archiveflow.flows.head_start import HeadStart
 
 
 @dataclass
@@ -31,6 +29,16 @@ class SnapshotRun:
     pool: ThreadPoolExecutor  # the crawl's: a snapshot's hook walk runs in it
     future: Future[list[ResultDone]] | None = None  # its hook walk, once started
     runs: int = 0  # hook walks started (a task retry prepares the snapshot again)
+
+
+@dataclass
+class HeadStart:
+    """What the crawl flow adopts from the CLI's head start (flows/head_start.py): the feed,
+    the pool, and the snapshot walks started before Prefect was ready."""
+
+    feed: SnapshotFeed
+    pool: ThreadPoolExecutor
+    runs: list[SnapshotRun] = field(default_factory=list)
 
 
 @dataclass

@@ -25,10 +25,9 @@ import contextvars
 import threading
 from collections.abc import Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import Any
 
-from archiveflow.flows.context import Current, SnapshotRun, current
+from archiveflow.flows.context import Current, HeadStart, SnapshotRun, current
 from archiveflow.flows.limits import WalkSlots, plugin_limit
 from archiveflow.tasks import binaries, crawls, snapshots
 from archiveflow.tasks.crawls import CrawlStart
@@ -76,15 +75,6 @@ class GatedSlots(WalkSlots):
             self._ready.result()  # the client is configured: the limit is the API's
         with super().__call__(plugin, config):
             yield
-
-
-@dataclass
-class HeadStart:
-    """What the crawl flow adopts: the feed, the pool, and the walks started early."""
-
-    feed: SnapshotFeed
-    pool: ThreadPoolExecutor
-    runs: list[SnapshotRun] = field(default_factory=list)
 
 
 def run_until_ready(cur: Current, start: CrawlStart, concurrency: int,
