@@ -36,15 +36,15 @@ def _rows(data: Path, sql: str, params: list[object] | None = None) -> list[tupl
 
 def _run_measured(data: Path, *args: str) -> tuple[int, str, str, int]:
     """Run the installed command; returns (exit code, stdout, stderr, peak RSS in MB of it
-    and the children it waited for, from wait4)."""
-    proc = subprocess.Popen(
-        [ARCHIVEFLOW, "--data-dir", str(data), *args], stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True, env={**os.environ, "ARCHIVEFLOW_LOCK_WAIT": "60"})
-    out, err = proc.communicate(timeout=900)  # reads the pipes; the exit is reaped below
-    _pid, status, usage = os.wait4(proc.pid, 0) if proc.returncode is None else (0, 0, None)
-    code = proc.returncode if proc.returncode is not None else os.waitstatus_to_exitcode(status)
-    peak = usage.ru_maxrss // 1024 if usage is not None else -1
-    return code, out, err, peak
+    and of the children it waited for, from wait4)."""
+    out_file, err_file = data.with_name("out.txt"), data.with_name("err.txt")
+    with out_file.open("w") as out, err_file.open("w") as err:
+        proc = subprocess.Popen([ARCHIVEFLOW, "--data-dir", str(data), *args], stdout=out,
+                                stderr=err, env={**os.environ, "ARCHIVEFLOW_LOCK_WAIT": "60"})
+        _pid, status, usage = os.wait4(proc.pid, 0)  # not proc.wait(): wait4 has the rusage
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    return (proc.returncode, out_file.read_text(), err_file.read_text(),
+            usage.ru_maxrss // 1024)
 
 
 def test_200k_lines_index_only_make_exactly_one_snapshot_each(tmp_path: Path) -> None:
@@ -55,7 +55,7 @@ def test_200k_lines_index_only_make_exactly_one_snapshot_each(tmp_path: Path) ->
             if i % step == 0:
                 f.write("\n".join(BAD) + "\n")
             f.write(f"https://site{i % 997}.example.com/item/{i}?page={i % 13}\n")
-        f.write(f"https://site0.example.com/item/0?page=0\n")  # a repeat: no second snapshot
+        f.write("https://site0.example.com/item/0?page=0\n")  # a repeat: no second snapshot
     data = tmp_path / "data"
     code, out, err, peak = _run_measured(data, "add", "--index-only", str(urls))
     print(f"add --index-only of {LINES:,} lines: exit {code}, peak RSS {peak} MB")
