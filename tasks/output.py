@@ -30,11 +30,12 @@ from archiveflow.store.records import (
 )
 
 LOG_CAP: Final[int] = 10 * 1024 * 1024  # a finished log above this keeps head and tail
-# Records are data, never capped: a run's records are read from its files in chunks of
-# RECORD_CHUNK lines; up to IN_MEMORY_RECORDS of them are kept after the first read, more
-# are read again chunk by chunk when they are loaded (1M Tag records held as models took
-# ~700 MB).
-RECORD_CHUNK: Final[int] = 50_000
+# Records are data, never capped: a run's records are read from its files PARSE_CHUNK lines
+# at a time and loaded RECORD_CHUNK at a time; up to IN_MEMORY_RECORDS of them are kept
+# after the first read, more are read again chunk by chunk when they are loaded (1M Tag
+# records held as models took ~700 MB; a Snapshot record is ~1 KB as a model).
+RECORD_CHUNK: Final[int] = 25_000
+PARSE_CHUNK: Final[int] = 5_000
 IN_MEMORY_RECORDS: Final[int] = 10_000
 # Invalid record lines kept one by one (line + reason); past this they are counted by reason.
 MAX_RECORD_ERRORS: Final[int] = 10_000
@@ -186,11 +187,14 @@ class HookRecords:
             return
         if self._source is None:
             return
-        for records, _errors in _parse_chunks(self._source, size):
-            others: list[Record] = [r for r in records
-                                    if not isinstance(r, ArchiveResultRecord)]
-            if others:
-                yield others
+        batch: list[Record] = []
+        for records, _errors in _parse_chunks(self._source, min(size, PARSE_CHUNK)):
+            batch.extend(r for r in records if not isinstance(r, ArchiveResultRecord))
+            if len(batch) >= size:
+                yield batch[:size]
+                batch = batch[size:]
+        if batch:
+            yield batch
 
 
 def _record_lines(path: Path) -> Iterator[str]:
@@ -240,7 +244,7 @@ class RecordScan:
     invalid: int = 0
 
 
-def scan_records(paths: HookPaths, chunk: int = RECORD_CHUNK,
+def scan_records(paths: HookPaths, chunk: int = PARSE_CHUNK,
                  keep: int = IN_MEMORY_RECORDS) -> RecordScan:
     """Read every record of a run in chunks: validate them all once, keep the ArchiveResults
     and the invalid lines, and the other records themselves only when there are at most

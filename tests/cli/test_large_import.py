@@ -14,6 +14,7 @@ import subprocess
 from pathlib import Path
 
 import duckdb
+import pytest
 
 from archiveflow.store import search
 from tests.command import ARCHIVEFLOW
@@ -47,6 +48,7 @@ def _run_measured(data: Path, *args: str) -> tuple[int, str, str, int]:
             usage.ru_maxrss // 1024)
 
 
+@pytest.mark.timeout(900)
 def test_200k_lines_index_only_make_exactly_one_snapshot_each(tmp_path: Path) -> None:
     urls = tmp_path / "urls.txt"
     step = LINES // BAD_ROUNDS

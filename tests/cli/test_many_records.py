@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import duckdb
+import pytest
 
 from archiveflow.tasks.discover import parse_hook_name
 from archiveflow.tasks.hooks import run_hook, update_from_output
@@ -27,6 +28,7 @@ def _rows(data: Path, sql: str) -> list[tuple]:
         con.close()
 
 
+@pytest.mark.timeout(900)
 def test_a_million_records_from_one_hook_are_all_loaded(tmp_path: Path, site_url: str,
                                                        prefect_api: str) -> None:
     data = tmp_path / "data"
