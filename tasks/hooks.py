@@ -24,9 +24,10 @@ The hook contract (the runner side of docs/hooks.md):
 - A foreground hook that outlives its timeout gets SIGTERM to its group, `grace` seconds,
   then SIGKILL. Records are data and are never capped: stdout may grow to
   RECORDS_HARD_CAP (4 GiB, tens of millions of records), a limit only for a runaway hook;
-  stderr, which is only read by people, to OUTPUT_HARD_CAP (100 MB). A hook past either is
-  killed ("output too large") and its result is failed, naming how many records it printed
-  before were kept (all of them are loaded; none is dropped in silence).
+  what only people read, stderr and stdout text that is no record, to OUTPUT_HARD_CAP
+  (100 MB each). A hook past one is killed ("output too large") and its result is failed,
+  naming how many records it printed before were kept (all of them are loaded; none is
+  dropped in silence).
   After any exit, what is left of its group, its descendants and any process that inherited
   its run id (`ARCHIVEFLOW_RUN_ID`, which survives `setsid`) is killed: no orphans.
 - `update_from_output` is the one way a result is learned, for foreground and background
@@ -72,6 +73,7 @@ from archiveflow.tasks.output import (
     build_outcome,
     cap_log,
     keep_records,
+    open_regular,
     read_bounded,
     snapshot_files,
     write_atomic,
@@ -155,6 +157,7 @@ class HookRun:
     stopped: bool = False  # daemon stopped at cleanup, as planned
     leftovers_killed: bool = False  # it exited but left processes behind, which were killed
     descendants: dict[int, float] = field(default_factory=dict)
+    meter: OutputMeter | None = field(default=None, repr=False)  # while it runs
 
     @property
     def stdout_log(self) -> Path:
@@ -195,12 +198,58 @@ def _write_cmd_file(path: Path, cwd: Path, cmd: list[str], env: Mapping[str, str
     write_atomic(path, f"#!/bin/sh\n# archiveflow run {run_id}\n{line}\n")
 
 
-def _over_cap(paths: HookPaths, cap: int, records_cap: int) -> str | None:
-    for log, limit in ((paths.stdout_log, records_cap), (paths.stderr_log, cap)):
+_RECORD_LINE: Final = re.compile(rb"^[ \t]*\{[^\n]*\n", re.MULTILINE)
+
+
+class OutputMeter:
+    """Watches a running hook's logs for runaway output: stderr past `cap`; stdout past
+    `cap` bytes of text that is no record (lines not starting with `{`, which only people
+    read), or past `records_cap` in all. Records themselves are data: a stdout of records
+    is only read, never judged, below `records_cap`."""
+
+    def __init__(self, paths: HookPaths, cap: int, records_cap: int) -> None:
+        self.paths, self.cap, self.records_cap = paths, cap, records_cap
+        self.offset = 0  # stdout bytes already looked at (whole lines)
+        self.text = 0  # of which not record lines
+
+    def over(self) -> str | None:
+        """The reason to stop the hook now, or None."""
         with contextlib.suppress(FileNotFoundError):
-            if os.stat(log).st_size > limit:
-                return f"output too large: {log.name} passed {limit} bytes"
-    return None
+            if os.stat(self.paths.stderr_log).st_size > self.cap:
+                return f"output too large: {self.paths.stderr_log.name} passed {self.cap} bytes"
+        try:
+            size = os.stat(self.paths.stdout_log).st_size
+        except FileNotFoundError:
+            return None
+        name = self.paths.stdout_log.name
+        if size > self.records_cap:
+            return f"output too large: {name} passed {self.records_cap} bytes"
+        if size <= self.cap or size <= self.offset:
+            return None  # the cheap case: a stat per poll
+        self._scan(size)
+        if self.text > self.cap:
+            return (f"output too large: {name} passed {self.cap} bytes of text that is "
+                    "no record")
+        return None
+
+    def _scan(self, size: int) -> None:
+        fd = open_regular(self.paths.stdout_log, os.O_RDONLY)
+        if fd is None:
+            return
+        with os.fdopen(fd, "rb") as f:
+            f.seek(self.offset)
+            while self.offset < size:
+                chunk = f.read(min(size - self.offset, 16 << 20))
+                end = chunk.rfind(b"\n") + 1
+                if end == 0:
+                    if len(chunk) < (16 << 20):
+                        return  # a partial line: looked at once it ends
+                    end = len(chunk)  # one line of 16 MB: it is text all the same
+                chunk = chunk[:end]
+                records = sum(len(m) for m in _RECORD_LINE.findall(chunk))
+                self.text += len(chunk) - records
+                self.offset += end
+                f.seek(self.offset)
 
 
 def _finish(run: HookRun, log_cap: int) -> HookRun:
@@ -225,12 +274,13 @@ def _supervise(
     records_cap: int,
 ) -> None:
     """Wait for a foreground hook; kill it on timeout or runaway output."""
+    meter = OutputMeter(run.paths, output_cap, records_cap)
     deadline = time.monotonic() + timeout
     interval = 0.01
     while not wait_exit(popen, min(interval, max(0.0, deadline - time.monotonic()))):
         if snapshot_descendants(popen.pid, info.descendants):
             write_pid_file(run.paths.pid_file, info)  # so another process can kill them too
-        reason = _over_cap(run.paths, output_cap, records_cap)
+        reason = meter.over()
         if reason is None and time.monotonic() >= deadline:
             run.timed_out, reason = True, f"timed out after {timeout:g}s"
         if reason is not None:
@@ -322,7 +372,9 @@ def wait_background(
             run = _BACKGROUND.get(os.path.abspath(pid_file))
             if run is None or run.kill_reason is not None:
                 continue
-            reason = _over_cap(run.paths, output_cap, records_cap)
+            if run.meter is None:
+                run.meter = OutputMeter(run.paths, output_cap, records_cap)
+            reason = run.meter.over()
             info = read_pid_file(pid_file) if reason else None
             if reason and info is not None:
                 run.kill_reason = reason

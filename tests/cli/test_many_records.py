@@ -69,3 +69,31 @@ def test_a_runaway_hook_is_stopped_and_fails_naming_the_records_kept(tmp_path: P
     assert kept >= 3_000_000 // 34  # 33 bytes a record: every record up to the cap is kept
     assert sum(len(c) for c in out.other_records.chunks(10_000)) == kept
     assert f"{kept} records it printed before it was stopped were kept" in (out.error or "")
+
+
+def test_records_past_the_text_limit_are_data_and_text_past_it_is_not(tmp_path: Path) -> None:
+    folder = tmp_path / "plugins" / "manytags"
+    folder.mkdir(parents=True)
+    src = PLUGINS / "manytags" / "on_Snapshot__50_manytags.py"
+    path = folder / src.name
+    path.write_text(src.read_text())
+    path.chmod(0o755)
+    hook = parse_hook_name(path)
+    assert hook is not None
+    snap = tmp_path / "snap"
+    # 100k records ≈ 3.3 MB of stdout, three times the limit on text: all kept, not killed.
+    run = run_hook(hook, args={}, output_dir=snap, timeout=120,
+                   env={**os.environ, "MANYTAGS_COUNT": "100000"},
+                   output_cap=1_000_000, log_cap=500_000)
+    assert run.kill_reason is None and run.exit_code == 0
+    out = update_from_output(run, output_dir=snap, snapshot_dir=snap)
+    assert out.status == "succeeded" and len(out.other_records) == 100_000
+    # Text that is no record is stopped at the limit.
+    text = folder / "on_Snapshot__51_text.sh"
+    text.write_text("#!/bin/sh\nyes 'not a record'\n")
+    text.chmod(0o755)
+    text_hook = parse_hook_name(text)
+    assert text_hook is not None
+    run = run_hook(text_hook, args={}, output_dir=snap, timeout=120, env=dict(os.environ),
+                   output_cap=1_000_000, log_cap=500_000)
+    assert run.kill_reason is not None and "text that is no record" in run.kill_reason

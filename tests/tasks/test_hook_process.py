@@ -154,8 +154,7 @@ def test_wait_background_kills_a_flooding_background_hook(
     assert hook is not None
     run = run_hook(hook, args={}, output_dir=snap_dir, env=proc_guard.env(), timeout=10)
     proc_guard.track(run.pid, run.pgid)
-    assert wait_background([run.pid_file], timeout=20, output_cap=1_000_000,
-                           records_cap=1_000_000) == []
+    assert wait_background([run.pid_file], timeout=20, output_cap=1_000_000) == []
     assert run.kill_reason is not None and run.kill_reason.startswith("output too large")
     done = finalize_background(run, log_cap=100_000)
     assert done.stdout_log.stat().st_size <= 100_100
