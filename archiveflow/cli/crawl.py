@@ -184,12 +184,14 @@ class Refusals:
 
 
 def _import_progress() -> Any:
-    """A progress callback for batched imports: one stderr line per second at most."""
+    """A progress callback for batched imports: one stderr line per second at most, once
+    the import is past its first batch (a crawl of a few URLs says nothing more)."""
     last = [0.0]
 
     def show(total: Any, final: bool = False) -> None:
         now = time.monotonic()
-        if not final and now - last[0] < 1.0:
+        done = total.counts.get("Snapshot", 0) + total.refused_count
+        if done < 10_000 or (not final and now - last[0] < 1.0):
             return
         last[0] = now
         say(f"imported {total.counts.get('Snapshot', 0):,} URLs "
