@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from archiveflow.cli.common import (
     EXIT_FAILED,
@@ -88,12 +88,14 @@ MAX_REFUSED_SHOWN = 1_000
 
 # An http(s) URL on a public-looking name: the seed parser takes it whole and the crawl's
 # ingest checks it (and names it if refused), so this pass need not (check_url is ~10 µs).
+# Only RFC 3986 characters, and far below any length limit: anything else is checked here.
 _PLAIN_URL = re.compile(r"https?://([A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,63})"
-                        r"(?::\d{1,5})?(?:[/?#][^\s\"'<>`{}|\\^]*)?")
+                        r"(?::\d{1,5})?(?:[/?#][A-Za-z0-9\-._~:/?#\[\]@!$&()*+,;=%]*)?")
+_PLAIN_MAX: Final = 2048
 
 
 def _plain_public_url(line: str) -> bool:
-    m = _PLAIN_URL.fullmatch(line)
+    m = _PLAIN_URL.fullmatch(line) if len(line) <= _PLAIN_MAX else None
     if m is None or m.group(1).lower().endswith("localhost"):
         return False
     return line[-1] not in ".,;:!?)]}'\">"  # the parser trims these: check_url names it
@@ -492,5 +494,6 @@ def register(command: Command) -> None:
                    help="only create the crawl's snapshots (import in batches); archive "
                    "them later with `archiveflow resume`")
 
-    r = command("resume", cmd_resume, "Finish every crawl that was interrupted.")
+    r = command("resume", cmd_resume, "Finish every crawl that was interrupted, and archive "
+                "the crawls `add --index-only` left queued.")
     r.add_argument("--concurrency", type=int, default=4)
