@@ -52,6 +52,9 @@ LEASE: Final[float] = 6 * 3600.0  # s a claimed Crawl, Snapshot or ArchiveResult
 # ≈ 25 MB of record models held (each batch's anti-join reads the crawl's URLs once, so
 # fewer, larger batches cost less DuckDB time and more memory).
 BATCH: Final[int] = 25_000
+# DuckDB's memory limit while a crawl hook's records load in more than one batch (see
+# store.snapshots.bounded_memory): the importing process stays near 400 MB at 2M URLs.
+IMPORT_MEMORY_MB: Final[int] = 128
 ARG_INLINE_MAX: Final[int] = 8 * 1024  # longer seed text goes through a file
 _URLISH = re.compile(r"""[A-Za-z][A-Za-z0-9+.-]*://[^\s"]+""")  # not into JSON quotes
 _TRUTHY: Final[tuple[str, ...]] = ("true", "1", "yes", "on")
@@ -226,8 +229,11 @@ def run(rt: Runtime, crawl: dict[str, Any], *, input_only: bool = False,
             if rep.refused:  # queryable: record_error rows owned by the crawl
                 result_store.add_record_errors(cur, _refusal_rows(crawl["id"], name, rep))
 
-        rep = ingest_batches(rt.store, outcome.other_records, ctx, batch=BATCH,
-                             on_batch=store_refused, progress=progress)
+        bound = (snapshot_store.bounded_memory(rt.store.cursor(), IMPORT_MEMORY_MB)
+                 if len(outcome.other_records) > BATCH else contextlib.nullcontext())
+        with bound:
+            rep = ingest_batches(rt.store, outcome.other_records, ctx, batch=BATCH,
+                                 on_batch=store_refused, progress=progress)
         out.created += rep.counts.get("Snapshot", 0)
         out.refused.extend(rep.refused)
         out.refused_count += rep.refused_count
