@@ -17,20 +17,20 @@ folder, as a user runs it:
 **Records from one hook**: the `manytags` test hook (tests/cli/plugins) prints N distinct Tag
 records for one Snapshot; run with the pipeline's own pieces (run_hook, update_from_output,
 ingest_outcomes in one transaction, as the Recorder does) against the previous design in the
-same run: the whole output parsed into one list and handed to process_hook_records at once
-(its time and the Python heap it held, tracemalloc).
+same run: the whole output parsed into one list and handed to process_hook_records at once.
+Each design runs in a process of its own; its peak RSS is reported.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
-import tracemalloc
 from pathlib import Path
 from typing import Any
 
@@ -106,7 +106,19 @@ def run_import(data: Path, source: Path) -> dict[str, Any]:
 
 
 def bench_records(n: int, work: Path) -> dict[str, Any]:
-    """One hook printing n Tag records: streamed (ours) against one list (the old way)."""
+    """One hook printing n Tag records: streamed (ours) against one list (the old way),
+    each design in a process of its own (its peak RSS is its own)."""
+    out: dict[str, Any] = {}
+    for design in ("streamed", "one list"):
+        proc = subprocess.run([sys.executable, __file__, "--records-run", str(n), "--design",
+                               design, "--work", str(work)], capture_output=True, text=True,
+                              check=True)
+        out[design] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return out
+
+
+def records_run(n: int, design: str, work: Path) -> dict[str, Any]:
+    """Run the manytags hook once and load its records (see bench_records)."""
     import polars as pl
 
     from archiveflow.store import crawls, load
@@ -119,42 +131,38 @@ def bench_records(n: int, work: Path) -> dict[str, Any]:
 
     hook = parse_hook_name(ROOT / "tests/cli/plugins/manytags/on_Snapshot__50_manytags.py")
     assert hook is not None
-    out: dict[str, Any] = {}
-    for design in ("streamed", "one list"):
-        data = work / f"records-{design.replace(' ', '-')}"
-        rt = open_runtime(data)
-        try:
+    data = work / f"records-{design.replace(' ', '-')}"
+    rt = open_runtime(data)
+    try:
+        with rt.store.transaction() as cur:
+            crawl = crawls.create_crawl(cur, seeds="https://example.com/")
+            ((sid, _url),) = load.insert_snapshots(
+                cur, pl.DataFrame({"url": ["https://example.com/"], "depth": [0]}),
+                crawl_id=crawl["id"], username="default")
+        ctx = Context(crawl=crawl, snapshot={"id": sid, "depth": 0})
+        snap = data / "snap"
+        t0 = time.monotonic()
+        run = run_hook(hook, args={}, output_dir=snap, timeout=3600,
+                       env={**os.environ, "MANYTAGS_COUNT": str(n)})
+        t1 = time.monotonic()
+        if design == "streamed":
+            outcome = update_from_output(run, output_dir=snap, snapshot_dir=snap)
+            t2 = time.monotonic()
             with rt.store.transaction() as cur:
-                crawl = crawls.create_crawl(cur, seeds="https://example.com/")
-                ((sid, _url),) = load.insert_snapshots(
-                    cur, pl.DataFrame({"url": ["https://example.com/"], "depth": [0]}),
-                    crawl_id=crawl["id"], username="default")
-            ctx = Context(crawl=crawl, snapshot={"id": sid, "depth": 0})
-            snap = data / "snap"
-            t0 = time.monotonic()
-            run = run_hook(hook, args={}, output_dir=snap, timeout=600,
-                           env={**os.environ, "MANYTAGS_COUNT": str(n)})
-            t1 = time.monotonic()
-            tracemalloc.start()
-            if design == "streamed":
-                outcome = update_from_output(run, output_dir=snap, snapshot_dir=snap)
-                t2 = time.monotonic()
-                with rt.store.transaction() as cur:
-                    rep = ingest_outcomes(cur, [outcome], ctx)
-            else:
-                records, _errors = parse_lines(record_text(run.paths))
-                t2 = time.monotonic()
-                with rt.store.transaction() as cur:
-                    rep = process_hook_records(cur, records, ctx)
-            t3 = time.monotonic()
-            heap = tracemalloc.get_traced_memory()[1] >> 20
-            tracemalloc.stop()
-            out[design] = {"hook": t1 - t0, "read": t2 - t1, "load": t3 - t2,
-                           "total": t3 - t0, "loaded": rep.counts.get("Tag", 0),
-                           "heap_mb": heap}
-        finally:
-            rt.close()
-    return out
+                rep = ingest_outcomes(cur, [outcome], ctx)
+        else:
+            records, _errors = parse_lines(record_text(run.paths))
+            t2 = time.monotonic()
+            with rt.store.transaction() as cur:
+                rep = process_hook_records(cur, records, ctx)
+        t3 = time.monotonic()
+    finally:
+        rt.close()
+    import resource
+
+    return {"hook": t1 - t0, "read": t2 - t1, "load": t3 - t2, "total": t3 - t0,
+            "loaded": rep.counts.get("Tag", 0),
+            "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss >> 10}
 
 
 def main() -> None:
@@ -163,7 +171,13 @@ def main() -> None:
     p.add_argument("--bookmarks", type=int, default=100_000)
     p.add_argument("--records", type=int, default=1_000_000)
     p.add_argument("--keep", action="store_true", help="keep the work folder")
+    p.add_argument("--records-run", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--design", help=argparse.SUPPRESS)
+    p.add_argument("--work", help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.records_run:
+        print(json.dumps(records_run(args.records_run, args.design, Path(args.work))))
+        return
     work = Path(tempfile.mkdtemp(prefix="bench-import-"))
     print(f"load average at start: {os.getloadavg()}")
     try:
@@ -191,13 +205,13 @@ def main() -> None:
             print(f"\nrecords from one hook ({args.records:,} Tag records), load average "
                   f"{os.getloadavg()[0]:.1f}:")
             print("| design | hook | read | load | total | records/s (read+load) | loaded | "
-                  "Python heap peak |")
+                  "peak RSS |")
             print("|---|---|---|---|---|---|---|---|")
             for design, r in rec.items():
                 rate = r["loaded"] / max(1e-9, r["read"] + r["load"])
                 print(f"| {design} | {r['hook']:.1f} s | {r['read']:.1f} s | {r['load']:.1f} s"
                       f" | {r['total']:.1f} s | {rate:,.0f} | {r['loaded']:,} | "
-                      f"{r['heap_mb']} MB |")
+                      f"{r['rss_mb']} MB |")
         print(f"load average at end: {os.getloadavg()}")
     finally:
         if not args.keep:
