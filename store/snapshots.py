@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import contextlib
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import duckdb
@@ -98,10 +99,13 @@ def add_tags(cur: duckdb.DuckDBPyConnection, pairs: Iterable[tuple[str, str]]) -
     # One tag per name whatever its case (`Harbor` and `harbor` are one tag): the first
     # spelling the index saw wins, else the batch's first.
     df = df.with_columns(pl.col("tag").str.to_lowercase().alias("_key"))
+    # The keys go in as an Arrow table read by name (a replacement scan), not as a list
+    # parameter: DuckDB converted a Python list value by value, with a failed module
+    # import per value (100k tags: ~25 s of CPU; this way ~0.1 s).
+    _af_tag_keys = df.select(pl.col("_key").unique()).to_arrow()  # noqa: F841 - read by name
     known = dict(cur.execute(
         "SELECT lower(name), any_value(name) FROM tag "
-        "WHERE lower(name) IN (SELECT unnest(?::VARCHAR[])) GROUP BY 1",
-        [df["_key"].unique().to_list()]).fetchall())
+        "WHERE lower(name) IN (SELECT _key FROM _af_tag_keys) GROUP BY 1").fetchall())
     first = df.unique("_key", keep="first", maintain_order=True)
     spelling = {**dict(zip(first["_key"], first["tag"], strict=True)), **known}
     df = df.with_columns(pl.col("_key").replace_strict(spelling).alias("tag")).drop(
@@ -115,3 +119,17 @@ def seed_urls(cur: duckdb.DuckDBPyConnection, crawl_id: str) -> list[str]:
     rows = cur.execute("SELECT url FROM snapshot WHERE crawl_id = ? AND depth = 0",
                        [crawl_id]).fetchall()
     return [r[0] for r in rows]
+
+
+@contextlib.contextmanager
+def bounded_memory(cur: duckdb.DuckDBPyConnection, megabytes: int) -> Iterator[None]:
+    """DuckDB's memory limit lowered to `megabytes` for a bulk import, then reset.
+
+    Each batch's anti-join reads the crawl's URLs; without a limit DuckDB keeps every block
+    it read cached (its default limit is 80% of RAM), so the importing process grew by
+    ~100 MB per million snapshots. Evicted blocks are read again from the file instead."""
+    cur.execute(f"SET memory_limit = '{int(megabytes)}MB'")
+    try:
+        yield
+    finally:
+        cur.execute("RESET memory_limit")

@@ -4,7 +4,10 @@ Crawl: queued → started → sealed (store/transitions.py).
 
 - `run` (queued → started): the on_Crawl hooks (seed parsing, set-up, crawl-wide background
   services); their records go through `process_hook_records()`, which creates the depth-0
-  Snapshots (the crawl's children).
+  Snapshots (the crawl's children), in batches of BATCH records, one transaction each (a
+  2M-line URL list loads in bounded memory, with progress). URLs refused and invalid record
+  lines are stored in `record_error` against the crawl (owner_id = crawl id).
+  `input_only=True` (`add --index-only`) runs only the input parser's hooks.
 - `is_finished`: no Snapshot of the crawl is queued or started.
 - `cleanup` (started → sealed): stop the crawl's background hooks, run its on_CrawlEnd
   hooks; `seal` then moves the row.
@@ -16,6 +19,7 @@ import contextlib
 import json
 import re
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -24,10 +28,12 @@ from typing import Any, Final
 from archiveflow.store import crawls as crawl_store
 from archiveflow.store import results as result_store
 from archiveflow.store import snapshots as snapshot_store
+from archiveflow.store import transitions
 from archiveflow.store.processes import add_processes
 from archiveflow.store.transitions import expire_leases
 from archiveflow.tasks.config import hook_timeout, load_plugin_config
 from archiveflow.tasks.hooks import (
+    Hook,
     HookLaunchError,
     HookPaths,
     HookRun,
@@ -38,11 +44,18 @@ from archiveflow.tasks.hooks import (
     run_hook,
     update_from_output,
 )
-from archiveflow.tasks.ingest import Context, process_hook_records
+from archiveflow.tasks.ingest import Context, IngestReport, ingest_batches
 from archiveflow.tasks.recorder import process_row
 from archiveflow.tasks.runtime import Runtime
 
 LEASE: Final[float] = 6 * 3600.0  # s a claimed Crawl, Snapshot or ArchiveResult is held
+# Records of an on_Crawl hook loaded per transaction: 25k seed URLs ≈ 1 s of work and
+# ≈ 25 MB of record models held (each batch's anti-join reads the crawl's URLs once, so
+# fewer, larger batches cost less DuckDB time and more memory).
+BATCH: Final[int] = 25_000
+# DuckDB's memory limit while a crawl hook's records load in more than one batch (see
+# store.snapshots.bounded_memory): the importing process stays near 400 MB at 2M URLs.
+IMPORT_MEMORY_MB: Final[int] = 128
 ARG_INLINE_MAX: Final[int] = 8 * 1024  # longer seed text goes through a file
 _URLISH = re.compile(r"""[A-Za-z][A-Za-z0-9+.-]*://[^\s"]+""")  # not into JSON quotes
 _TRUTHY: Final[tuple[str, ...]] = ("true", "1", "yes", "on")
@@ -110,9 +123,11 @@ class CrawlStart:
 
     crawl: dict[str, Any]
     created: int = 0
-    refused: list[tuple[str, str]] = field(default_factory=list)
+    refused: list[tuple[str, str]] = field(default_factory=list)  # the first ones, shown
     failures: list[str] = field(default_factory=list)
     background: list[HookRun] = field(default_factory=list)
+    refused_count: int = 0  # every refused URL, also past the ones in `refused`
+    invalid: int = 0  # record lines that were no valid record
 
 
 def expire_stale(rt: Runtime) -> int:
@@ -146,9 +161,45 @@ def _seed_args(rt: Runtime, crawl: dict[str, Any]) -> dict[str, str]:
     return args
 
 
-def run(rt: Runtime, crawl: dict[str, Any]) -> CrawlStart:
+# The input parser's time limit grows with a local input file: 1 s more per this many
+# bytes (a 121 MB, 2M-line list parsed in ~50 s on a quiet 2-core machine, ~4x that busy;
+# SEEDS_TIMEOUT alone, 60 s, killed it).
+INPUT_BYTES_PER_S: Final[int] = 256 * 1024
+
+
+def _input_timeout(hook: Hook, cfg: dict[str, str], args: dict[str, str]) -> float:
+    """The hook's timeout; for the input parser, plus time for the size of a local file."""
+    timeout = hook_timeout(hook, cfg)
+    if hook.plugin in INPUT_PLUGINS:
+        with contextlib.suppress(OSError, ValueError):
+            timeout += Path(args["source_url"]).stat().st_size / INPUT_BYTES_PER_S
+    return timeout
+
+
+def requeue(rt: Runtime, crawl: dict[str, Any]) -> dict[str, Any]:
+    """started → queued: the crawl's snapshots are indexed, archiving them is left for
+    `resume` (`add --index-only`)."""
+    return transitions.move(rt.store.cursor(), "crawl", "requeue", crawl["id"])[0]
+
+
+def _refusal_rows(crawl_id: str, hook_name: str, rep: IngestReport) -> list[dict[str, Any]]:
+    rows = [{"owner_id": crawl_id, "hook_name": hook_name, "line": url[:2000],
+             "error": reason} for url, reason in rep.refused]
+    more = rep.refused_count - len(rep.refused)
+    if more > 0:  # past the ones kept one by one: counted by kind of reason
+        kinds = "; ".join(f"{n} × {why}" for why, n in rep.refused_reasons.most_common(20))
+        rows.append({"owner_id": crawl_id, "hook_name": hook_name,
+                     "line": f"[{more} more refused URLs, not stored one by one]",
+                     "error": kinds})
+    return rows
+
+
+def run(rt: Runtime, crawl: dict[str, Any], *, input_only: bool = False,
+        progress: Callable[[IngestReport], None] | None = None) -> CrawlStart:
     """Run the claimed crawl's on_Crawl hooks and process their records (depth-0
-    Snapshots); background hooks are left running until `cleanup`."""
+    Snapshots) in batches, calling `progress(total so far)` after each; background hooks
+    are left running until `cleanup`. `input_only`: only the input parser's hooks (no
+    browser or other crawl-wide service is started)."""
     out = CrawlStart(crawl)
     cfg = rt.config(config_of(crawl))
     crawl_dir = rt.data_dir / crawl["output_dir"]
@@ -158,7 +209,8 @@ def run(rt: Runtime, crawl: dict[str, Any]) -> CrawlStart:
     env = rt.hook_env(cfg, crawl_dir=crawl_dir)
     ctx = crawl_context(rt, crawl)
     procs: list[dict[str, Any]] = []
-    for hook in rt.hooks("Crawl", cfg, crawl_hook_plugins(rt, crawl)):
+    plugins = sorted(INPUT_PLUGINS) if input_only else crawl_hook_plugins(rt, crawl)
+    for hook in rt.hooks("Crawl", cfg, plugins):
         # Resuming after a crash: a run of this hook that the dead process started (a
         # crawl-wide service runs until stopped) is stopped before the new one starts.
         last = HookPaths(crawl_dir / hook.plugin, hook.name)
@@ -168,7 +220,7 @@ def run(rt: Runtime, crawl: dict[str, Any]) -> CrawlStart:
             kill_unrecorded(last)  # started, but its pid file was never written
         try:
             hook_run = run_hook(hook, args=args, output_dir=crawl_dir, env=env,
-                                timeout=hook_timeout(hook, cfg),
+                                timeout=_input_timeout(hook, cfg, args),
                                 extra_context={"crawl_id": crawl["id"]})
         except HookLaunchError as e:
             out.failures.append(f"{hook.name}: {e}")
@@ -182,10 +234,26 @@ def run(rt: Runtime, crawl: dict[str, Any]) -> CrawlStart:
             # A seed parser that failed printed nothing usable: archive nothing half-way.
             out.failures.append(f"{hook.plugin}: {outcome.error or 'failed'}")
             continue
-        with rt.store.transaction() as cur:
-            rep = process_hook_records(cur, outcome.other_records, ctx)
+        name = hook.name
+        if outcome.record_errors:
+            with rt.store.transaction() as cur:
+                result_store.add_record_errors(cur, [
+                    {"owner_id": crawl["id"], "hook_name": name, "line": e.line,
+                     "error": e.error} for e in outcome.record_errors])
+
+        def store_refused(cur: Any, rep: IngestReport, name: str = name) -> None:
+            if rep.refused:  # queryable: record_error rows owned by the crawl
+                result_store.add_record_errors(cur, _refusal_rows(crawl["id"], name, rep))
+
+        bound = (snapshot_store.bounded_memory(rt.store.cursor(), IMPORT_MEMORY_MB)
+                 if len(outcome.other_records) > BATCH else contextlib.nullcontext())
+        with bound:
+            rep = ingest_batches(rt.store, outcome.other_records, ctx, batch=BATCH,
+                                 on_batch=store_refused, progress=progress)
         out.created += rep.counts.get("Snapshot", 0)
         out.refused.extend(rep.refused)
+        out.refused_count += rep.refused_count
+        out.invalid += outcome.invalid_records
     if procs:
         with rt.store.transaction() as cur:
             add_processes(cur, procs)

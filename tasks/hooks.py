@@ -22,7 +22,12 @@ The hook contract (the runner side of docs/hooks.md):
   our memory; a log above 10 MB is cut to head + tail), `<stem>.pid` while it runs (pid,
   pgid, create time: PID reuse is detected) and `<stem>.exit.json` when it ended.
 - A foreground hook that outlives its timeout gets SIGTERM to its group, `grace` seconds,
-  then SIGKILL; one whose stdout or stderr passes 100 MB is killed ("output too large").
+  then SIGKILL. Records are data and are never capped: stdout may grow to
+  RECORDS_HARD_CAP (4 GiB, tens of millions of records), a limit only for a runaway hook;
+  what only people read, stderr and stdout text that is no record, to OUTPUT_HARD_CAP
+  (100 MB each). A hook past one is killed ("output too large") and its result is failed,
+  naming how many records it printed before were kept (all of them are loaded; none is
+  dropped in silence).
   After any exit, what is left of its group, its descendants and any process that inherited
   its run id (`ARCHIVEFLOW_RUN_ID`, which survives `setsid`) is killed: no orphans.
 - `update_from_output` is the one way a result is learned, for foreground and background
@@ -68,6 +73,7 @@ from archiveflow.tasks.output import (
     build_outcome,
     cap_log,
     keep_records,
+    open_regular,
     read_bounded,
     snapshot_files,
     write_atomic,
@@ -96,6 +102,7 @@ __all__ = [
     "HookPaths",
     "HookRun",
     "OutputFile",
+    "RECORDS_HARD_CAP",
     "discover_hooks",
     "finalize_background",
     "kill_unrecorded",
@@ -112,7 +119,10 @@ __all__ = [
     "wait_background",
 ]
 
-OUTPUT_HARD_CAP: Final[int] = 100 * 1024 * 1024  # a running hook past this is killed
+OUTPUT_HARD_CAP: Final[int] = 100 * 1024 * 1024  # stderr: a running hook past this is killed
+# stdout holds the records, which are data: only a runaway hook is stopped, far past any real
+# import (2M seed URLs print ~150 MB). Its result then fails naming the records kept.
+RECORDS_HARD_CAP: Final[int] = 4 * 1024 * 1024 * 1024
 # Background runs this process started, by pid file, until finalize_background.
 _BACKGROUND: dict[str, HookRun] = {}
 # The run id line of `<stem>.sh`, written before the hook starts (see kill_unrecorded).
@@ -147,6 +157,7 @@ class HookRun:
     stopped: bool = False  # daemon stopped at cleanup, as planned
     leftovers_killed: bool = False  # it exited but left processes behind, which were killed
     descendants: dict[int, float] = field(default_factory=dict)
+    meter: OutputMeter | None = field(default=None, repr=False)  # while it runs
 
     @property
     def stdout_log(self) -> Path:
@@ -187,12 +198,58 @@ def _write_cmd_file(path: Path, cwd: Path, cmd: list[str], env: Mapping[str, str
     write_atomic(path, f"#!/bin/sh\n# archiveflow run {run_id}\n{line}\n")
 
 
-def _over_cap(paths: HookPaths, cap: int) -> str | None:
-    for log in (paths.stdout_log, paths.stderr_log):
+_RECORD_LINE: Final = re.compile(rb"^[ \t]*\{[^\n]*\n", re.MULTILINE)
+
+
+class OutputMeter:
+    """Watches a running hook's logs for runaway output: stderr past `cap`; stdout past
+    `cap` bytes of text that is no record (lines not starting with `{`, which only people
+    read), or past `records_cap` in all. Records themselves are data: a stdout of records
+    is only read, never judged, below `records_cap`."""
+
+    def __init__(self, paths: HookPaths, cap: int, records_cap: int) -> None:
+        self.paths, self.cap, self.records_cap = paths, cap, records_cap
+        self.offset = 0  # stdout bytes already looked at (whole lines)
+        self.text = 0  # of which not record lines
+
+    def over(self) -> str | None:
+        """The reason to stop the hook now, or None."""
         with contextlib.suppress(FileNotFoundError):
-            if os.stat(log).st_size > cap:
-                return f"output too large: {log.name} passed {cap} bytes"
-    return None
+            if os.stat(self.paths.stderr_log).st_size > self.cap:
+                return f"output too large: {self.paths.stderr_log.name} passed {self.cap} bytes"
+        try:
+            size = os.stat(self.paths.stdout_log).st_size
+        except FileNotFoundError:
+            return None
+        name = self.paths.stdout_log.name
+        if size > self.records_cap:
+            return f"output too large: {name} passed {self.records_cap} bytes"
+        if size <= self.cap or size <= self.offset:
+            return None  # the cheap case: a stat per poll
+        self._scan(size)
+        if self.text > self.cap:
+            return (f"output too large: {name} passed {self.cap} bytes of text that is "
+                    "no record")
+        return None
+
+    def _scan(self, size: int) -> None:
+        fd = open_regular(self.paths.stdout_log, os.O_RDONLY)
+        if fd is None:
+            return
+        with os.fdopen(fd, "rb") as f:
+            f.seek(self.offset)
+            while self.offset < size:
+                chunk = f.read(min(size - self.offset, 16 << 20))
+                end = chunk.rfind(b"\n") + 1
+                if end == 0:
+                    if len(chunk) < (16 << 20):
+                        return  # a partial line: looked at once it ends
+                    end = len(chunk)  # one line of 16 MB: it is text all the same
+                chunk = chunk[:end]
+                records = sum(len(m) for m in _RECORD_LINE.findall(chunk))
+                self.text += len(chunk) - records
+                self.offset += end
+                f.seek(self.offset)
 
 
 def _finish(run: HookRun, log_cap: int) -> HookRun:
@@ -214,14 +271,16 @@ def _supervise(
     timeout: float,
     grace: float,
     output_cap: int,
+    records_cap: int,
 ) -> None:
     """Wait for a foreground hook; kill it on timeout or runaway output."""
+    meter = OutputMeter(run.paths, output_cap, records_cap)
     deadline = time.monotonic() + timeout
     interval = 0.01
     while not wait_exit(popen, min(interval, max(0.0, deadline - time.monotonic()))):
         if snapshot_descendants(popen.pid, info.descendants):
             write_pid_file(run.paths.pid_file, info)  # so another process can kill them too
-        reason = _over_cap(run.paths, output_cap)
+        reason = meter.over()
         if reason is None and time.monotonic() >= deadline:
             run.timed_out, reason = True, f"timed out after {timeout:g}s"
         if reason is not None:
@@ -244,6 +303,7 @@ def run_hook(
     extra_context: Mapping[str, Any] | None = None,
     log_cap: int = LOG_CAP,
     output_cap: int = OUTPUT_HARD_CAP,
+    records_cap: int = RECORDS_HARD_CAP,
 ) -> HookRun:
     """Run one hook; wait for a foreground hook, return at once for a background one.
 
@@ -278,7 +338,8 @@ def run_hook(
             register(paths.pid_file, popen)
             _BACKGROUND[os.path.abspath(paths.pid_file)] = run
             return run
-        _supervise(run, popen, info, timeout=timeout, grace=grace, output_cap=output_cap)
+        _supervise(run, popen, info, timeout=timeout, grace=grace, output_cap=output_cap,
+                   records_cap=records_cap)
     except BaseException:
         # Interrupted (Ctrl-C, task cancellation) or failed: never leave the hook behind us.
         kill_tree(info, signal.SIGTERM, grace, popen)
@@ -296,11 +357,13 @@ def wait_background(
     poll: float = 0.05,
     output_cap: int = OUTPUT_HARD_CAP,
     grace: float = 2.0,
+    records_cap: int = RECORDS_HARD_CAP,
 ) -> list[Path]:
     """Wait up to `timeout` s for background hooks to exit; return the pid files still alive.
 
-    Meanwhile a background hook this process started whose stdout or stderr log passes
-    `output_cap` is killed, and its HookRun gets kill_reason "output too large".
+    Meanwhile a background hook this process started whose stderr log passes `output_cap`
+    (or stdout log `records_cap`) is killed, and its HookRun gets kill_reason "output too
+    large".
     """
     pending = list(pid_files)
     deadline = time.monotonic() + timeout
@@ -309,7 +372,9 @@ def wait_background(
             run = _BACKGROUND.get(os.path.abspath(pid_file))
             if run is None or run.kill_reason is not None:
                 continue
-            reason = _over_cap(run.paths, output_cap)
+            if run.meter is None:
+                run.meter = OutputMeter(run.paths, output_cap, records_cap)
+            reason = run.meter.over()
             info = read_pid_file(pid_file) if reason else None
             if reason and info is not None:
                 run.kill_reason = reason

@@ -6,20 +6,27 @@ inside the caller's transaction, so a batch of snapshots costs one transaction, 
 Records are grouped by type and written with one bulk statement per table. Snapshot records
 are filtered with the parent's context first: URL checks, depth ≤ the crawl's max_depth,
 allow/deny patterns, the crawl's URL cap, one Snapshot per URL per crawl.
+
+A hook may print millions of records (a 2M-line URL list through the seed parser): they are
+never held at once. `ingest_outcomes` feeds a snapshot's runs chunk by chunk inside the
+caller's transaction; `ingest_batches` loads a crawl hook's records in batches of their own
+transactions with a progress callback. Every record is loaded or refused with its reason;
+refusals are counted by reason and kept one by one up to MAX_REFUSED_KEPT.
 """
 
 from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from archiveflow.store import crawls as crawl_store
 from archiveflow.store import load, machines
 from archiveflow.store import snapshots as snapshot_store
 from archiveflow.store.cursor import Cursor
+from archiveflow.store.db import Store
 from archiveflow.store.records import (
     BinaryRecord,
     CrawlRecord,
@@ -28,6 +35,7 @@ from archiveflow.store.records import (
     SnapshotRecord,
     TagRecord,
 )
+from archiveflow.tasks.output import RECORD_CHUNK, HookOutcome, HookRecords
 from archiveflow.tasks.scope import scope_check
 from archiveflow.tasks.urls import check_url
 
@@ -44,13 +52,44 @@ class Context:
     scope: str = "any"  # CRAWL_SCOPE of the crawl (see tasks/scope.py)
 
 
+MAX_REFUSED_KEPT: Final[int] = 10_000  # refused URLs kept one by one; all are counted
+
+
 @dataclass
 class IngestReport:
-    """Counts by record type that were stored, and what was refused with reasons."""
+    """Counts by record type that were stored, and what was refused with reasons.
+
+    `refused` holds the first MAX_REFUSED_KEPT refusals one by one; `refused_count` and
+    `refused_reasons` count every one of them."""
 
     counts: Counter[str] = field(default_factory=Counter)
     refused: list[tuple[str, str]] = field(default_factory=list)  # (url, reason)
     created: list[tuple[str, str]] = field(default_factory=list)  # (snapshot id, url)
+    refused_count: int = 0
+    refused_reasons: Counter[str] = field(default_factory=Counter)
+
+    def refuse(self, url: str, reason: str) -> None:
+        """Count one refused URL with its reason (kept one by one up to the limit)."""
+        self.refused_count += 1
+        self.refused_reasons[_reason_kind(reason)] += 1
+        if len(self.refused) < MAX_REFUSED_KEPT:
+            self.refused.append((url, reason))
+
+    def merge(self, other: IngestReport, *, created: bool = True) -> None:
+        """Add another batch's report to this one (`created=False`: counts only, so a
+        multi-million import does not hold every new snapshot's id)."""
+        self.counts.update(other.counts)
+        room = MAX_REFUSED_KEPT - len(self.refused)
+        self.refused.extend(other.refused[:max(0, room)])
+        self.refused_count += other.refused_count
+        self.refused_reasons.update(other.refused_reasons)
+        if created:
+            self.created.extend(other.created)
+
+
+def _reason_kind(reason: str) -> str:
+    """A refusal reason without the value it names, to count refusals by kind."""
+    return re.sub(r"'[^']*'|\"[^\"]*\"|\d+", "…", reason)[:200]
 
 
 def _compile(pattern: str | None) -> re.Pattern[str] | None:
@@ -74,7 +113,7 @@ def _filter_snapshots(
             continue  # beyond the crawl's depth: not an error, just not followed
         url, reason = check_url(rec.url, allow_private=ctx.allow_private, allow_file=ctx.allow_file)
         if url is None:
-            report.refused.append((rec.url, reason or "refused"))
+            report.refuse(rec.url, reason or "refused")
             continue
         if in_scope is not None and not in_scope(url):
             continue  # outside the crawl's scope: not followed (like beyond its depth)
@@ -148,3 +187,49 @@ def process_hook_records(cur: Cursor, records: Sequence[Record], ctx: Context) -
     # records are stored by the install flow, which knows which row they answer.
     report.counts["Binary"] += len(by_type.get(BinaryRecord, []))
     return report
+
+
+def ingest_outcomes(cur: Cursor, outcomes: Iterable[HookOutcome], ctx: Context,
+                    chunk: int = RECORD_CHUNK) -> IngestReport:
+    """process_hook_records for every record these runs printed, `chunk` at a time, in the
+    caller's transaction (a run's records may be millions: they are read from its files,
+    never all held)."""
+    total = IngestReport()
+    # Tag names are gathered and added once: per chunk, each add_tags re-read the tags the
+    # snapshot already had (1M Tag records: 172 s to load in 40 chunks, 32 s at once), and
+    # names cost far less memory than their record models.
+    names: list[str] = []
+    for outcome in outcomes:
+        for records in outcome.other_records.chunks(chunk):
+            names.extend(r.name for r in records if isinstance(r, TagRecord))
+            rest = [r for r in records if not isinstance(r, TagRecord)]
+            if rest:
+                total.merge(process_hook_records(cur, rest, ctx))
+    if names and ctx.snapshot:
+        sid = ctx.snapshot["id"]
+        total.counts["Tag"] += snapshot_store.add_tags(cur, ((sid, n) for n in names))
+    return total
+
+
+def ingest_batches(
+    store: Store,
+    records: HookRecords,
+    ctx: Context,
+    *,
+    batch: int = RECORD_CHUNK,
+    on_batch: Callable[[Cursor, IngestReport], None] | None = None,
+    progress: Callable[[IngestReport], None] | None = None,
+) -> IngestReport:
+    """Load a crawl hook's records `batch` at a time, one transaction per batch, and call
+    `on_batch(cur, batch_report)` inside each (to record its refusals) and
+    `progress(total)` after it. The total's `created` stays empty (counts only)."""
+    total = IngestReport()
+    for records_batch in records.chunks(batch):
+        with store.transaction() as cur:
+            rep = process_hook_records(cur, records_batch, ctx)
+            if on_batch is not None:
+                on_batch(cur, rep)
+        total.merge(rep, created=False)
+        if progress is not None:
+            progress(total)
+    return total

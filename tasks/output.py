@@ -13,6 +13,8 @@ import os
 import secrets
 import signal
 import stat
+from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -28,6 +30,15 @@ from archiveflow.store.records import (
 )
 
 LOG_CAP: Final[int] = 10 * 1024 * 1024  # a finished log above this keeps head and tail
+# Records are data, never capped: a run's records are read from its files PARSE_CHUNK lines
+# at a time and loaded RECORD_CHUNK at a time; up to IN_MEMORY_RECORDS of them are kept
+# after the first read, more are read again chunk by chunk when they are loaded (1M Tag
+# records held as models took ~700 MB; a Snapshot record is ~1 KB as a model).
+RECORD_CHUNK: Final[int] = 25_000
+PARSE_CHUNK: Final[int] = 5_000
+IN_MEMORY_RECORDS: Final[int] = 10_000
+# Invalid record lines kept one by one (line + reason); past this they are counted by reason.
+MAX_RECORD_ERRORS: Final[int] = 10_000
 STDERR_TAIL_LINES: Final[int] = 20
 STDERR_TAIL_BYTES: Final[int] = 2048
 # Files the runner writes next to a hook's output, never listed as output.
@@ -134,8 +145,145 @@ class HookOutcome:
     ended_at: datetime | None = None
     output_files: list[OutputFile] = field(default_factory=list)
     output_size: int = 0
-    other_records: list[Record] = field(default_factory=list)
+    other_records: HookRecords = field(default_factory=lambda: HookRecords([]))
     record_errors: list[RecordError] = field(default_factory=list)
+    invalid_records: int = 0  # every invalid line (record_errors keeps the first ones)
+
+
+class HookRecords:
+    """The records a run printed besides its ArchiveResult, in order: held in memory when
+    few, else read again from the run's records file (or stdout log) in chunks, so that a
+    hook printing millions of records is loaded whole in bounded memory.
+
+    Iterating yields every record; `chunks()` yields lists of at most `size`; `len()` is the
+    count found when the output was read; `counts` is that count by record type."""
+
+    def __init__(self, items: list[Record] | None, source: Path | None = None,
+                 count: int | None = None, counts: Counter[str] | None = None) -> None:
+        self._items = items
+        self._source = source
+        self._count = len(items) if items is not None else (count or 0)
+        self.counts: Counter[str] = counts if counts is not None else Counter(
+            r.type for r in items or [])
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __bool__(self) -> bool:
+        return self._count > 0
+
+    def __iter__(self) -> Iterator[Record]:
+        for chunk in self.chunks():
+            yield from chunk
+
+    def __repr__(self) -> str:
+        return f"HookRecords({self._count} records, {dict(self.counts)})"
+
+    def chunks(self, size: int = RECORD_CHUNK) -> Iterator[list[Record]]:
+        """The records in lists of at most `size`, read from the file when not in memory."""
+        if self._items is not None:
+            for i in range(0, len(self._items), size):
+                yield self._items[i:i + size]
+            return
+        if self._source is None:
+            return
+        batch: list[Record] = []
+        for records, _errors in _parse_chunks(self._source, min(size, PARSE_CHUNK)):
+            batch.extend(r for r in records if not isinstance(r, ArchiveResultRecord))
+            if len(batch) >= size:
+                yield batch[:size]
+                batch = batch[size:]
+        if batch:
+            yield batch
+
+
+def _record_lines(path: Path) -> Iterator[str]:
+    """The lines of a runner file that may be records (start with `{`), streamed."""
+    fd = open_regular(path, os.O_RDONLY)
+    if fd is None:
+        return
+    with os.fdopen(fd, "rb") as f:
+        for raw in f:
+            line = raw.strip()
+            if line.startswith(b"{"):
+                yield line.decode("utf-8", errors="replace")
+
+
+def _parse_chunks(path: Path, size: int) -> Iterator[tuple[list[Record], list[RecordError]]]:
+    """Parse a records file or stdout log `size` lines at a time (parse_lines per chunk)."""
+    chunk: list[str] = []
+    for line in _record_lines(path):
+        chunk.append(line)
+        if len(chunk) >= size:
+            yield parse_lines("\n".join(chunk))
+            chunk = []
+    if chunk:
+        yield parse_lines("\n".join(chunk))
+
+
+def record_source(paths: HookPaths) -> Path | None:
+    """The file a run's records are read from: its records file when its stdout was capped,
+    else its whole stdout log (uncut after a crash). None when neither exists."""
+    for source in (paths.records_file, paths.stdout_log):
+        fd = open_regular(source, os.O_RDONLY)
+        if fd is not None:
+            os.close(fd)
+            return source
+    return None
+
+
+@dataclass
+class RecordScan:
+    """One streamed pass over a run's records: its ArchiveResults (the last one counts),
+    the other records, and the invalid lines (one by one up to MAX_RECORD_ERRORS, then
+    counted by reason in one summary entry)."""
+
+    results: list[ArchiveResultRecord]
+    others: HookRecords
+    errors: list[RecordError]
+    invalid: int = 0
+
+
+def scan_records(paths: HookPaths, chunk: int = PARSE_CHUNK,
+                 keep: int = IN_MEMORY_RECORDS) -> RecordScan:
+    """Read every record of a run in chunks: validate them all once, keep the ArchiveResults
+    and the invalid lines, and the other records themselves only when there are at most
+    `keep` (else they are read again, chunk by chunk, when loaded)."""
+    source = record_source(paths)
+    results: list[ArchiveResultRecord] = []
+    kept: list[Record] | None = []
+    count = 0
+    counts: Counter[str] = Counter()
+    errors: list[RecordError] = []
+    invalid = 0
+    past: Counter[str] = Counter()  # reasons of invalid lines past MAX_RECORD_ERRORS
+    if source is not None:
+        for records, errs in _parse_chunks(source, chunk):
+            for r in records:
+                if isinstance(r, ArchiveResultRecord):
+                    results = [*results[-1:], r]  # only the last one is used
+                    continue
+                count += 1
+                counts[r.type] += 1
+                if kept is not None:
+                    if len(kept) < keep:
+                        kept.append(r)
+                    else:
+                        kept = None
+            for e in errs:
+                invalid += 1
+                if len(errors) < MAX_RECORD_ERRORS:
+                    errors.append(e)
+                else:
+                    past[e.error] += 1
+    if past:
+        more = sum(past.values())
+        reasons = "; ".join(f"{n} × {why}" for why, n in past.most_common(20))
+        errors.append(RecordError(f"[{more} more invalid record lines, not stored one by one]",
+                                  reasons[:MAX_TEXT_LEN]))
+    others = HookRecords(kept, source, count, counts) if kept is not None else HookRecords(
+        None, source, count, counts)
+    return RecordScan(results, others, errors, invalid)
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -228,15 +376,13 @@ def keep_records(stdout_log: Path, records_file: Path, cap: int = LOG_CAP) -> in
 
 
 def record_text(paths: HookPaths) -> str:
-    """The text a run's records are parsed from: its records file when its stdout was
-    capped, else its whole stdout log (at most the cap, or the hard output cap after a
-    crash left it uncut)."""
-    for source in (paths.records_file, paths.stdout_log):
-        fd = open_regular(source, os.O_RDONLY)
-        if fd is not None:
-            with os.fdopen(fd, "rb") as f:
-                return f.read().decode("utf-8", errors="replace")
-    return ""
+    """The whole text a run's records are parsed from (its records file when its stdout was
+    capped, else its stdout log). For tools and small outputs: the pipeline streams them
+    with `scan_records` instead."""
+    source = record_source(paths)
+    if source is None:
+        return ""
+    return "\n".join(_record_lines(source))
 
 
 def read_bounded(path: Path, cap: int = LOG_CAP) -> bytes:
@@ -366,10 +512,8 @@ def build_outcome(
     before: dict[str, tuple[int, int]] | None = None,
 ) -> HookOutcome:
     """Decide a run's result from its stdout records, its exit and its files (HOOKS.md)."""
-    records, record_errors = parse_lines(record_text(paths))
-    results = [r for r in records if isinstance(r, ArchiveResultRecord)]
-    others: list[Record] = [r for r in records if not isinstance(r, ArchiveResultRecord)]
-    printed = results[-1] if results else None
+    scan = scan_records(paths)
+    printed = scan.results[-1] if scan.results else None
     files, notes = scan_output_files(paths.plugin_dir, snapshot_dir, before)
     root = os.path.realpath(snapshot_dir)
 
@@ -407,6 +551,12 @@ def build_outcome(
         errors.append(_exit_phrase(exit) if rc is not None else "no result printed, exit unknown")
     if printed is not None and printed.error:
         errors.insert(0, printed.error)
+    if exit.kill_reason and scan.others:
+        # Whatever it printed before it was stopped is loaded; say how much, so a stopped
+        # import is never mistaken for a whole one.
+        errors.append(f"{len(scan.others)} records it printed before it was stopped were "
+                      f"kept and loaded ({scan.invalid} invalid lines refused); any it would "
+                      "have printed after were not")
     if status == "failed":
         tail = stderr_tail(paths.stderr_log)
         if tail:
@@ -426,6 +576,7 @@ def build_outcome(
         ended_at=exit.ended_at,
         output_files=files,
         output_size=sum(f.size for f in files),
-        other_records=others,
-        record_errors=record_errors,
+        other_records=scan.others,
+        record_errors=scan.errors,
+        invalid_records=scan.invalid,
     )

@@ -23,7 +23,7 @@ from archiveflow.store import snapshots as snapshot_store
 from archiveflow.store.db import Store, retry_conflicts
 from archiveflow.store.processes import add_processes
 from archiveflow.tasks.hooks import HookOutcome, HookRun
-from archiveflow.tasks.ingest import Context, IngestReport, process_hook_records
+from archiveflow.tasks.ingest import Context, IngestReport, ingest_outcomes
 from archiveflow.tasks.plan import ResultDone
 
 MAX_BATCH: Final[int] = 256
@@ -102,9 +102,9 @@ def write_batch(store: Store, items: list[SnapshotDone]) -> list[IngestReport]:
                 result_store.add_record_errors(cur, rows["errors"])
             # Fresh UUIDv7 ids, and a retry re-runs the whole rolled-back transaction.
             add_processes(cur, rows["procs"], fresh_ids=True)
-            reports = [process_hook_records(
-                cur, [rec for r in item.results for rec in r.outcome.other_records], item.ctx)
-                for item in items]
+            # Chunk by chunk: a run's records may be millions (read from its files).
+            reports = [ingest_outcomes(cur, [r.outcome for r in item.results], item.ctx)
+                       for item in items]
             seal = [i.ctx.snapshot["id"] for i in items if i.seal and i.ctx.snapshot]
             titled = [i.ctx.snapshot["id"] for i in items if i.ctx.snapshot and any(
                 r.hook.plugin == "title" and r.outcome.status == "succeeded"

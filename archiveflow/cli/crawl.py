@@ -1,4 +1,8 @@
-"""`add` and `resume`: run a crawl in this process with a live progress line."""
+"""`add` and `resume`: run a crawl in this process with a live progress line.
+
+`add --index-only` creates the crawl and its Snapshots (the seed parser's records, loaded in
+batches with an "imported N URLs" line) without archiving them: no snapshot hook runs, no
+Prefect server is needed, and the crawl is left queued. `resume` archives it later."""
 
 from __future__ import annotations
 
@@ -6,11 +10,13 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from archiveflow.cli.common import (
     EXIT_FAILED,
@@ -75,10 +81,41 @@ def _read_seeds(inputs: list[str]) -> tuple[str, list[tuple[str, str]]]:
     return "\n".join(json.dumps({"url": u}) for u in kept), refused
 
 
+# Refusals kept one by one (shown on stderr, stored in record_error); the rest are counted.
+MAX_REFUSED_KEPT = 10_000
+MAX_REFUSED_SHOWN = 1_000
+
+
+# An http(s) URL on a public-looking name: the seed parser takes it whole and the crawl's
+# ingest checks it (and names it if refused), so this pass need not (check_url is ~10 µs).
+# Only RFC 3986 characters, and far below any length limit: anything else is checked here.
+_PLAIN_URL = re.compile(r"https?://([A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,63})"
+                        r"(?::\d{1,5})?(?:[/?#][A-Za-z0-9\-._~:/?#\[\]@!$&()*+,;=%]*)?")
+_PLAIN_MAX: Final = 2048
+
+
+def _plain_public_url(line: str) -> bool:
+    m = _PLAIN_URL.fullmatch(line) if len(line) <= _PLAIN_MAX else None
+    if m is None or m.group(1).lower().endswith("localhost"):
+        return False
+    return line[-1] not in ".,;:!?)]}'\">"  # the parser trims these: check_url names it
+
+
+def _input_lines(inputs: list[str], text: str | None) -> Iterator[str]:
+    """The lines of the one input file (streamed) or of the stdin text."""
+    if text is not None:
+        yield from text.splitlines()
+        return
+    with open(inputs[0], "rb") as f:
+        for raw in f:
+            yield raw.decode("utf-8", errors="replace")
+
+
 def _refused_lines(inputs: list[str], text: str | None, *, allow_private: bool,
-                   allow_file: bool) -> tuple[list[tuple[str, str]], int]:
-    """Lines of a URL-per-line file (or stdin) that are no archivable URL, with reasons, and
-    how many lines were looked at (0: not such an input).
+                   allow_file: bool) -> tuple[list[tuple[str, str]], int, int]:
+    """Lines of a URL-per-line file (or stdin) that are no archivable URL, with reasons
+    (the first MAX_REFUSED_KEPT), how many there are, and how many lines were looked at
+    (0: not such an input). The file is read line by line, whatever its size.
 
     The seed parser picks URLs out of text and skips anything else silently; a line that is
     one token is meant as a URL, so the user is told why it is not taken. Markup and JSONL
@@ -87,27 +124,82 @@ def _refused_lines(inputs: list[str], text: str | None, *, allow_private: bool,
 
     if text is None:
         if len(inputs) != 1 or not Path(inputs[0]).is_file():
-            return [], 0
+            return [], 0, 0
         with open(inputs[0], "rb") as f:
-            text = f.read(64 * 1024 * 1024).decode("utf-8", errors="replace")
-    if text.lstrip("\ufeff \t\r\n")[:1] in ("<", "{", "["):
-        return [], 0
-    out = []
-    looked = 0
-    for line in text.splitlines():
+            head = f.read(4096).decode("utf-8", errors="replace")
+    else:
+        head = text[:4096]
+    if head.lstrip("\ufeff \t\r\n")[:1] in ("<", "{", "["):
+        return [], 0, 0
+    out: list[tuple[str, str]] = []
+    count = looked = 0
+    for line in _input_lines(inputs, text):
         raw = line.strip()
         if not raw or raw.startswith("#"):
             continue
         looked += 1
+        reason: str | None = None
         if any(c in raw for c in " \t"):
             # Prose with URLs in it is the parser's to pick from; a line with none is said.
             if "://" not in raw:
-                out.append((raw, "no URL in this line (expected one URL per line)"))
-            continue
-        url, reason = check_url(raw, allow_private=allow_private, allow_file=allow_file)
-        if url is None:
-            out.append((raw, reason or "refused"))
-    return out, looked
+                reason = "no URL in this line (expected one URL per line)"
+        elif not _plain_public_url(raw):
+            url, why = check_url(raw, allow_private=allow_private, allow_file=allow_file)
+            if url is None:
+                reason = why or "refused"
+        if reason is not None:
+            count += 1
+            if len(out) < MAX_REFUSED_KEPT:
+                out.append((raw, reason))
+    return out, count, looked
+
+
+class Refusals:
+    """The inputs refused so far: said on stderr (the first MAX_REFUSED_SHOWN), each said
+    once, and counted."""
+
+    def __init__(self) -> None:
+        self.kept: list[tuple[str, str]] = []
+        self.said: set[str] = set()
+        self.count = 0
+
+    def add(self, raw: str, reason: str, *, counted: bool = True) -> bool:
+        """Say and keep a refusal unless it was said already; True if it was new."""
+        if raw in self.said:
+            return False
+        if counted:
+            self.count += 1
+        if len(self.said) < MAX_REFUSED_KEPT:
+            self.said.add(raw)
+            self.kept.append((raw, reason))
+        if len(self.kept) <= MAX_REFUSED_SHOWN and len(self.said) <= MAX_REFUSED_SHOWN:
+            say(f"refused {raw!r}: {reason}")
+        return True
+
+    def summary(self, crawl_id: str | None) -> None:
+        """One closing line when more were refused than shown."""
+        if self.count > MAX_REFUSED_SHOWN:
+            where = (f"; all are in record_error: archiveflow sql \"SELECT line, error FROM "
+                     f"record_error WHERE owner_id = '{crawl_id}'\"" if crawl_id else "")
+            say(f"refused {self.count:,} inputs in all (the first {MAX_REFUSED_SHOWN:,} "
+                f"shown above){where}")
+
+
+def _import_progress() -> Any:
+    """A progress callback for batched imports: one stderr line per second at most, once
+    the import is past its first batch (a crawl of a few URLs says nothing more)."""
+    last = [0.0]
+
+    def show(total: Any, final: bool = False) -> None:
+        now = time.monotonic()
+        done = total.counts.get("Snapshot", 0) + total.refused_count
+        if done < 10_000 or (not final and now - last[0] < 1.0):
+            return
+        last[0] = now
+        say(f"imported {total.counts.get('Snapshot', 0):,} URLs "
+            f"({total.refused_count:,} refused)" + ("" if final else " …"))
+
+    return show
 
 
 class Progress:
@@ -178,7 +270,8 @@ def run_crawl(rt: Any, crawl_id: str, concurrency: int, prefect_ready: Any = Non
     current = context.install(rt)
     try:
         with Progress(rt, crawl_id):
-            start = current.crawl_starts[crawl_id] = crawls.run(rt, crawls.claim(rt, crawl_id))
+            start = current.crawl_starts[crawl_id] = crawls.run(
+                rt, crawls.claim(rt, crawl_id), progress=_import_progress())
             head_start.run_until_ready(current, start, concurrency, prefect_ready)
             prefect_ready.result()
             from archiveflow.flows.crawl import run_crawl_flow
@@ -223,9 +316,10 @@ def cmd_add(args: argparse.Namespace) -> int:
 
     if not args.inputs:
         raise CliError("nothing to add: give URLs, a file, or - for stdin", EXIT_USAGE)
-    seeds, refused = _read_seeds(args.inputs)
-    for raw, reason in refused:
-        say(f"refused {raw!r}: {reason}")
+    seeds, refused_args = _read_seeds(args.inputs)
+    refused = Refusals()
+    for raw, reason in refused_args:
+        refused.add(raw, reason)
     if not seeds.strip():
         raise CliError("no valid URL to archive (see the reasons above)", EXIT_USAGE)
     bad = [kv for kv in args.config or [] if "=" not in kv or not kv.split("=", 1)[0].strip()]
@@ -240,23 +334,22 @@ def cmd_add(args: argparse.Namespace) -> int:
         config["URL_ALLOW_PRIVATE"] = "true"
     if args.scope:
         config["CRAWL_SCOPE"] = args.scope
-    # Reuse-or-start the Prefect server and import its engine while this thread opens the
-    # index and runs the first hooks: Prefect stays off the path to the first hook.
-    from archiveflow.flows.prefect_server import start_in_background
+    prefect_ready = None
+    if not args.index_only:
+        # Reuse-or-start the Prefect server and import its engine while this thread opens
+        # the index and runs the first hooks: Prefect stays off the path to the first hook.
+        from archiveflow.flows.prefect_server import start_in_background
 
-    prefect_ready = start_in_background(data_folder(args).resolve(), report=say)
+        prefect_ready = start_in_background(data_folder(args).resolve(), report=say)
     rt = open_index(args)
     try:
         ctx = crawl_work.crawl_context(rt, {"config": config})
-        said = {raw for raw, _ in refused}
-        bad_lines, looked = _refused_lines(
+        bad_lines, bad_count, looked = _refused_lines(
             args.inputs, seeds if args.inputs == ["-"] else None,
             allow_private=ctx.allow_private, allow_file=ctx.allow_file)
+        refused.count += bad_count  # every refused line counts, the same line twice too
         for raw, reason in bad_lines:
-            if raw not in said:
-                said.add(raw)
-                refused.append((raw, reason))
-                say(f"refused {raw!r}: {reason}")
+            refused.add(raw, reason, counted=False)
         if _is_url_list(args.inputs):
             # URL arguments meet the crawl's own policy here, named as the user wrote them
             # (the crawl would see only the normalised form: 0x7f000001 -> 127.0.0.1).
@@ -265,16 +358,13 @@ def cmd_add(args: argparse.Namespace) -> int:
                 url, why = check_url(raw, allow_private=ctx.allow_private,
                                      allow_file=ctx.allow_file)
                 if url is None:
-                    if raw not in said:
-                        said.add(raw)
-                        refused.append((raw, why or "refused"))
-                        say(f"refused {raw!r}: {why}")
+                    refused.add(raw, why or "refused")
                 else:
                     kept.append(url)
             if not kept:
                 raise CliError("no valid URL to archive (see the reasons above)", EXIT_USAGE)
             seeds = "\n".join(json.dumps({"url": u}) for u in kept)
-        if looked and len(bad_lines) == looked:
+        if looked and bad_count == looked:
             raise CliError(f"no valid URL to archive: all {looked} line(s) were refused "
                            "(reasons above)", EXIT_USAGE)
         crawl_work.expire_stale(rt)
@@ -286,16 +376,67 @@ def cmd_add(args: argparse.Namespace) -> int:
             max_urls=args.max_urls, parser=args.parser, config=config,
             machine_id=rt.machine.id)
         say(f"crawl {crawl['id']} queued: depth {args.depth}, data folder {rt.data_dir}")
+        _store_refusals(rt, crawl["id"], refused)
+        if args.index_only:
+            return _index_only(rt, crawl, refused)
         result = run_crawl(rt, crawl["id"], args.concurrency, prefect_ready)
         for url, reason in result["refused"]:
-            if url not in said:
-                say(f"refused {url!r}: {reason}")
+            refused.add(url, reason, counted=False)  # counted by the crawl
+        refused.summary(crawl["id"])
         for failure in result["failures"]:
             say(f"error: {failure.splitlines()[0] if failure else 'failed'}")
         summarize(rt, crawl["id"])
-        return _exit_code(result, refused)
+        return _exit_code(result, refused.kept)
     finally:
         rt.close()
+
+
+def _store_refusals(rt: Any, crawl_id: str, refused: Refusals) -> None:
+    """The inputs `add` refused before the crawl ran, queryable beside the crawl's own
+    (record_error rows owned by the crawl, hook_name `add`)."""
+    from archiveflow.store import results
+
+    rows = [{"owner_id": crawl_id, "hook_name": "add", "line": raw[:2000], "error": reason}
+            for raw, reason in refused.kept]
+    if refused.count > len(refused.kept):
+        rows.append({"owner_id": crawl_id, "hook_name": "add",
+                     "line": f"[{refused.count - len(refused.kept)} more refused lines]",
+                     "error": "not stored one by one"})
+    if rows:
+        with rt.store.transaction() as cur:
+            results.add_record_errors(cur, rows)
+
+
+def _index_only(rt: Any, crawl: dict[str, Any], refused: Refusals) -> int:
+    """`add --index-only`: run the input parser, load its Snapshots in batches, leave the
+    crawl queued for `resume`. Exit 0, or 3 when some input was refused, 2 when none was
+    archivable, 1 when the parser failed."""
+    from archiveflow.store import snapshots
+    from archiveflow.tasks import crawls as crawl_work
+
+    show = _import_progress()
+    start = crawl_work.run(rt, crawl_work.claim(rt, crawl["id"]), input_only=True,
+                           progress=show)
+    crawl_work.requeue(rt, start.crawl)
+    # The parser's URLs that the crawl refused and `add` had not refused already (a line
+    # refused before the import is not counted twice); past the ones kept, all are new.
+    for url, reason in start.refused:
+        refused.add(url, reason)
+    refused.count += start.refused_count - len(start.refused)
+    refused.summary(crawl["id"])
+    for failure in start.failures:
+        say(f"error: {failure.splitlines()[0] if failure else 'failed'}")
+    total = snapshots.count_in_crawl(rt.store.cursor(), crawl["id"])
+    all_refused = refused.count
+    say(f"indexed {total:,} snapshots in crawl {crawl['id']} ({all_refused:,} inputs "
+        f"refused, {start.invalid:,} invalid records); not archived yet: "
+        "`archiveflow resume` archives them")
+    print(f"crawl {crawl['id']}: {total} snapshots queued, {all_refused} refused")
+    if start.failures:
+        return EXIT_FAILED
+    if total == 0:
+        return EXIT_USAGE
+    return EXIT_PARTIAL if all_refused else EXIT_OK
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
@@ -349,6 +490,10 @@ def register(command: Command) -> None:
     a = command("add", cmd_add, "Archive URLs (args, a file, or - for stdin) as a new crawl.")
     a.add_argument("inputs", nargs="*", metavar="URL|FILE|-")
     add_crawl_options(a, per="crawl")
+    a.add_argument("--index-only", action="store_true",
+                   help="only create the crawl's snapshots (import in batches); archive "
+                   "them later with `archiveflow resume`")
 
-    r = command("resume", cmd_resume, "Finish every crawl that was interrupted.")
+    r = command("resume", cmd_resume, "Finish every crawl that was interrupted, and archive "
+                "the crawls `add --index-only` left queued.")
     r.add_argument("--concurrency", type=int, default=4)
