@@ -26,7 +26,11 @@ def _crawl_run(data: Path) -> tuple[str, Any]:
 
     async def fetch() -> Any:
         async with get_client() as client:
-            runs = await client.read_flow_runs()
+            from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
+
+            # by name: the session's API holds more runs than one unfiltered page
+            runs = await client.read_flow_runs(flow_run_filter=FlowRunFilter(
+                name=FlowRunFilterName(any_=[f"crawl {row[0]}"])))
             return next(r for r in runs if r.name == f"crawl {row[0]}")
 
     return row[0], asyncio.run(fetch())

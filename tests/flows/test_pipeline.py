@@ -116,6 +116,7 @@ def _prefect_runs(crawl_id: str) -> tuple[Any, list[Any], list[Any], list[Any]]:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import (
         FlowRunFilter,
+        FlowRunFilterName,
         FlowRunFilterParentFlowRunId,
         TaskRunFilter,
         TaskRunFilterFlowRunId,
@@ -123,7 +124,9 @@ def _prefect_runs(crawl_id: str) -> tuple[Any, list[Any], list[Any], list[Any]]:
 
     async def fetch() -> tuple[Any, list[Any], list[Any], list[Any]]:
         async with get_client() as client:
-            runs = await client.read_flow_runs()
+            # by name: the session's API holds more runs than one unfiltered page
+            runs = await client.read_flow_runs(flow_run_filter=FlowRunFilter(
+                name=FlowRunFilterName(any_=[f"crawl {crawl_id}"])))
             crawl_run = next(r for r in runs if r.name == f"crawl {crawl_id}")
             subs = await client.read_flow_runs(flow_run_filter=FlowRunFilter(
                 parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[crawl_run.id])))
