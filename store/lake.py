@@ -13,9 +13,11 @@ local PostgreSQL 15 catalog, see docs/scaling.md):
   also updates the one row of `lake_lock`, so that even a writer without the lock conflicts.
   Status values are written only by the declared moves (store/transitions.py).
 - No RETURNING on INSERT or UPDATE. `LakeCursor` runs such a statement as a transaction:
-  the rows that will move are selected first (by id), the statement runs restricted to
-  those ids, and the rows are read back; ids are the moved rows because the transaction
-  reads one snapshot and a concurrent change of the same table fails its COMMIT.
+  the rows that will move are selected first (by id), the UPDATE then moves exactly those
+  ids (its WHERE is not evaluated a second time: a `LIMIT` over tied rows may pick other
+  rows on each scan), and the rows are read back; ids are the moved rows because the
+  transaction reads one snapshot under the write lock, the UPDATE's count is checked, and
+  a concurrent change of the same table fails its COMMIT.
 - Conflicts are per table, not per row: two transactions that UPDATE (or INSERT and UPDATE)
   one table conflict at COMMIT even on different rows ("Transaction conflict - attempting
   to insert into table … but another transaction has deleted inlined data from it");
@@ -482,11 +484,31 @@ class LakeCursor:
         table, alias = m["table"], m["alias"] or m["table"]
         ids = self._update_ids(m, params)
         if ids:
+            # The WHERE is evaluated once, by the select above: the UPDATE takes those ids,
+            # not the WHERE again. Evaluating it twice may pick other rows: a claim's
+            # `ORDER BY depth, created_at LIMIT n` over ties (a batch of discovered URLs
+            # shares its created_at) picks any n of them, differently from one scan of the
+            # lake's files to the next, and the rows read back would then include some
+            # this statement never moved (a snapshot claimed twice; tests/distributed).
+            # Nothing else writes in between: the same transaction, under the write lock.
+            # With a FROM, its join is needed for the SET, so the WHERE stays (the store's
+            # such statements are plain joins, the same on every evaluation).
             head = f"UPDATE {table}" + (f" AS {m['alias']}" if m["alias"] else "")
-            self._cur.execute(
-                f"{head} SET {m['set']}" + (f" FROM {m['from']}" if m["from"] else "")
-                + f" WHERE ({m['where']}) AND {alias}.id IN (SELECT unnest(?::VARCHAR[]))",
-                [*set_p, *from_p, *where_p, ids])
+            if m["from"]:
+                res = self._cur.execute(
+                    f"{head} SET {m['set']} FROM {m['from']} WHERE ({m['where']}) "
+                    f"AND {alias}.id IN (SELECT unnest(?::VARCHAR[]))",
+                    [*set_p, *from_p, *where_p, ids])
+            else:
+                res = self._cur.execute(
+                    f"{head} SET {m['set']} WHERE {alias}.id IN (SELECT unnest(?::VARCHAR[]))",
+                    [*set_p, ids])
+            counted = res.fetchone()
+            if counted is not None and counted[0] < len(ids):
+                # Some selected row did not move: what is read back would not be what this
+                # statement changed. Retried whole (store/lake.retry), never returned.
+                raise WriteConflict(f"emulated RETURNING on {table}: {counted[0]} of "
+                                    f"{len(ids)} selected rows updated (conflict)")
         res = self._cur.execute(
             f"SELECT {self._ret(m)} FROM {table} WHERE id IN (SELECT unnest(?::VARCHAR[]))",
             [ids])

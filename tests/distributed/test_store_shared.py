@@ -64,3 +64,24 @@ def test_two_processes_never_both_win(store: Store) -> None:
     assert not set(won["a"]) & set(won["b"])
     assert sorted(won["a"] + won["b"]) == [f"s{i:03d}" for i in range(30)]
     assert won["a"] and won["b"]
+
+
+
+def test_claims_over_tied_rows_return_only_rows_they_moved(store: Store) -> None:
+    """A depth crawl inserts each batch of discovered URLs in one transaction: one depth,
+    one created_at, so the claim's `ORDER BY depth, created_at LIMIT n` has ties, over rows
+    in several of the lake's files. Every row a claim returns is one it moved to `started`
+    (the emulated RETURNING once returned rows its UPDATE had not moved: a snapshot claimed
+    twice, by one crawl loop or by two machines), and no row is claimed twice."""
+    cur = store.cursor()
+    for b in range(10):
+        cur.execute("INSERT INTO snapshot (id, crawl_id, url, output_dir, depth, created_at) "
+                    "SELECT ? || lpad(i::VARCHAR, 3, '0'), 'c', ? || i, 'x', 1, "
+                    "TIMESTAMPTZ '2026-01-01 00:00:00+00' FROM range(30) t(i)",
+                    [f"s{b}_", f"https://e/{b}/"])
+    seen: list[str] = []
+    while rows := transitions.claim_next(cur, "snapshot", "crawl_id = ?", ["c"], limit=7,
+                                         lease=60):
+        assert {r["status"] for r in rows} == {"started"}
+        seen.extend(r["id"] for r in rows)
+    assert len(seen) == len(set(seen)) == 300
