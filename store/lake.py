@@ -505,10 +505,11 @@ class LakeCursor:
                     [*set_p, ids])
             counted = res.fetchone()
             if counted is not None and counted[0] < len(ids):
-                # Some selected row did not move: what is read back would not be what this
-                # statement changed. Retried whole (store/lake.retry), never returned.
-                raise WriteConflict(f"emulated RETURNING on {table}: {counted[0]} of "
-                                    f"{len(ids)} selected rows updated (conflict)")
+                # Some selected row did not move (cannot happen in one transaction): what
+                # would be read back is not what this statement changed. Loudly, never
+                # returned; the caller's transaction (or this statement's) rolls back.
+                raise StoreError(f"shared index: UPDATE {table} … RETURNING moved "
+                                 f"{counted[0]} of the {len(ids)} rows it selected")
         res = self._cur.execute(
             f"SELECT {self._ret(m)} FROM {table} WHERE id IN (SELECT unnest(?::VARCHAR[]))",
             [ids])
