@@ -14,10 +14,10 @@ local PostgreSQL 15 catalog, see docs/scaling.md):
   Status values are written only by the declared moves (store/transitions.py).
 - No RETURNING on INSERT or UPDATE. `LakeCursor` runs such a statement as a transaction:
   the rows that will move are selected first (by id), the UPDATE then moves exactly those
-  ids (its WHERE is not evaluated a second time: a `LIMIT` over tied rows may pick other
-  rows on each scan), and the rows are read back; ids are the moved rows because the
-  transaction reads one snapshot under the write lock, the UPDATE's count is checked, and
-  a concurrent change of the same table fails its COMMIT.
+  ids (its WHERE is not evaluated a second time: a `LIMIT` over tied rows picked other
+  rows inside the UPDATE than in the select), and the rows are read back; ids are the moved
+  rows because the transaction reads one snapshot under the write lock, the UPDATE's count
+  is checked, and a concurrent change of the same table fails its COMMIT.
 - Conflicts are per table, not per row: two transactions that UPDATE (or INSERT and UPDATE)
   one table conflict at COMMIT even on different rows ("Transaction conflict - attempting
   to insert into table … but another transaction has deleted inlined data from it");
@@ -486,10 +486,11 @@ class LakeCursor:
         if ids:
             # The WHERE is evaluated once, by the select above: the UPDATE takes those ids,
             # not the WHERE again. Evaluating it twice may pick other rows: a claim's
-            # `ORDER BY depth, created_at LIMIT n` over ties (a batch of discovered URLs
-            # shares its created_at) picks any n of them, differently from one scan of the
-            # lake's files to the next, and the rows read back would then include some
-            # this statement never moved (a snapshot claimed twice; tests/distributed).
+            # `ORDER BY depth, created_at LIMIT n` over ties (the URLs discovered by one
+            # batch of the recorder share its transaction's now(), one INSERT per snapshot)
+            # picks any n of them, and inside the UPDATE DuckDB scanned the lake's files in
+            # another order than the select did; the rows read back then included some this
+            # statement never moved (a snapshot claimed twice; tests/distributed).
             # Nothing else writes in between: the same transaction, under the write lock.
             # With a FROM, its join is needed for the SET, so the WHERE stays (the store's
             # such statements are plain joins, the same on every evaluation).

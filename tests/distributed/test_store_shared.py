@@ -68,17 +68,20 @@ def test_two_processes_never_both_win(store: Store) -> None:
 
 
 def test_claims_over_tied_rows_return_only_rows_they_moved(store: Store) -> None:
-    """A depth crawl inserts each batch of discovered URLs in one transaction: one depth,
-    one created_at, so the claim's `ORDER BY depth, created_at LIMIT n` has ties, over rows
-    in several of the lake's files. Every row a claim returns is one it moved to `started`
-    (the emulated RETURNING once returned rows its UPDATE had not moved: a snapshot claimed
-    twice, by one crawl loop or by two machines), and no row is claimed twice."""
+    """The recorder inserts each snapshot's discovered URLs with an INSERT of its own, all
+    in one transaction: one depth and one created_at (its now()) over several of the lake's
+    files, so the claim's `ORDER BY depth, created_at LIMIT n` has ties. Every row a claim
+    returns is one it moved to `started` (the emulated RETURNING once re-evaluated the WHERE
+    in its UPDATE, which picked other tied rows than its select: it returned rows it had not
+    moved, claimed again later by the same crawl loop or another machine), and no row is
+    claimed twice."""
     cur = store.cursor()
+    cur.execute("BEGIN")
     for b in range(10):
-        cur.execute("INSERT INTO snapshot (id, crawl_id, url, output_dir, depth, created_at) "
-                    "SELECT ? || lpad(i::VARCHAR, 3, '0'), 'c', ? || i, 'x', 1, "
-                    "TIMESTAMPTZ '2026-01-01 00:00:00+00' FROM range(30) t(i)",
-                    [f"s{b}_", f"https://e/{b}/"])
+        cur.execute("INSERT INTO snapshot (id, crawl_id, url, output_dir, depth) "
+                    "SELECT ? || lpad(i::VARCHAR, 3, '0'), 'c', ? || i, 'x', 1 "
+                    "FROM range(30) t(i)", [f"s{b}_", f"https://e/{b}/"])
+    cur.execute("COMMIT")
     seen: list[str] = []
     while rows := transitions.claim_next(cur, "snapshot", "crawl_id = ?", ["c"], limit=7,
                                          lease=60):
