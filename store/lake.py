@@ -373,7 +373,13 @@ class LakeCursor:
             for n in names:
                 self._cur.register(n, caller[n])
         try:
-            return self._execute(sql, params)
+            out = self._execute(sql, params)
+            if names and self._rows is None and self._cur.description:
+                # A query's result is read lazily: fetched after the frames are unregistered
+                # it would be empty. Read it now (store/snapshots.add_tags' lookup).
+                self._desc = self._cur.description
+                self._rows = self._cur.fetchall()
+            return out
         finally:
             for n in names:
                 self._cur.unregister(n)
