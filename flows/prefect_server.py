@@ -375,7 +375,10 @@ def stop_local_server(data_dir: Path) -> bool:
             _stop_pid(info["pid"])
         with contextlib.suppress(FileNotFoundError):
             (home / "server.json").unlink()
-    if os.environ.get("_ARCHIVEFLOW_LOCAL_API_URL") == (info or {}).get("api_url"):
+    # Forget the URL only when this process was pointed at the server just stopped: with
+    # neither set (None == None) this used to drop a PREFECT_API_URL the user had set.
+    local = os.environ.get("_ARCHIVEFLOW_LOCAL_API_URL")
+    if local is not None and info is not None and local == info.get("api_url"):
         os.environ.pop("_ARCHIVEFLOW_LOCAL_API_URL", None)
         os.environ.pop("PREFECT_API_URL", None)
     return info is not None

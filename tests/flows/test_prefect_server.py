@@ -170,3 +170,15 @@ def test_idle_exit_setting() -> None:
     for bad in ("-1", "10m"):
         with pytest.raises(ValueError, match="ARCHIVEFLOW_PREFECT_IDLE_EXIT"):
             idle_exit_seconds({"ARCHIVEFLOW_PREFECT_IDLE_EXIT": bad})
+
+
+def test_stopping_a_server_that_is_not_running_keeps_the_users_api_url(
+        tmp_path: Path, monkeypatch) -> None:
+    """stop_local_server forgets PREFECT_API_URL only when this process was pointed at the
+    server it stopped (it dropped a user-set URL when neither was known: None == None, and
+    every later CLI run of the test session then started a server of its own)."""
+    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:9/api")
+    monkeypatch.delenv("_ARCHIVEFLOW_LOCAL_API_URL", raising=False)
+    runtime.prefect_home(tmp_path).mkdir(parents=True)
+    assert runtime.stop_local_server(tmp_path) is False
+    assert os.environ["PREFECT_API_URL"] == "http://127.0.0.1:9/api"
