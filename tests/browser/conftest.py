@@ -15,20 +15,17 @@ ends. Chromium that other people run on the machine has neither.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import duckdb
@@ -37,14 +34,13 @@ import pytest
 
 from archiveflow.tasks.egress import EgressProxy
 from archiveflow.tasks.egress_policy import Policy
+from tests.browser.pipe_browser import DAEMON
 from tests.command import ARCHIVEFLOW
 from tests.sitesrv import SiteServer
 
 TESTS = Path(__file__).resolve().parents[1]
 SITE = TESTS / "fixtures" / "site"
 PAGES = Path(__file__).resolve().parent / "site"
-PLUGINS = TESTS.parent / "plugins"
-DAEMON = PLUGINS / "chrome" / "on_Crawl__05_chrome.daemon.bg.py"
 
 if shutil.which("chromium") is None:
     pytest.skip("chromium is not installed (make system-deps)", allow_module_level=True)
@@ -60,66 +56,6 @@ def procs_using(folder: Path | str) -> list[psutil.Process]:
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
     return found
-
-
-def chrome_hook() -> ModuleType:
-    """The chrome hook as a module: its launcher and CDP client, for the tests' own use."""
-    spec = importlib.util.spec_from_file_location("chrome_hook", DAEMON)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-class PipeBrowser:
-    """A headless Chromium of the test's own, driven as the chrome hook drives the crawl's:
-    DevTools on a pipe (its launcher and CDP client), so no debugging port is open to other
-    local accounts while it runs. One tab at a time: `goto` opens it, `eval` runs in it."""
-
-    def __init__(self, width: int = 1400, height: int = 2000) -> None:
-        self.mod = chrome_hook()
-        chromium = self.mod.find_chromium()
-        assert chromium, "no chromium"
-        self.width, self.height = width, height
-        self.folder = tempfile.mkdtemp(prefix="af-pipe-browser-", dir=os.environ.get("TMPDIR"))
-        self.proc, self.rfd, self.wfd = self.mod.launch_chromium(chromium, self.folder)
-        self.cdp = self.mod.CDP(self.rfd, self.wfd, "chromium")
-        self.tab: dict | None = None
-
-    def goto(self, url: str) -> None:
-        """Open `url` in a fresh tab and wait for its load event."""
-        if self.tab:
-            self.mod.close_tab(self.cdp, self.tab)
-        self.tab = self.mod.open_tab(self.cdp, url, 60, self.width, self.height)
-
-    def eval(self, expression: str) -> Any:
-        """The value of a JavaScript expression in the tab (promises awaited)."""
-        assert self.tab is not None
-        res = self.cdp.call("Runtime.evaluate", {"expression": expression,
-                                                 "returnByValue": True, "awaitPromise": True},
-                            session=self.tab["session"])
-        return res.get("result", {}).get("value")
-
-    def wait_for(self, predicate: str, timeout: float = 60) -> bool:
-        """Poll a JavaScript expression until it is truthy."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.eval(predicate):
-                return True
-            time.sleep(0.25)
-        return False
-
-    def close(self) -> None:
-        self.mod.stop_chromium(self.proc)
-        for fd in (self.rfd, self.wfd):
-            os.close(fd)
-        self.mod.remove_browser_folder(self.folder)
-
-    def __enter__(self) -> PipeBrowser:
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self.close()
 
 
 MARK_ENV = "ARCHIVEFLOW_TEST_BROWSERS"

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from tests.browser.conftest import PipeBrowser, cli, procs_using
+from tests.browser.conftest import cli, procs_using
+from tests.browser.pipe_browser import PipeBrowser
 
 BROWSER_PLUGINS = ("screenshot", "pdf", "dom", "singlefile")
 

@@ -14,7 +14,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.browser.conftest import CrawlBrowser, chrome_hook, procs_using
+from tests.browser.conftest import CrawlBrowser, procs_using
+from tests.browser.pipe_browser import chrome_hook
 from tests.plugins.pluginrun import HookRun, run_hook
 from tests.sitesrv import SiteServer
 

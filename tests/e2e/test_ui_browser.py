@@ -3,18 +3,22 @@
 The browser logs in with the password `archiveflow server login` prints, through the UI's own
 login form, opens the runs page the CLI names, and must show the crawl's flow run by name
 (not "Can't connect to Server API"); the flow run's page lists its task runs (the Snapshot).
+The browser is driven over a pipe (tests/browser/pipe_browser.py), so no DevTools port is open
+to other local accounts while it holds the UI's login: it listens on no TCP port at all.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from collections.abc import Iterator
 from typing import Any
 
+import psutil
 import pytest
 
-from tests.e2e.cdp import Browser, chromium_path
+from tests.browser.pipe_browser import PipeBrowser, chromium_path
 from tests.e2e.conftest import af, api, secret, status
 
 pytestmark = [pytest.mark.timeout(400),
@@ -38,7 +42,7 @@ def crawled(tmp_path_factory: pytest.TempPathFactory, local_env: dict[str, str],
     af(data, "server", "stop", "--force", env=local_env, timeout=60)
 
 
-def _login(browser: Browser, page: str, password: str) -> None:
+def _login(browser: PipeBrowser, page: str, password: str) -> None:
     browser.goto(page)
     assert browser.wait_for("!!document.querySelector('input[type=password]')", 60), \
         browser.text()[:2000]
@@ -52,7 +56,7 @@ def test_runs_page_shows_the_crawls_flow_run(crawled: dict[str, Any]) -> None:
     run_name = f"crawl {crawled['crawl_id']}"
     page = runs_page(crawled["ui_url"])
     assert page.startswith(crawled["ui_url"])
-    with Browser() as browser:
+    with PipeBrowser() as browser:
         _login(browser, page, secret(crawled["data"]))
         seen = browser.wait_for(f"document.body.innerText.includes({run_name!r})", 90)
         text = browser.text()
@@ -60,6 +64,23 @@ def test_runs_page_shows_the_crawls_flow_run(crawled: dict[str, Any]) -> None:
         assert CANT_CONNECT not in text
         assert "Authentication failed" not in text
         assert browser.eval("location.pathname").endswith("/runs")
+        assert _tcp_listeners(browser) == [], "Chromium listens on TCP"
+
+
+def _tcp_listeners(browser: PipeBrowser) -> list[str]:
+    """TCP sockets listening in the browser's process group (browser, zygotes, renderers,
+    network service): a DevTools port would be one."""
+    assert "--remote-debugging-pipe" in browser.command, browser.command
+    found = []
+    for p in psutil.process_iter():
+        try:
+            if os.getpgid(p.pid) != browser.proc.pid:
+                continue
+            found += [f"{p.pid} {p.name()} {c.laddr}" for c in p.net_connections("tcp")
+                      if c.status == psutil.CONN_LISTEN]
+        except (OSError, psutil.Error):
+            continue
+    return found
 
 
 def test_flow_run_page_lists_its_task_runs(crawled: dict[str, Any]) -> None:
@@ -78,7 +99,7 @@ def test_flow_run_page_lists_its_task_runs(crawled: dict[str, Any]) -> None:
         assert code == 200, tasks
         time.sleep(0.5)
     assert tasks, f"no task run of {run_name} recorded"
-    with Browser() as browser:
+    with PipeBrowser() as browser:
         _login(browser, runs_page(crawled["ui_url"]), secret(crawled["data"]))
         assert browser.wait_for(f"document.body.innerText.includes({run_name!r})", 90)
         # the flow run's page, on its "Task Runs" tab
