@@ -12,9 +12,15 @@ by an untimed warm-up crawl), timed from the command's start to its exit:
 - both again with BROWSER_CONCURRENCY=2 (default 1: one browser hook at a time), in a data
   folder of their own (see WIDE)
 - screenshot: screenshot alone, shared vs its own Chromium per snapshot (the old design)
+- `--part handover` (issue #18): the shared crawl with and without the process-local queue
+  in front of the Prefect browser limit (flows/limits.py; `_ARCHIVEFLOW_LOCAL_SLOTS=0` is
+  the baseline: every snapshot thread polls Prefect and sleeps its Retry-After), A/B
+  interleaved (ABBA order per pair of rounds) in one data folder, `--repeat` rounds.
 
-Prints pages/s per crawl, the 1-minute load average after it, and the ratios. The machines
-are shared and noisy: compare ratios from one run, never absolute numbers from different runs.
+Prints pages/s per crawl, the slot's busy share (the union of the browser hook runs' own
+start..end over the crawl's wall time), the 1-minute load average after it, and the ratios.
+The machines are shared and noisy: compare ratios from one run, never absolute numbers from
+different runs.
 `--only NAME` (repeatable) runs only those configurations.
 """
 
@@ -52,6 +58,11 @@ WIDE: Final[tuple[tuple[str, str, tuple[str, ...]], ...]] = (
     ("per hook, 2 at once", f"{BASE},{BROWSER}", ("CHROME_ENABLED=false",
                                                   "BROWSER_CONCURRENCY=2")),
 )
+# Issue #18: (name, environment) of the two sides of the hand-over A/B, both "shared".
+HANDOVER: Final[tuple[tuple[str, dict[str, str]], ...]] = (
+    ("prefect only", {"_ARCHIVEFLOW_LOCAL_SLOTS": "0"}),
+    ("local hand-over", {}),
+)
 
 
 def load_site() -> ModuleType:
@@ -64,17 +75,18 @@ def load_site() -> ModuleType:
     return mod
 
 
-def crawl(data: Path, seeds: list[str], plugins: str, config: tuple[str, ...]
-          ) -> tuple[float, int, dict[str, int], dict[str, float]]:
-    """(seconds, snapshots, results by status, mean seconds per browser hook run) of one
-    crawl through the CLI."""
+def crawl(data: Path, seeds: list[str], plugins: str, config: tuple[str, ...],
+          env: dict[str, str] | None = None
+          ) -> tuple[float, int, dict[str, int], dict[str, float], float]:
+    """(seconds, snapshots, results by status, mean seconds per browser hook run, seconds
+    the browser slot was busy) of one crawl through the CLI."""
     args = [str(CLI), "--data-dir", str(data), "add", "--allow-private", "--depth", "2",
             "--plugins", plugins, "--tag", f"bench-{time.monotonic_ns()}"]
     for kv in config:
         args += ["--config", kv]
     started = time.perf_counter()
     proc = subprocess.run([*args, *seeds], capture_output=True, text=True,
-                          env={**os.environ, "ARCHIVEFLOW_LOCK_WAIT": "120"})
+                          env={**os.environ, "ARCHIVEFLOW_LOCK_WAIT": "120", **(env or {})})
     secs = time.perf_counter() - started
     if proc.returncode != 0:
         raise SystemExit(f"crawl failed ({plugins} {config}): {proc.stderr[-2000:]}")
@@ -91,22 +103,45 @@ def crawl(data: Path, seeds: list[str], plugins: str, config: tuple[str, ...]
             "SELECT a.plugin, avg(epoch(a.end_ts) - epoch(a.start_ts)) FROM archiveresult a "
             "JOIN snapshot s ON s.id = a.snapshot_id WHERE s.crawl_id = ? "
             "AND a.plugin IN ('screenshot', 'pdf', 'dom') GROUP BY ALL", [crawl_id]).fetchall())
+        spans = con.execute(
+            "SELECT epoch(a.start_ts), epoch(a.end_ts) FROM archiveresult a JOIN snapshot s "
+            "ON s.id = a.snapshot_id WHERE s.crawl_id = ? AND a.plugin IN "
+            "('screenshot', 'pdf', 'dom') AND a.start_ts IS NOT NULL AND a.end_ts IS NOT NULL "
+            "ORDER BY 1", [crawl_id]).fetchall()
     finally:
         con.close()
-    return secs, int(snaps), statuses, hook_secs
+    return secs, int(snaps), statuses, hook_secs, union_seconds(spans)
+
+
+def union_seconds(spans: list[tuple[float, float]]) -> float:
+    """Seconds covered by at least one of the (start, end) spans, sorted by start."""
+    total, cur_start, cur_end = 0.0, None, None
+    for start, end in spans:
+        if cur_end is None or start > cur_end:
+            if cur_end is not None and cur_start is not None:
+                total += cur_end - cur_start
+            cur_start, cur_end = start, end
+        else:
+            cur_end = max(cur_end, end)
+    if cur_end is not None and cur_start is not None:
+        total += cur_end - cur_start
+    return total
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=200, help="pages of the generated site")
     ap.add_argument("--repeat", type=int, default=1, help="crawls per configuration")
-    ap.add_argument("--part", choices=["all", "default", "wide"], default="all",
-                    help="default: the BROWSER_CONCURRENCY=1 crawls; wide: the =2 ones")
+    ap.add_argument("--part", choices=["all", "default", "wide", "handover"], default="all",
+                    help="default: the BROWSER_CONCURRENCY=1 crawls; wide: the =2 ones; "
+                    "handover: issue #18's A/B (not part of all)")
     ap.add_argument("--only", action="append", default=[], metavar="NAME",
                     help="run only this configuration (repeatable), e.g. --only off")
     ns = ap.parse_args()
     site_mod = load_site()
     site = site_mod.generate(ns.n)
+    if ns.part == "handover":
+        return handover(site_mod, site, ns.n, ns.repeat)
     rates: dict[str, float] = {}
     parts = [(CONFIGS, ()), (WIDE, ("BROWSER_CONCURRENCY=2",))]
     if ns.part != "all":
@@ -140,12 +175,46 @@ def main() -> None:
             print(f"{label + ':':<46} {rates[a] / rates[b]:.2f}x the pages/s")
 
 
+def handover(site_mod: ModuleType, site: object, n: int, rounds: int) -> None:
+    """Issue #18: the shared crawl with and without the local queue in front of the Prefect
+    browser limit, interleaved; per side the pages/s and busy share of each crawl."""
+    got: dict[str, list[tuple[float, float]]] = {name: [] for name, _ in HANDOVER}
+    with site_mod.Server(site) as srv, \
+            tempfile.TemporaryDirectory(prefix="bench-browser-") as d:
+        seeds = site.seed_urls(srv.base)  # type: ignore[attr-defined]
+        data = Path(d) / "data"
+        print(f"{n} pages, {len(seeds)} seeds, depth 2, --concurrency 4, plugins "
+              f"{BASE},{BROWSER}, BROWSER_CONCURRENCY=1; {rounds} rounds, ABBA")
+        print(f"load average at the start: {os.getloadavg()[0]:.2f}")
+        crawl(data, seeds[:1], f"{BASE},screenshot", ())  # untimed: server, limit
+        print(f"{'configuration':<16} {'pages':>5} {'seconds':>8} {'pages/s':>8} "
+              f"{'busy':>5} {'load':>5}  mean s per browser hook run")
+        for r in range(rounds):
+            for name, env in (HANDOVER if r % 2 == 0 else HANDOVER[::-1]):
+                secs, snaps, statuses, hook_secs, busy = crawl(
+                    data, seeds, f"{BASE},{BROWSER}", (), env)
+                got[name].append((snaps / secs, busy / secs))
+                print(f"{name:<16} {snaps:>5} {secs:>8.1f} {snaps / secs:>8.3f} "
+                      f"{busy / secs:>5.0%} {os.getloadavg()[0]:>5.2f}  "
+                      + ", ".join(f"{k} {v:.2f}" for k, v in sorted(hook_secs.items()))
+                      + f" ({', '.join(f'{k} {v}' for k, v in sorted(statuses.items()))})",
+                      flush=True)
+    (a, _), (b, _) = HANDOVER
+    mean = {k: (sum(p for p, _ in v) / len(v), sum(u for _, u in v) / len(v))
+            for k, v in got.items()}
+    print()
+    for name, (rate, busy) in mean.items():
+        print(f"{name + ':':<17} mean {rate:.3f} pages/s, slot busy {busy:.0%} of the crawl")
+    print(f"{'hand-over / prefect only:':<27} {mean[b][0] / mean[a][0]:.2f}x the pages/s, "
+          f"busy share {mean[a][1]:.0%} -> {mean[b][1]:.0%}")
+
+
 def run_config(data: Path, seeds: list[str], name: str, plugins: str,
                config: tuple[str, ...], repeat: int) -> float:
     """Crawl `repeat` times with one configuration; print each; the best pages/s."""
     best = 0.0
     for _ in range(repeat):
-        secs, snaps, statuses, hook_secs = crawl(data, seeds, plugins, config)
+        secs, snaps, statuses, hook_secs, _busy = crawl(data, seeds, plugins, config)
         best = max(best, snaps / secs)
         print(f"{name:<20} {snaps:>5} {secs:>8.1f} {snaps / secs:>8.2f} "
               f"{os.getloadavg()[0]:>5.2f}  "
