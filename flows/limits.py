@@ -25,6 +25,7 @@ import asyncio
 import collections
 import contextlib
 import contextvars
+import logging
 import os
 import threading
 import time
@@ -121,6 +122,9 @@ class Lease:
         except BaseException as e:  # noqa: BLE001 - handed to the thread that waits
             if not self._granted.is_set():
                 self._error = e
+            else:  # the hook run holding it goes on; the next one asks Prefect again
+                logging.getLogger(__name__).warning(
+                    "the %s slot's Prefect lease was lost: %s", self.name, e)
         finally:
             self._ended = True
             self._granted.set()
