@@ -63,14 +63,18 @@ def start_walk(run: SnapshotRun, run_foreground: RunForeground | None = None, *,
 
 
 class GatedSlots(WalkSlots):
-    """WalkSlots that wait for Prefect (`ready`) before taking a global limit's slot."""
+    """WalkSlots that wait for Prefect (`ready`) before taking a global limit's slot, and
+    open `go` (Prefect's import may start) as a hook is about to start."""
 
-    def __init__(self, ready: Future[Any]) -> None:
+    def __init__(self, ready: Future[Any], go: threading.Event | None = None) -> None:
         super().__init__()
         self._ready = ready
+        self._go = go
 
     @contextlib.contextmanager
     def __call__(self, plugin: str, config: Mapping[str, str]) -> Iterator[None]:
+        if self._go is not None:
+            self._go.set()
         if plugin_limit(plugin, config) is not None:
             self._ready.result()  # the client is configured: the limit is the API's
         with super().__call__(plugin, config):
@@ -78,9 +82,22 @@ class GatedSlots(WalkSlots):
 
 
 def run_until_ready(cur: Current, start: CrawlStart, concurrency: int,
-                    ready: Future[Any]) -> HeadStart | None:
+                    ready: Future[Any], go: threading.Event | None = None) -> HeadStart | None:
     """Keep C snapshots of the crawl running until `ready` (Prefect configured) is done or
-    the crawl has nothing left; leave the HeadStart in `cur.head_starts` for the flow."""
+    the crawl has nothing left; leave the HeadStart in `cur.head_starts` for the flow.
+
+    `go` (the gate of Prefect's import, prefect_server.start_in_background) is set as the
+    first hook is about to start, when no walk is left running, and on return: until then
+    this thread and the first walks have the GIL to themselves."""
+    try:
+        return _run_until_ready(cur, start, concurrency, ready, go)
+    finally:
+        if go is not None:
+            go.set()
+
+
+def _run_until_ready(cur: Current, start: CrawlStart, concurrency: int, ready: Future[Any],
+                     go: threading.Event | None) -> HeadStart | None:
     from archiveflow.flows.prefect_server import granularity
 
     rt, crawl = cur.rt, start.crawl
@@ -102,12 +119,15 @@ def run_until_ready(cur: Current, start: CrawlStart, concurrency: int,
         plans = head.feed.take(free, not busy) if free > 0 else []
         for plan in plans:
             run = cur.snapshot_runs[plan.snapshot["id"]] = SnapshotRun(plan, head.pool)
-            fut = start_walk(run, hold=GatedSlots(ready))
+            fut = start_walk(run, hold=GatedSlots(ready, go))
             fut.add_done_callback(lambda _: wake.set())
             busy.add(fut)
             head.runs.append(run)
-        if not busy and not plans and head.feed.done():
-            break  # the whole crawl ran before Prefect was ready: the flow records it
+        if not busy and not plans:
+            if head.feed.done():
+                break  # the whole crawl ran before Prefect was ready: the flow records it
+            if go is not None:
+                go.set()  # nothing of ours is running: Prefect's import may go on
         wake.wait(POLL_SECONDS)
     if ready.done() and ready.exception() is not None:
         # Prefect could not start and the command fails: the walks started here finish and

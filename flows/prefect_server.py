@@ -303,13 +303,16 @@ def configure_prefect(data_dir: Path, wait: bool = True) -> PrefectRuntime:
 
 
 def start_in_background(data_dir: Path, warm_import: bool = True,
-                        report: Callable[[str], None] | None = None) -> Future[PrefectRuntime]:
+                        report: Callable[[str], None] | None = None,
+                        gate: threading.Event | None = None) -> Future[PrefectRuntime]:
     """Reuse-or-spawn the server, import Prefect's flow engine while it boots, wait for it:
     all in a daemon thread. The CLI calls this first, starts the first Snapshot's hooks
     meanwhile, and waits on the future only when it enters the flow.
 
     ``report`` (e.g. the CLI's ``say``) gets one line when a server is being started (why
-    the first crawl of a data folder waits) and one with the UI's address once it is up."""
+    the first crawl of a data folder waits) and one with the UI's address once it is up.
+    ``gate``: the engine's import waits until it is set (one GIL: the caller's first hooks
+    go first; the server is spawned at once all the same)."""
     fut: Future[PrefectRuntime] = Future()
 
     def run() -> None:
@@ -319,6 +322,8 @@ def start_in_background(data_dir: Path, warm_import: bool = True,
             if report is not None and first.mode == "local-started":
                 _report(report, f"starting the local Prefect server for {data_dir} "
                         f"({_start_estimate()}; later commands reuse it)…")
+            if gate is not None:
+                gate.wait()
             if warm_import:
                 import prefect.flow_engine  # noqa: F401  (1-5 s, overlapped with server boot)
             rt = configure_prefect(data_dir)

@@ -7,10 +7,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import duckdb
-import polars as pl
 
 from archiveflow.store.ids import new_id
-from archiveflow.store.load import frame, insert_frame
 from archiveflow.store.transitions import move
 
 
@@ -32,6 +30,10 @@ def declare_binaries(
     ]
     if not rows:
         return
+    import polars as pl  # not at import: `add` reads binary rows before its first hook
+
+    from archiveflow.store.load import frame, insert_frame
+
     df = frame("machine_binary", rows)
     df = df.with_columns(pl.Series("id", [new_id() for _ in range(df.height)]))
     df = df.with_columns((pl.col("output_dir") + "/" + pl.col("id")).alias("output_dir"))

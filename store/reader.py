@@ -32,16 +32,17 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import duckdb
-import pyarrow as pa
-import pyarrow.ipc as ipc
 
 from archiveflow.store import readonly, readsock
 from archiveflow.store.db import Store, map_errors
 from archiveflow.store.errors import IndexLocked, StoreError
 from archiveflow.store.readonly import QueryError
+
+if TYPE_CHECKING:  # imported where a table is read or sent: not when `add` opens the index
+    import pyarrow as pa
 
 __all__ = ["AlreadyServing", "QueryError", "QueryServer", "Reader", "Result", "WriteRefused"]
 
@@ -104,6 +105,8 @@ def _recv(sock: socket.socket, *, deadline: float | None = None, limit: int | No
 
 
 def _arrow_bytes(table: pa.Table) -> bytes:
+    import pyarrow.ipc as ipc
+
     sink = io.BytesIO()
     with ipc.new_stream(sink, table.schema) as w:
         w.write_table(table)
@@ -292,6 +295,8 @@ class Reader:
                                  "an answer; try again") from e
         if reply[:1] == b"E":
             raise QueryError(reply[1:].decode(errors="replace"))
+        import pyarrow.ipc as ipc
+
         return ipc.open_stream(reply[1:]).read_all()
 
     def query(self, sql: str, params: list[Any] | None = None, *, write: bool = False

@@ -48,13 +48,15 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import duckdb
-import pyarrow as pa
 
 from archiveflow.store.db import map_errors
 from archiveflow.store.errors import StoreError
+
+if TYPE_CHECKING:  # imported where a table is made: `add` opens the index before pyarrow
+    import pyarrow as pa
 
 # Table functions that read nothing but the catalog or their arguments. Anything else
 # (read_*, glob, parquet_*, sniff_csv, query/query_table, checkpoint, *_profiling, …) is
@@ -210,6 +212,8 @@ def run_checked(cur: duckdb.DuckDBPyConnection, checked: Sequence[Checked],
         last = checked[-1].sql
         res = cur.execute(last, params) if params else cur.execute(last)
         if res.description is None:
+            import pyarrow as pa
+
             return pa.table({"ok": [True]})
         return res.to_arrow_table()
     except duckdb.Error as e:
@@ -238,6 +242,8 @@ def run_any(cur: duckdb.DuckDBPyConnection, sql: str, params: list[Any] | None =
             cur.execute(st)
         res = cur.execute(statements[-1], params) if params else cur.execute(statements[-1])
         if res.description is None:
+            import pyarrow as pa
+
             return pa.table({"ok": [True]})
         return res.to_arrow_table()
     except duckdb.Error as e:

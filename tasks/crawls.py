@@ -16,20 +16,19 @@ Crawl: queued → started → sealed (store/transitions.py).
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import re
 import signal
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from archiveflow.store import crawls as crawl_store
-from archiveflow.store import results as result_store
-from archiveflow.store import snapshots as snapshot_store
 from archiveflow.store import transitions
-from archiveflow.store.processes import add_processes
 from archiveflow.store.transitions import expire_leases
 from archiveflow.tasks.config import hook_timeout, load_plugin_config
 from archiveflow.tasks.hooks import (
@@ -44,9 +43,36 @@ from archiveflow.tasks.hooks import (
     run_hook,
     update_from_output,
 )
-from archiveflow.tasks.ingest import Context, IngestReport, ingest_batches
-from archiveflow.tasks.recorder import process_row
 from archiveflow.tasks.runtime import Runtime
+
+if TYPE_CHECKING:
+    from archiveflow.tasks.ingest import Context, IngestReport
+
+# What loading the on_Crawl hooks' records and starting the first snapshots import (polars,
+# pyarrow, and DuckDB's Arrow scan: pyarrow.dataset/compute, ~0.3 s of CPU on a quiet
+# machine). Nothing before the first hook needs them: `run` imports them in a thread while
+# the first on_Crawl hooks run (hook processes: the thread has the GIL to itself), and joins
+# it before the records are loaded. Kept off this module's imports for that reason.
+CRAWL_MODULES: Final[tuple[str, ...]] = (
+    "polars", "pyarrow", "pyarrow.dataset", "pyarrow.compute",
+    "archiveflow.store.load", "archiveflow.store.results", "archiveflow.store.snapshots",
+    "archiveflow.store.processes", "archiveflow.tasks.ingest", "archiveflow.tasks.recorder",
+    "archiveflow.tasks.snapshots", "archiveflow.tasks.feed", "archiveflow.flows.context",
+    "archiveflow.flows.head_start",
+)
+
+
+def import_crawl_modules() -> threading.Thread:
+    """Import CRAWL_MODULES in a daemon thread (join it before using them)."""
+
+    def run() -> None:
+        for name in CRAWL_MODULES:
+            with contextlib.suppress(ImportError):  # then the joining thread's import says
+                importlib.import_module(name)
+
+    thread = threading.Thread(target=run, name="archiveflow-imports", daemon=True)
+    thread.start()
+    return thread
 
 LEASE: Final[float] = 6 * 3600.0  # s a claimed Crawl, Snapshot or ArchiveResult is held
 # Records of an on_Crawl hook loaded per transaction: 25k seed URLs ≈ 1 s of work and
@@ -74,16 +100,32 @@ def iso(value: Any) -> Any:
     return value.isoformat() if isinstance(value, datetime) else value
 
 
+@dataclass(frozen=True)
+class UrlPolicy:
+    """What a crawl's config allows of a URL (its records' filter, `add`'s URL check)."""
+
+    allow_private: bool
+    allow_file: bool
+    scope: str
+
+
+def url_policy(rt: Runtime, crawl: dict[str, Any]) -> UrlPolicy:
+    """The crawl's URL policy, from its layered config."""
+    cfg = rt.config(config_of(crawl))
+    return UrlPolicy(allow_private=cfg.get("URL_ALLOW_PRIVATE", "False").lower() in _TRUTHY,
+                     allow_file=cfg.get("URL_ALLOW_FILE", "False").lower() in _TRUTHY,
+                     scope=cfg.get("CRAWL_SCOPE") or "host")
+
+
 def crawl_context(rt: Runtime, crawl: dict[str, Any],
                   snapshot: dict[str, Any] | None = None) -> Context:
     """The filter context of records printed under this crawl (and snapshot)."""
-    cfg = rt.config(config_of(crawl))
-    return Context(
-        crawl=crawl, snapshot=snapshot, machine_id=rt.machine.id,
-        allow_private=cfg.get("URL_ALLOW_PRIVATE", "False").lower() in _TRUTHY,
-        allow_file=cfg.get("URL_ALLOW_FILE", "False").lower() in _TRUTHY,
-        scope=cfg.get("CRAWL_SCOPE") or "host",
-    )
+    from archiveflow.tasks.ingest import Context
+
+    policy = url_policy(rt, crawl)
+    return Context(crawl=crawl, snapshot=snapshot, machine_id=rt.machine.id,
+                   allow_private=policy.allow_private, allow_file=policy.allow_file,
+                   scope=policy.scope)
 
 
 def plugin_list(crawl: dict[str, Any]) -> list[str] | None:
@@ -207,10 +249,12 @@ def run(rt: Runtime, crawl: dict[str, Any], *, input_only: bool = False,
     write_crawl_json(crawl_dir, crawl)
     args = _seed_args(rt, crawl)
     env = rt.hook_env(cfg, crawl_dir=crawl_dir)
-    ctx = crawl_context(rt, crawl)
-    procs: list[dict[str, Any]] = []
+    runs: list[tuple[HookRun, Any]] = []  # (run, outcome): their `process` rows
     plugins = sorted(INPUT_PLUGINS) if input_only else crawl_hook_plugins(rt, crawl)
+    imports: threading.Thread | None = None
     for hook in rt.hooks("Crawl", cfg, plugins):
+        if imports is None and not hook.is_background:
+            imports = import_crawl_modules()  # while this hook runs (see CRAWL_MODULES)
         # Resuming after a crash: a run of this hook that the dead process started (a
         # crawl-wide service runs until stopped) is stopped before the new one starts.
         last = HookPaths(crawl_dir / hook.plugin, hook.name)
@@ -229,11 +273,20 @@ def run(rt: Runtime, crawl: dict[str, Any], *, input_only: bool = False,
             out.background.append(hook_run)
             continue
         outcome = update_from_output(hook_run, output_dir=crawl_dir, snapshot_dir=crawl_dir)
-        procs.append(process_row("crawl", crawl["id"], hook_run, outcome))
+        runs.append((hook_run, outcome))
         if outcome.status == "failed":
             # A seed parser that failed printed nothing usable: archive nothing half-way.
             out.failures.append(f"{hook.plugin}: {outcome.error or 'failed'}")
             continue
+        out.invalid += outcome.invalid_records
+        if not outcome.other_records and not outcome.record_errors:
+            continue  # nothing to load (a set-up hook): the next hook starts at once
+        if imports is not None:
+            imports.join()
+        from archiveflow.store import results as result_store
+        from archiveflow.store import snapshots as snapshot_store
+        from archiveflow.tasks.ingest import ingest_batches
+
         name = hook.name
         if outcome.record_errors:
             with rt.store.transaction() as cur:
@@ -248,15 +301,19 @@ def run(rt: Runtime, crawl: dict[str, Any], *, input_only: bool = False,
         bound = (snapshot_store.bounded_memory(rt.store.cursor(), IMPORT_MEMORY_MB)
                  if len(outcome.other_records) > BATCH else contextlib.nullcontext())
         with bound:
-            rep = ingest_batches(rt.store, outcome.other_records, ctx, batch=BATCH,
-                                 on_batch=store_refused, progress=progress)
+            rep = ingest_batches(rt.store, outcome.other_records, crawl_context(rt, crawl),
+                                 batch=BATCH, on_batch=store_refused, progress=progress)
         out.created += rep.counts.get("Snapshot", 0)
         out.refused.extend(rep.refused)
         out.refused_count += rep.refused_count
-        out.invalid += outcome.invalid_records
-    if procs:
+    if imports is not None:
+        imports.join()
+    if runs:
+        from archiveflow.store.processes import add_processes
+        from archiveflow.tasks.recorder import process_row
+
         with rt.store.transaction() as cur:
-            add_processes(cur, procs)
+            add_processes(cur, [process_row("crawl", crawl["id"], r, o) for r, o in runs])
     return out
 
 
@@ -267,11 +324,15 @@ def has_running_background_hooks(start: CrawlStart) -> bool:
 
 def is_finished(rt: Runtime, crawl: dict[str, Any]) -> bool:
     """True when no Snapshot of the crawl is queued or started."""
+    from archiveflow.store import snapshots as snapshot_store
+
     return snapshot_store.is_crawl_done(rt.store.cursor(), crawl["id"])
 
 
 def result_counts(rt: Runtime, crawl: dict[str, Any]) -> dict[str, int]:
     """The crawl's ArchiveResults by status."""
+    from archiveflow.store import results as result_store
+
     return result_store.result_counts(rt.store.cursor(), crawl["id"])
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from archiveflow.store import binaries as binary_store
-from archiveflow.store import machines, search
+from archiveflow.store import machines
 from archiveflow.store.db import Store
 from archiveflow.store.reader import AlreadyServing, QueryServer
 from archiveflow.tasks.abx import AbxInstall
@@ -288,6 +288,13 @@ def proxy_env(url: str) -> dict[str, str]:
     return env
 
 
+def _serve_search(store: Store, req: dict[str, Any]) -> Any:
+    """The read socket's `search` operation (store/search imports polars: not at start-up)."""
+    from archiveflow.store import search
+
+    return search.serve_request(store, req)
+
+
 def open_runtime(
     data_dir: Path,
     *,
@@ -316,7 +323,7 @@ def open_runtime(
         return rt
     try:
         # lets `sql`/`status`/`search` read while we write
-        rt.query_server = QueryServer(store, ops={"search": search.serve_request})
+        rt.query_server = QueryServer(store, ops={"search": _serve_search})
     except AlreadyServing:
         rt.query_server = None  # this process already serves the index
     except BaseException:

@@ -225,7 +225,7 @@ class Progress:
                 f" | results: {res or '-'}")
 
     def _loop(self) -> None:
-        last = 0.0
+        last = time.monotonic()  # a log's first line after 5 s too (not while hooks start)
         while not self._stop.wait(self.interval):
             if not self._tty and time.monotonic() - last < 5:
                 continue  # a log gets a line every 5 s: don't query the index in between
@@ -250,35 +250,47 @@ class Progress:
             print("\r" + " " * 160 + "\r", end="", file=sys.stderr, flush=True)
 
 
-def run_crawl(rt: Any, crawl_id: str, concurrency: int, prefect_ready: Any = None
-              ) -> dict[str, Any]:
+def run_crawl(rt: Any, crawl_id: str, concurrency: int, prefect_ready: Any = None,
+              gate: threading.Event | None = None) -> dict[str, Any]:
     """Run a crawl in this process with a live progress line.
 
     Prefect is kept off the critical path of the first hook: its server is reused or
-    started, and its engine imported, in a background thread (`prefect_ready`, started by
-    the caller as early as it can) while this thread claims the crawl and runs the on_Crawl
-    hooks (seed parsing); the crawl flow then takes over from there.
+    started at once, and its engine imported, in a background thread (`prefect_ready`,
+    started by the caller as early as it can, with `gate`) while this thread claims the
+    crawl, runs the on_Crawl hooks (seed parsing) and starts the first snapshots' hooks;
+    the crawl flow then takes over from there. The engine's import (1-2 s of CPU) waits
+    for `gate`, opened as the first on_Snapshot hook starts (flows/head_start.py): with
+    one GIL, importing it meanwhile slowed this thread down by as much.
     """
-    from archiveflow.flows import context, head_start
     from archiveflow.flows.prefect_server import start_in_background
     from archiveflow.tasks import crawls
 
     # The live progress line is the display; Prefect's per-run INFO lines would bury it.
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     if prefect_ready is None:
-        prefect_ready = start_in_background(rt.data_dir, report=say)
-    current = context.install(rt)
+        gate = threading.Event()
+        prefect_ready = start_in_background(rt.data_dir, report=say, gate=gate)
+    current = None
     try:
         with Progress(rt, crawl_id):
-            start = current.crawl_starts[crawl_id] = crawls.run(
-                rt, crawls.claim(rt, crawl_id), progress=_import_progress())
-            head_start.run_until_ready(current, start, concurrency, prefect_ready)
+            start = crawls.run(rt, crawls.claim(rt, crawl_id), progress=_import_progress())
+            # (imported while the on_Crawl hooks ran: tasks/crawls.CRAWL_MODULES)
+            from archiveflow.flows import context, head_start
+
+            current = context.install(rt)
+            current.crawl_starts[crawl_id] = start
+            head_start.run_until_ready(current, start, concurrency, prefect_ready, gate)
+            if gate is not None:
+                gate.set()  # (run_until_ready has opened it already)
             prefect_ready.result()
             from archiveflow.flows.crawl import run_crawl_flow
 
             return asyncio.run(run_crawl_flow(crawl_id, concurrency=concurrency, started=True))
     finally:
-        context.uninstall()
+        if current is not None:
+            from archiveflow.flows import context
+
+            context.uninstall()
 
 
 def summarize(rt: Any, crawl_id: str) -> None:
@@ -335,15 +347,17 @@ def cmd_add(args: argparse.Namespace) -> int:
     if args.scope:
         config["CRAWL_SCOPE"] = args.scope
     prefect_ready = None
+    gate = threading.Event()
     if not args.index_only:
-        # Reuse-or-start the Prefect server and import its engine while this thread opens
-        # the index and runs the first hooks: Prefect stays off the path to the first hook.
+        # Reuse-or-start the Prefect server now, and import its engine once the first hooks
+        # run (`gate`): Prefect stays off the path to the first on_Snapshot hook.
         from archiveflow.flows.prefect_server import start_in_background
 
-        prefect_ready = start_in_background(data_folder(args).resolve(), report=say)
+        prefect_ready = start_in_background(data_folder(args).resolve(), report=say,
+                                            gate=gate)
     rt = open_index(args)
     try:
-        ctx = crawl_work.crawl_context(rt, {"config": config})
+        ctx = crawl_work.url_policy(rt, {"config": config})
         bad_lines, bad_count, looked = _refused_lines(
             args.inputs, seeds if args.inputs == ["-"] else None,
             allow_private=ctx.allow_private, allow_file=ctx.allow_file)
@@ -379,7 +393,7 @@ def cmd_add(args: argparse.Namespace) -> int:
         _store_refusals(rt, crawl["id"], refused)
         if args.index_only:
             return _index_only(rt, crawl, refused)
-        result = run_crawl(rt, crawl["id"], args.concurrency, prefect_ready)
+        result = run_crawl(rt, crawl["id"], args.concurrency, prefect_ready, gate)
         for url, reason in result["refused"]:
             refused.add(url, reason, counted=False)  # counted by the crawl
         refused.summary(crawl["id"])
@@ -394,8 +408,6 @@ def cmd_add(args: argparse.Namespace) -> int:
 def _store_refusals(rt: Any, crawl_id: str, refused: Refusals) -> None:
     """The inputs `add` refused before the crawl ran, queryable beside the crawl's own
     (record_error rows owned by the crawl, hook_name `add`)."""
-    from archiveflow.store import results
-
     rows = [{"owner_id": crawl_id, "hook_name": "add", "line": raw[:2000], "error": reason}
             for raw, reason in refused.kept]
     if refused.count > len(refused.kept):
@@ -403,6 +415,8 @@ def _store_refusals(rt: Any, crawl_id: str, refused: Refusals) -> None:
                      "line": f"[{refused.count - len(refused.kept)} more refused lines]",
                      "error": "not stored one by one"})
     if rows:
+        from archiveflow.store import results
+
         with rt.store.transaction() as cur:
             results.add_record_errors(cur, rows)
 

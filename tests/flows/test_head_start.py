@@ -89,8 +89,10 @@ def test_first_snapshot_runs_before_prefect_and_is_recorded(data: Path, site_url
 
 
 def test_snapshots_started_early_are_recorded_when_prefect_fails(tmp_path: Path) -> None:
-    """The local server cannot become healthy (a start timeout too short for it): `add`
-    fails with the reason, after the snapshot it had started finished and was written."""
+    """The local server cannot become healthy (its database cannot be opened, and a start
+    timeout too short for any server): `add` fails with the reason, after the snapshot it
+    had started finished and was written. (The timeout alone is not enough: the engine's
+    import now waits for the first hook, and a server may be healthy by then.)"""
     plugins = tmp_path / "plugins" / "slow"
     plugins.mkdir(parents=True)
     hook = plugins / "on_Snapshot__10_slow.py"
@@ -100,11 +102,15 @@ def test_snapshots_started_early_are_recorded_when_prefect_fails(tmp_path: Path)
                     '"output_str": "slept"}\')\n')
     hook.chmod(0o755)
     data = tmp_path / "data"
+    not_a_dir = tmp_path / "not-a-dir"
+    not_a_dir.write_text("")
     try:
         proc = run_cli(data, "add", "--plugins", "slow", "--config",
                        f"PLUGINS_PATH={plugins.parent}", "https://example.com/slow",
                        env={"PREFECT_API_URL": "", "PREFECT_API_AUTH_STRING": "",
-                            "ARCHIVEFLOW_PREFECT_START_TIMEOUT": "0.01"})
+                            "ARCHIVEFLOW_PREFECT_START_TIMEOUT": "0.01",
+                            "PREFECT_SERVER_DATABASE_CONNECTION_URL":
+                                f"sqlite+aiosqlite:///{not_a_dir}/prefect.db"})
     finally:
         prefect_server.stop_local_server(data)
     assert proc.returncode != 0
