@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
+from archiveflow.cli import run
 
-from archiveflow.cli import main
-
-sys.exit(main())
+run()
