@@ -45,6 +45,7 @@ from archiveflow.tasks.runtime import Runtime
 
 Hold = Callable[[str, Mapping[str, str]], AbstractContextManager[None]]
 RunForeground = Callable[[SnapshotPlan, PlanItem], ResultDone]
+CannotRun = Callable[[Hook, list[str], str], HookOutcome]
 
 PENDING: Final[tuple[str, ...]] = ("queued", "started")
 # Seconds cleanup waits for a daemon that has printed nothing yet to print its first line
@@ -91,8 +92,8 @@ def write_snapshot_json(crawl: dict[str, Any], snapshot: dict[str, Any], snap_di
     tmp.replace(snap_dir / "snapshot.json")
 
 
-def prepare(rt: Runtime, crawl: dict[str, Any], snapshots: list[dict[str, Any]]
-            ) -> list[SnapshotPlan]:
+def prepare(rt: Runtime, crawl: dict[str, Any], snapshots: list[dict[str, Any]], *,
+            cannot_run: CannotRun | None = None) -> list[SnapshotPlan]:
     """Create the ArchiveResults of claimed snapshots of one crawl, claimed, in ONE
     transaction for the whole batch (a handful of statements, however many snapshots).
 
@@ -100,6 +101,8 @@ def prepare(rt: Runtime, crawl: dict[str, Any], snapshots: list[dict[str, Any]]
     after a crash: results already final are kept; a `started` one whose hook had finished
     (its exit record is on disk) is learned from its files instead of being run again; one
     whose hook is still alive from the dead run is killed and run again.
+    `cannot_run(hook, binaries, why)`: the outcome of a hook whose binary this machine lacks
+    (default: failed; a worker records it skipped, tasks/worker.py).
     """
     if not snapshots:
         return []
@@ -175,19 +178,20 @@ def prepare(rt: Runtime, crawl: dict[str, Any], snapshots: list[dict[str, Any]]
                     plan.done.append(ResultDone(row["id"], hook, recovered))
                     continue
             if hook.plugin in blocked:  # fails fast with the install's own reason
-                plan.done.append(ResultDone(row["id"], hook, results.failed_outcome(
-                    f"plugin {hook.plugin} cannot run on this machine: "
-                    f"{blocked[hook.plugin]}; see `archiveflow binaries`")))
+                why = f"plugin {hook.plugin} cannot run on this machine: {blocked[hook.plugin]}"
+                plan.done.append(ResultDone(row["id"], hook, cannot_run(hook, [], why)
+                                            if cannot_run else results.failed_outcome(
+                                                f"{why}; see `archiveflow binaries`")))
                 continue
             missing = missing_of.get(hook.plugin)
             if missing:
                 names = ", ".join(missing)
                 why = "; ".join(f"{n}: {' '.join(rt.failed_binaries[n].split())}"
                                 for n in missing if n in rt.failed_binaries)
-                plan.done.append(ResultDone(row["id"], hook, results.failed_outcome(
-                    f"binary {names} not found on this machine"
-                    + (f" ({why})" if why else "")
-                    + f": run `archiveflow install --plugins {hook.plugin}`")))
+                why = f"binary {names} not found on this machine" + (f" ({why})" if why else "")
+                plan.done.append(ResultDone(row["id"], hook, cannot_run(hook, missing, why)
+                                            if cannot_run else results.failed_outcome(
+                    f"{why}: run `archiveflow install --plugins {hook.plugin}`")))
                 continue
             plan.items.append(PlanItem(row["id"], hook))
     if stale_all:

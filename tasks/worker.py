@@ -18,17 +18,29 @@ the same set-based claim (store/transitions.claim_next) under a lease of its own
   started (requeue), finish the running ones, write them, return.
 
 The crawl itself (its on_Crawl hooks, cleanup, seal) stays with the process that started
-it. A plugin whose binary this machine lacks fails on this machine with the reason (as on
-one machine); install binaries on every worker machine (`archiveflow install`).
-No Prefect import: the CLI wraps this.
+it.
+
+A hook whose binary this machine lacks is not run here, and not failed: its ArchiveResult
+ends `skipped` with a reason naming the binary, this machine and the fix (`archiveflow
+install` on this machine, then `archiveflow update --status skipped`). A failure would say
+the page or the plugin is broken; a skip says this machine could not try. It is not left
+for another worker either: a worker claims whole snapshots (their hooks share one folder
+and run in order), and a result that no live machine can run must still end, so the
+crawl ends. The worker reloads this machine's Binary rows every `binaries_every` seconds,
+so a binary installed while it runs (its install deployment's next run, `archiveflow
+install`) is used from then on.
+No Prefect import: the CLI wraps this (and serves this machine's install deployment,
+deployments/binaries.py).
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Final
 
 from archiveflow.store import crawls as crawl_store
@@ -37,12 +49,15 @@ from archiveflow.store.db import retry_conflicts
 from archiveflow.store.errors import StoreError
 from archiveflow.store.transitions import move, renew_leases
 from archiveflow.tasks import snapshots
+from archiveflow.tasks.discover import Hook, is_plugin_enabled
+from archiveflow.tasks.hooks import HookOutcome
 from archiveflow.tasks.plan import ResultDone, SnapshotPlan
 from archiveflow.tasks.recorder import Recorder
 from archiveflow.tasks.runtime import Runtime
 
 DEFAULT_LEASE: Final[float] = 300.0  # s; renewed every quarter of it while held
 DEFAULT_POLL: Final[float] = 1.0  # s between looks at the index when there is nothing to do
+BINARIES_EVERY: Final[float] = 60.0  # s between reloads of this machine's Binary rows
 
 
 @dataclass
@@ -53,21 +68,27 @@ class WorkerReport:
     results: dict[str, int] = field(default_factory=dict)  # their ArchiveResults by status
     handed_back: int = 0  # claimed but not started when told to stop
     errors: list[str] = field(default_factory=list)
+    # plugin → ArchiveResults skipped here for a binary this machine lacks
+    skipped: dict[str, int] = field(default_factory=dict)
 
 
 class Worker:
     """Claims and archives snapshots of every unfinished crawl, `concurrency` at a time."""
 
     def __init__(self, rt: Runtime, *, concurrency: int = 2, lease: float = DEFAULT_LEASE,
-                 poll: float = DEFAULT_POLL) -> None:
+                 poll: float = DEFAULT_POLL, binaries_every: float = BINARIES_EVERY,
+                 on_skip: Callable[[str], None] | None = None) -> None:
         if not rt.store.shared:
             raise ValueError("a worker needs the shared index (ARCHIVEFLOW_CATALOG)")
         self.rt = rt
         self.concurrency = max(1, concurrency)
         self.lease = lease
         self.poll = poll
+        self.binaries_every = binaries_every
+        self.on_skip = on_skip  # told once per plugin the first time its work is skipped
         self.report = WorkerReport()
-        self._stop = threading.Event()
+        self.stopping = threading.Event()  # set by stop(); also ends a wait at the start
+        self._stop = self.stopping
         self._held: dict[str, SnapshotPlan] = {}  # snapshot id → plan, while leased here
         self._held_lock = threading.Lock()
 
@@ -82,10 +103,14 @@ class Worker:
                                 daemon=True)
         beat.start()
         running: set[Future[list[ResultDone]]] = set()
+        reload_at = time.monotonic() + self.binaries_every
         try:
             with ThreadPoolExecutor(self.concurrency,
                                     thread_name_prefix="archiveflow-worker") as pool:
                 while not self._stop.is_set():
+                    if time.monotonic() >= reload_at:
+                        reload_at = time.monotonic() + self.binaries_every
+                        self._reload_binaries()
                     running = {f for f in running if not f.done()}
                     free = self.concurrency - len(running)
                     try:
@@ -128,7 +153,7 @@ class Worker:
                 for s in claimed:
                     self._held[s["id"]] = None  # type: ignore[assignment]  # held, not ready
             try:
-                plans = snapshots.prepare(self.rt, crawl, claimed)
+                plans = snapshots.prepare(self.rt, crawl, claimed, cannot_run=self._cannot_run)
             except BaseException:
                 with self._held_lock:  # no more renewals: their leases run out, and any
                     for s in claimed:  # worker (this one too) claims them again
@@ -139,6 +164,41 @@ class Worker:
                     self._held[plan.snapshot["id"]] = plan
             out.extend(plans)
         return out
+
+    def _cannot_run(self, hook: Hook, binaries: list[str], why: str) -> HookOutcome:
+        """A hook whose binary this machine lacks: skipped here, saying why and the fix."""
+        m = self.rt.machine
+        text = skip_reason(m.id, m.hostname, hook.plugin, why)
+        first = hook.plugin not in self.report.skipped
+        self.report.skipped[hook.plugin] = self.report.skipped.get(hook.plugin, 0) + 1
+        if first and self.on_skip is not None:
+            self.on_skip(text)
+        now = datetime.now(UTC)
+        return HookOutcome(status="skipped", output_str=text, started_at=now, ended_at=now)
+
+    def _reload_binaries(self) -> None:
+        """This machine's Binary rows again: a binary installed meanwhile is used now."""
+        try:
+            self.rt.refresh_binaries()
+        except StoreError as e:  # the catalog is away: keep what we had, try again later
+            self.report.errors.append(f"reloading this machine's binaries: {e}")
+
+    def unavailable(self) -> dict[str, str]:
+        """Enabled plugins (of the plugins path) that cannot run here → why (a binary this
+        machine lacks, or whose install failed). A crawl's own PLUGINS_PATH may add more."""
+        rt = self.rt
+        cfg = rt.config()
+        out = dict(rt.blocked_plugins(cfg))
+        for plugin in rt.plugin_dirs(cfg):
+            if plugin in out or not is_plugin_enabled(plugin, cfg):
+                continue
+            missing = rt.missing_binaries(plugin, cfg)
+            if missing:
+                why = "; ".join(f"{n}: {' '.join(rt.failed_binaries[n].split())}"
+                                for n in missing if n in rt.failed_binaries)
+                out[plugin] = (f"binary {', '.join(missing)} not found on this machine"
+                               + (f" ({why})" if why else ""))
+        return dict(sorted(out.items()))
 
     def _archive(self, recorder: Recorder, plan: SnapshotPlan) -> list[ResultDone]:
         sid = plan.snapshot["id"]
@@ -194,3 +254,10 @@ class Worker:
                 pass
             time.sleep(every)
 
+
+
+def skip_reason(machine_id: str, hostname: str, plugin: str, why: str) -> str:
+    """The output_str of an ArchiveResult skipped on a machine that lacks its binary."""
+    return (f"skipped on machine {machine_id} ({hostname}): {why}; fix: run `archiveflow "
+            f"install` on that machine, then `archiveflow update --status skipped --plugins "
+            f"{plugin}` archives it again")

@@ -310,7 +310,8 @@ def _exit_code(result: dict[str, Any], refused: list[tuple[str, str]]) -> int:
     Failed then too), 3 when archived but some inputs were refused, else 0."""
     from archiveflow.flows.crawl import archived_nothing
 
-    if result["snapshots"] == 0:
+    # "snapshots" counts this process's; on the shared index workers may have run them all
+    if result["snapshots"] == 0 and not result["results"]:
         if result["failures"]:
             return EXIT_FAILED  # the crawl could not run (its errors are printed above)
         say("no URL was archived: the input held no archivable URL")

@@ -95,8 +95,9 @@ def test_crawl_spreads_over_workers_survives_a_killed_one_and_a_catalog_restart(
     add: subprocess.Popen[str] | None = None
     try:
         for m in workers:
-            _wait_for(lambda m=m: b"joined" in logs[m].read_bytes()
-                      or workers[m].poll() is not None, 120, f"worker {m} to start")
+            # joined, and this machine's binaries installed by its start-up install run
+            _wait_for(lambda m=m: b"claiming snapshots" in logs[m].read_bytes()
+                      or workers[m].poll() is not None, 180, f"worker {m} to start")
             assert workers[m].poll() is None, logs[m].read_text()
         urls = [f"{site_url}/index.html", f"{site_url}/page1.html", f"{site_url}/page2.html",
                 f"{site_url}/page3.html",

@@ -311,7 +311,7 @@ def test_deployment_per_machine() -> None:
 
     machine = this_machine()
     dep = binaries_deployment("/srv/archive", interval=3600, plugins=["wget"])
-    assert dep.name == f"install-binaries-{machine.hostname}"
+    assert dep.name == f"install-binaries-{machine.id}"
     assert dep.parameters == {"data_dir": str(Path("/srv/archive").resolve()),
                               "plugins": ["wget"]}
     [sched] = dep.schedules

@@ -1,0 +1,177 @@
+"""Each `archiveflow worker` installs its own machine's binaries through its own Prefect
+deployment before it claims anything, and a worker whose machine lacks a binary records that
+plugin's work `skipped` there, saying which binary, which machine and the fix; the crawl
+completes.
+
+Two workers posing as machines A and B (own machine id, own lib folder) share one index
+(DuckLake on this session's PostgreSQL), one data folder and one Prefect server (on another
+PostgreSQL, behind a password). The test plugin needs_tool (tests/distributed/plugins)
+declares the binary `aftesttool`: A and the crawl's own process (`origin`) have it in their
+lib folder, B does not. Read back with the Prefect API (each machine's deployment and its
+completed start-up run) and with `archiveflow sql` (Binary rows per machine, results)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import subprocess
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.command import ARCHIVEFLOW
+from tests.distributed.conftest import new_catalog
+from tests.distributed.pg import PgServer
+from tests.distributed.test_workers import _kill_machine, _wait_for
+
+PLUGINS = Path(__file__).resolve().parent / "plugins"
+SLOW_PAGES = 6  # pages answering after SLOW s each: every machine gets a share
+SLOW = 1.5
+TOOL = "#!/bin/sh\necho \"aftesttool 1.0 saw $1\"\n"
+
+
+def _api(prefect: dict[str, str], path: str, body: dict[str, Any]) -> Any:
+    """POST to the Prefect server's API with its password (Basic auth, as Prefect's client)."""
+    req = urllib.request.Request(
+        f"{prefect['PREFECT_API_URL']}/{path}", data=json.dumps(body).encode(), method="POST",
+        headers={"Content-Type": "application/json", "Authorization": "Basic " + base64.b64encode(
+            prefect["PREFECT_API_AUTH_STRING"].encode()).decode()})
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        return json.loads(resp.read())
+
+
+FINAL = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
+
+
+def _run_state(prefect: dict[str, str], run_id: str) -> str:
+    req = urllib.request.Request(
+        f"{prefect['PREFECT_API_URL']}/flow_runs/{run_id}", headers={
+            "Authorization": "Basic " + base64.b64encode(
+                prefect["PREFECT_API_AUTH_STRING"].encode()).decode()})
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        return str(json.loads(resp.read())["state_type"])
+
+
+def log_of(path: Path) -> str:
+    return path.read_text(errors="replace")
+
+
+def _sql(data: Path, env: dict[str, str], query: str) -> list[dict[str, Any]]:
+    out = subprocess.run([ARCHIVEFLOW, "--data-dir", str(data), "sql", "--format", "json",
+                          query], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
+
+
+@pytest.mark.timeout(480)
+def test_each_worker_installs_its_own_binaries_and_skips_what_its_machine_lacks(
+        pg: PgServer, site_url: str, prefect_on_pg: dict[str, str], tmp_path: Path) -> None:
+    data = tmp_path / "data"  # the shared data folder
+    env = {**os.environ, "ARCHIVEFLOW_CATALOG": new_catalog(pg),
+           "ARCHIVEFLOW_STORAGE": str(tmp_path / "lake"), "PLUGINS_PATH": str(PLUGINS),
+           "PREFECT_API_URL": prefect_on_pg["PREFECT_API_URL"],
+           "PREFECT_API_AUTH_STRING": prefect_on_pg["PREFECT_API_AUTH_STRING"],
+           "ARCHIVEFLOW_LOCK_WAIT": "60", "PREFECT_LOGGING_LEVEL": "WARNING"}
+    lib = {m: tmp_path / f"lib-{m}" for m in ("A", "B", "origin")}
+    for m in ("A", "origin"):  # B has no aftesttool anywhere
+        tool = lib[m] / "bin" / "aftesttool"
+        tool.parent.mkdir(parents=True)
+        tool.write_text(TOOL)
+        tool.chmod(0o755)
+    menv = {m: {**env, "ARCHIVEFLOW_MACHINE_ID": m, "ARCHIVEFLOW_LIB_DIR": str(lib[m])}
+            for m in lib}
+    logs = {m: tmp_path / f"{m}.log" for m in ("A", "B")}
+    workers: dict[str, subprocess.Popen[bytes]] = {}
+    for m in logs:
+        with open(logs[m], "wb") as out:
+            workers[m] = subprocess.Popen(
+                [ARCHIVEFLOW, "--data-dir", str(data), "worker", "--concurrency", "2",
+                 "--poll", "0.3"], env=menv[m], stdout=out, stderr=subprocess.STDOUT,
+                start_new_session=True)
+    try:
+        for m in workers:
+            _wait_for(lambda m=m: b"claiming snapshots" in logs[m].read_bytes()
+                      or workers[m].poll() is not None, 180, f"worker {m} to install")
+            assert workers[m].poll() is None, logs[m].read_text()
+        # A run asked for while the worker runs (what the UI's "Run" and `prefect deployment
+        # run` do): the worker's runner runs it too.
+        [dep_a] = _api(prefect_on_pg, "deployments/filter",
+                       {"deployments": {"name": {"any_": ["install-binaries-A"]}}})
+        asked = _api(prefect_on_pg, f"deployments/{dep_a['id']}/create_flow_run", {})
+        urls = [f"{site_url}/index.html", f"{site_url}/page1.html",
+                *(f"{site_url}/slow?s={SLOW}&n={i}" for i in range(SLOW_PAGES))]
+        add = subprocess.run(
+            [ARCHIVEFLOW, "--data-dir", str(data), "add", "--allow-private", "--plugins",
+             "headers,needs_tool", "--concurrency", "1", *urls],
+            env=menv["origin"], capture_output=True, text=True, timeout=300)
+        assert add.returncode == 0, f"add exited {add.returncode}\n{add.stdout}\n{add.stderr}"
+        _wait_for(lambda: _run_state(prefect_on_pg, asked["id"]) in FINAL, 120,
+                  "the asked-for install run on A to end")
+        assert _run_state(prefect_on_pg, asked["id"]) == "COMPLETED", log_of(logs["A"])
+        for m, p in workers.items():
+            p.send_signal(signal.SIGTERM)
+            assert p.wait(60) == 0, logs[m].read_text()
+    finally:
+        for p in workers.values():
+            if p.poll() is None:
+                _kill_machine(p)
+    log = {m: logs[m].read_text() for m in logs}
+
+    # Each machine's own deployment, and a completed run of it (the one at its start).
+    deps = {d["name"]: d for d in _api(prefect_on_pg, "deployments/filter", {
+        "deployments": {"name": {"any_": ["install-binaries-A", "install-binaries-B"]}}})}
+    assert set(deps) == {"install-binaries-A", "install-binaries-B"}, log
+    for m in ("A", "B"):
+        dep = deps[f"install-binaries-{m}"]
+        assert f"machine:{m}" in dep["tags"]
+        runs = _api(prefect_on_pg, "flow_runs/filter",
+                    {"deployments": {"id": {"any_": [dep["id"]]}}})
+        done = [r for r in runs if r["state_type"] == "COMPLETED"]
+        # the start-up run, and on A the one asked for
+        assert len(done) >= (2 if m == "A" else 1), (m, [(r["name"], r["state_type"])
+                                                        for r in runs])
+        assert f"install_binaries/install-binaries-{m}" in log[m]
+        assert "ended completed" in log[m], log[m]
+
+    # Binary rows per machine, in the shared index: A resolved aftesttool, B could not.
+    rows = _sql(data, menv["A"], "SELECT machine_id, name, status, abspath, error "
+                "FROM machine_binary WHERE machine_id IN ('A', 'B') ORDER BY ALL")
+    tool = {r["machine_id"]: r for r in rows if r["name"] == "aftesttool"}
+    assert tool["A"]["status"] == "succeeded", rows
+    assert tool["A"]["abspath"] == str(lib["A"] / "bin" / "aftesttool")
+    assert tool["B"]["status"] == "failed" and "env" in tool["B"]["error"], rows
+    assert {r["name"] for r in rows if r["machine_id"] == "B"} == \
+        {r["name"] for r in rows if r["machine_id"] == "A"}  # each machine its own rows
+    assert "plugin needs_tool cannot run on this machine: binary aftesttool" in log["B"]
+
+    # The crawl completed: every page sealed, every result final.
+    [crawl] = _sql(data, menv["A"], "SELECT status FROM crawl")
+    assert crawl["status"] == "sealed", crawl
+    [snaps] = _sql(data, menv["A"], "SELECT count(*) AS n, count(*) FILTER "
+                   "(WHERE status = 'sealed') AS sealed FROM snapshot")
+    assert snaps == {"n": len(urls), "sealed": len(urls)}
+    # which machine archived each snapshot: the one that ran its headers hook
+    results = _sql(data, menv["A"], """
+        SELECT s.url, a.plugin, a.status, a.output_str,
+               (SELECT p.machine_id FROM archiveresult h JOIN process p ON p.owner_id = h.id
+                WHERE h.snapshot_id = s.id AND h.plugin = 'headers') AS machine
+        FROM archiveresult a JOIN snapshot s ON s.id = a.snapshot_id ORDER BY ALL""")
+    assert len(results) == 2 * len(urls)
+    by_machine: dict[str, list[dict[str, Any]]] = {}
+    for r in results:
+        assert r["status"] not in ("queued", "started"), r
+        if r["plugin"] == "needs_tool":
+            by_machine.setdefault(r["machine"], []).append(r)
+    assert by_machine.get("B"), ("B archived no snapshot", results)
+    for r in by_machine["B"]:  # skipped on B, saying which binary, which machine, the fix
+        assert r["status"] == "skipped", r
+        assert "machine B" in r["output_str"] and "aftesttool" in r["output_str"], r
+        assert "`archiveflow install` on that machine" in r["output_str"], r
+    for m in set(by_machine) - {"B"}:  # A and origin have it: it ran there
+        assert all(r["status"] == "succeeded" for r in by_machine[m]), by_machine[m]
+    assert all(r["status"] == "succeeded" for r in results if r["plugin"] == "headers")
+    assert f"{len(by_machine['B'])} needs_tool result(s) skipped" in log["B"], log["B"]
