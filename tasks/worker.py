@@ -77,7 +77,8 @@ class Worker:
 
     def __init__(self, rt: Runtime, *, concurrency: int = 2, lease: float = DEFAULT_LEASE,
                  poll: float = DEFAULT_POLL, binaries_every: float = BINARIES_EVERY,
-                 on_skip: Callable[[str], None] | None = None) -> None:
+                 on_skip: Callable[[str], None] | None = None,
+                 slots: Callable[[], snapshots.Hold] | None = None) -> None:
         if not rt.store.shared:
             raise ValueError("a worker needs the shared index (ARCHIVEFLOW_CATALOG)")
         self.rt = rt
@@ -86,6 +87,9 @@ class Worker:
         self.poll = poll
         self.binaries_every = binaries_every
         self.on_skip = on_skip  # told once per plugin the first time its work is skipped
+        # a fresh `hold` per snapshot walk: the plugins' global slots (flows/limits.WalkSlots,
+        # Prefect's, so "one browser at a time" holds across every machine); None: no limits
+        self.slots = slots
         self.report = WorkerReport()
         self.stopping = threading.Event()  # set by stop(); also ends a wait at the start
         self._stop = self.stopping
@@ -207,7 +211,8 @@ class Worker:
                 self._hand_back([sid])
                 self.report.handed_back += 1
                 return []
-            done = snapshots.run(self.rt, recorder, plan, wait=True)
+            done = snapshots.run(self.rt, recorder, plan, wait=True,
+                                 hold=self.slots() if self.slots is not None else None)
             self.report.snapshots += 1
             for r in done:
                 self.report.results[r.outcome.status] = (

@@ -100,8 +100,18 @@ def cmd_worker(args: argparse.Namespace) -> int:
     rt = open_index(args)
     installer = None
     try:
+        slots = None
+        if os.environ.get("PREFECT_API_URL", "").strip():
+            # the plugins' global limits (one browser at a time), as the crawl's own process
+            from archiveflow.flows.limits import WalkSlots
+            from archiveflow.flows.prefect_server import configure_prefect
+
+            os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+            configure_prefect(rt.data_dir)
+            slots = WalkSlots
         worker = Worker(rt, concurrency=args.concurrency, lease=args.lease, poll=args.poll,
-                        on_skip=lambda text: say(f"worker {rt.machine.id}: {text}"))
+                        on_skip=lambda text: say(f"worker {rt.machine.id}: {text}"),
+                        slots=slots)
 
         def on_signal(signum: int, frame: FrameType | None) -> None:
             say(f"worker {rt.machine.id}: {signal.Signals(signum).name}: finishing the "
@@ -114,11 +124,12 @@ def cmd_worker(args: argparse.Namespace) -> int:
         say(f"worker {rt.machine.id} ({rt.machine.hostname}) joined {rt.store.where}: "
             f"{args.concurrency} at a time, lease {args.lease:g}s, binaries in {rt.lib_dir}")
         installer = _install(rt, args, worker)
-        for plugin, why in worker.unavailable().items():
-            say(f"worker {rt.machine.id}: plugin {plugin} cannot run on this machine: {why}; "
-                "its ArchiveResults of the snapshots this worker archives end `skipped` "
-                "(fix: `archiveflow install` on this machine)")
-        say(f"worker {rt.machine.id}: claiming snapshots")
+        if not worker.stopping.is_set():
+            for plugin, why in worker.unavailable().items():
+                say(f"worker {rt.machine.id}: plugin {plugin} cannot run on this machine: "
+                    f"{why}; its ArchiveResults of the snapshots this worker archives end "
+                    "`skipped` (fix: `archiveflow install` on this machine)")
+            say(f"worker {rt.machine.id}: claiming snapshots")
         started = time.monotonic()
         report = worker.run()
         results = " ".join(f"{k} {v}" for k, v in sorted(report.results.items())) or "-"

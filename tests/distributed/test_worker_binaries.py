@@ -7,8 +7,10 @@ Two workers posing as machines A and B (own machine id, own lib folder) share on
 (DuckLake on this session's PostgreSQL), one data folder and one Prefect server (on another
 PostgreSQL, behind a password). The test plugin needs_tool (tests/distributed/plugins)
 declares the binary `aftesttool`: A and the crawl's own process (`origin`) have it in their
-lib folder, B does not. Read back with the Prefect API (each machine's deployment and its
-completed start-up run) and with `archiveflow sql` (Binary rows per machine, results)."""
+lib folder, B does not. Read back with the Prefect API (each machine's deployment, its
+completed start-up run, and on A a run asked for through the API while it works) and with
+`archiveflow sql` (Binary rows per machine, results). needs_tool is made a browser plugin:
+the browser limit (a Prefect global limit, one slot) holds across the machines' workers."""
 
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ from typing import Any
 
 import pytest
 
+from archiveflow.store.db import Store
 from tests.command import ARCHIVEFLOW
 from tests.distributed.conftest import new_catalog
 from tests.distributed.pg import PgServer
@@ -31,7 +34,7 @@ from tests.distributed.test_workers import _kill_machine, _wait_for
 PLUGINS = Path(__file__).resolve().parent / "plugins"
 SLOW_PAGES = 6  # pages answering after SLOW s each: every machine gets a share
 SLOW = 1.5
-TOOL = "#!/bin/sh\necho \"aftesttool 1.0 saw $1\"\n"
+TOOL = "#!/bin/sh\nsleep 0.5\necho \"aftesttool 1.0 saw $1\"\n"
 
 
 def _api(prefect: dict[str, str], path: str, body: dict[str, Any]) -> Any:
@@ -73,15 +76,17 @@ def test_each_worker_installs_its_own_binaries_and_skips_what_its_machine_lacks(
     data = tmp_path / "data"  # the shared data folder
     env = {**os.environ, "ARCHIVEFLOW_CATALOG": new_catalog(pg),
            "ARCHIVEFLOW_STORAGE": str(tmp_path / "lake"), "PLUGINS_PATH": str(PLUGINS),
+           # needs_tool holds the browser limit (one slot, Prefect's): on every machine
+           "BROWSER_PLUGINS": "needs_tool", "BROWSER_CONCURRENCY": "1",
            "PREFECT_API_URL": prefect_on_pg["PREFECT_API_URL"],
            "PREFECT_API_AUTH_STRING": prefect_on_pg["PREFECT_API_AUTH_STRING"],
            "ARCHIVEFLOW_LOCK_WAIT": "60", "PREFECT_LOGGING_LEVEL": "WARNING"}
     lib = {m: tmp_path / f"lib-{m}" for m in ("A", "B", "origin")}
     for m in ("A", "origin"):  # B has no aftesttool anywhere
-        tool = lib[m] / "bin" / "aftesttool"
-        tool.parent.mkdir(parents=True)
-        tool.write_text(TOOL)
-        tool.chmod(0o755)
+        script = lib[m] / "bin" / "aftesttool"
+        script.parent.mkdir(parents=True)
+        script.write_text(TOOL)
+        script.chmod(0o755)
     menv = {m: {**env, "ARCHIVEFLOW_MACHINE_ID": m, "ARCHIVEFLOW_LIB_DIR": str(lib[m])}
             for m in lib}
     logs = {m: tmp_path / f"{m}.log" for m in ("A", "B")}
@@ -148,19 +153,35 @@ def test_each_worker_installs_its_own_binaries_and_skips_what_its_machine_lacks(
         {r["name"] for r in rows if r["machine_id"] == "A"}  # each machine its own rows
     assert "plugin needs_tool cannot run on this machine: binary aftesttool" in log["B"]
 
-    # The crawl completed: every page sealed, every result final.
-    [crawl] = _sql(data, menv["A"], "SELECT status FROM crawl")
+    # The crawl completed: every page sealed, every result final (read with the Store)
+    store = Store(data / "index.duckdb", catalog=env["ARCHIVEFLOW_CATALOG"],
+                  storage=env["ARCHIVEFLOW_STORAGE"])
+    cur = store.cursor()
+
+    def q(sql: str) -> list[dict[str, Any]]:
+        res = cur.execute(sql)
+        cols = [d[0] for d in res.description or []]
+        return [dict(zip(cols, r, strict=True)) for r in res.fetchall()]
+
+    try:
+        _check_crawl(q, log, len(urls))
+    finally:
+        store.close()
+
+
+def _check_crawl(q: Any, log: dict[str, str], pages: int) -> None:
+    [crawl] = q("SELECT status FROM crawl")
     assert crawl["status"] == "sealed", crawl
-    [snaps] = _sql(data, menv["A"], "SELECT count(*) AS n, count(*) FILTER "
-                   "(WHERE status = 'sealed') AS sealed FROM snapshot")
-    assert snaps == {"n": len(urls), "sealed": len(urls)}
+    [snaps] = q("SELECT count(*) AS n, count(*) FILTER (WHERE status = 'sealed') AS sealed "
+                "FROM snapshot")
+    assert snaps == {"n": pages, "sealed": pages}
     # which machine archived each snapshot: the one that ran its headers hook
-    results = _sql(data, menv["A"], """
+    results = q("""
         SELECT s.url, a.plugin, a.status, a.output_str,
                (SELECT p.machine_id FROM archiveresult h JOIN process p ON p.owner_id = h.id
                 WHERE h.snapshot_id = s.id AND h.plugin = 'headers') AS machine
         FROM archiveresult a JOIN snapshot s ON s.id = a.snapshot_id ORDER BY ALL""")
-    assert len(results) == 2 * len(urls)
+    assert len(results) == 2 * pages
     by_machine: dict[str, list[dict[str, Any]]] = {}
     for r in results:
         assert r["status"] not in ("queued", "started"), r
@@ -175,3 +196,15 @@ def test_each_worker_installs_its_own_binaries_and_skips_what_its_machine_lacks(
         assert all(r["status"] == "succeeded" for r in by_machine[m]), by_machine[m]
     assert all(r["status"] == "succeeded" for r in results if r["plugin"] == "headers")
     assert f"{len(by_machine['B'])} needs_tool result(s) skipped" in log["B"], log["B"]
+
+    # The browser limit held across machines: no two needs_tool runs overlapped.
+    [ran] = q("""
+        SELECT count(*) AS n, count(DISTINCT machine_id) AS machines FROM process
+        WHERE hook_name LIKE '%needs_tool%' AND owner_type = 'archiveresult'""")
+    assert ran["n"] == pages - len(by_machine["B"]), ran
+    [overlaps] = q("""
+        SELECT count(*) AS n FROM process p JOIN process q ON p.id < q.id
+        WHERE p.hook_name LIKE '%needs_tool%' AND q.hook_name = p.hook_name
+          AND p.owner_type = 'archiveresult' AND q.owner_type = 'archiveresult'
+          AND p.started_at < q.ended_at AND q.started_at < p.ended_at""")
+    assert overlaps == {"n": 0}, overlaps
