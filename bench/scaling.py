@@ -120,9 +120,10 @@ def section_index(pg: PgServer, tmp: Path, n: int) -> None:
 # --- 2. crawls ----------------------------------------------------------------------------
 
 def _wait_joined(log: Path, proc: subprocess.Popen[bytes], timeout: float = 180) -> None:
+    """Until the worker claims: joined, and its machine's start-up install run ended."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if b"joined" in log.read_bytes():
+        if b"claiming snapshots" in log.read_bytes():
             return
         if proc.poll() is not None:
             raise RuntimeError(f"worker exited: {log.read_text()[-2000:]}")

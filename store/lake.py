@@ -578,6 +578,9 @@ _CATALOG_DOWN: Final[tuple[str, ...]] = (
     "unable to connect to postgres", "server closed the connection", "terminating connection",
     "connection refused", "no connection to the server", "could not connect",
     "connection to server", "ssl connection has been closed", "the database system is",
+    # DuckLake's commit failed and so did its ROLLBACK on the catalog: the connection is
+    # gone (seen once in test_workers when PostgreSQL was killed during a batch's commit)
+    'failed to execute query "rollback"',
 )
 
 

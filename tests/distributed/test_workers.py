@@ -37,8 +37,10 @@ def _start_worker(env: dict[str, str], data: Path, machine: str, log: Path
                   ) -> subprocess.Popen[bytes]:
     with open(log, "wb") as out:
         return subprocess.Popen(
+            # --no-binaries: headers and title need none, and the start-up install run (its
+            # deployment, its Binary rows) is test_worker_binaries.py's subject
             [ARCHIVEFLOW, "--data-dir", str(data), "worker", "--concurrency", "2",
-             "--lease", str(LEASE), "--poll", "0.3"],
+             "--lease", str(LEASE), "--poll", "0.3", "--no-binaries"],
             env={**env, "ARCHIVEFLOW_MACHINE_ID": machine,
                  "ARCHIVEFLOW_LIB_DIR": str(data.parent / f"lib-{machine}")},
             stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
@@ -95,7 +97,6 @@ def test_crawl_spreads_over_workers_survives_a_killed_one_and_a_catalog_restart(
     add: subprocess.Popen[str] | None = None
     try:
         for m in workers:
-            # joined, and this machine's binaries installed by its start-up install run
             _wait_for(lambda m=m: b"claiming snapshots" in logs[m].read_bytes()
                       or workers[m].poll() is not None, 180, f"worker {m} to start")
             assert workers[m].poll() is None, logs[m].read_text()
@@ -160,6 +161,7 @@ def test_crawl_spreads_over_workers_survives_a_killed_one_and_a_catalog_restart(
         assert finished_by and ("w2",) not in finished_by, (held, finished_by)
         machines = {r[0] for r in cur.execute("SELECT id FROM machine").fetchall()}
         assert {"w1", "w2", "origin"} <= machines
+        [crawl_id] = [r[0] for r in cur.execute("SELECT id FROM crawl").fetchall()]
     finally:
         store.close()
     assert not (data / "lib").exists()  # each machine installs into its own lib folder
@@ -174,6 +176,6 @@ def test_crawl_spreads_over_workers_survives_a_killed_one_and_a_catalog_restart(
     runs = subprocess.run(
         ["psql", "-h", prefect_on_pg["sock"], "-U", prefect_on_pg["user"], "-d",
          prefect_on_pg["db"], "-tA", "-c",
-         "SELECT count(*) FROM flow_run WHERE name LIKE 'crawl %'"],
+         f"SELECT count(*) FROM flow_run WHERE name = 'crawl {crawl_id}'"],
         capture_output=True, text=True, check=True)
     assert int(runs.stdout.strip()) == 1
