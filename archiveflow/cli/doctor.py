@@ -9,6 +9,7 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 from archiveflow.cli.common import EXIT_FAILED, EXIT_OK, Command, data_folder
 from archiveflow.settings import settings
@@ -80,6 +81,7 @@ def _shared(folder: Path, catalog: str) -> bool:
                 ok &= _line("index", True, f"DuckLake answers in "
                             f"{(time.perf_counter() - t0):.1f}s: schema v{row[0]}, {row[1]} "
                             f"snapshots, {row[2]} machines, {row[3]} unfinished crawls")
+                _binaries(cur)
         finally:
             store.close()
     except StoreError as e:
@@ -89,6 +91,26 @@ def _shared(folder: Path, catalog: str) -> bool:
     good, text = _storage_check(str(folder))
     ok &= _line("files", good, f"data folder (hook outputs, shared by every machine): {text}")
     return ok
+
+
+def _binaries(cur: Any) -> None:
+    """This machine's Binary rows in the shared index, and what installs them."""
+    from archiveflow.tasks.machine import this_machine
+
+    me = this_machine().id
+    by = dict(cur.execute("SELECT status, list(name ORDER BY name) FROM machine_binary "
+                          "WHERE machine_id = ? GROUP BY status", [me]).fetchall())
+    # deployments/binaries.deployment_name's (not imported: it imports Prefect)
+    how = (f"`archiveflow worker` serves install_binaries/install-binaries-{me} and runs it "
+           "at its start")
+    if not by:
+        _line("binaries", None, f"none recorded for machine {me} yet: {how} (or run "
+              "`archiveflow install`)")
+        return
+    parts = [f"{len(names)} {status} ({', '.join(names)})"
+             for status, names in sorted(by.items())]
+    _line("binaries", None, f"machine {me}: {'; '.join(parts)}; {how}"
+          + ("; a worker skips the plugins of failed ones" if "failed" in by else ""))
 
 
 def _embedded(folder: Path) -> bool:

@@ -63,11 +63,15 @@ def log_of(path: Path) -> str:
     return path.read_text(errors="replace")
 
 
-def _sql(data: Path, env: dict[str, str], query: str) -> list[dict[str, Any]]:
-    out = subprocess.run([ARCHIVEFLOW, "--data-dir", str(data), "sql", "--format", "json",
-                          query], env=env, capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    return [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
+def _cli(data: Path, env: dict[str, str], *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([ARCHIVEFLOW, "--data-dir", str(data), *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _out(proc: subprocess.Popen[str]) -> str:
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out + err
+    return out
 
 
 @pytest.mark.timeout(480)
@@ -117,6 +121,12 @@ def test_each_worker_installs_its_own_binaries_and_skips_what_its_machine_lacks(
         _wait_for(lambda: _run_state(prefect_on_pg, asked["id"]) in FINAL, 120,
                   "the asked-for install run on A to end")
         assert _run_state(prefect_on_pg, asked["id"]) == "COMPLETED", log_of(logs["A"])
+        # Binary rows per machine with `archiveflow sql`, and B's `doctor`, while the workers
+        # stop (each is a fresh process attaching the lake: seconds)
+        sql = _cli(data, menv["A"], "sql", "--format", "json",
+                   "SELECT machine_id, name, status, abspath, error FROM machine_binary "
+                   "WHERE machine_id IN ('A', 'B') ORDER BY ALL")
+        doctor = _cli(data, menv["B"], "doctor")
         for m, p in workers.items():
             p.send_signal(signal.SIGTERM)
             assert p.wait(60) == 0, logs[m].read_text()
@@ -143,8 +153,7 @@ def test_each_worker_installs_its_own_binaries_and_skips_what_its_machine_lacks(
         assert "ended completed" in log[m], log[m]
 
     # Binary rows per machine, in the shared index: A resolved aftesttool, B could not.
-    rows = _sql(data, menv["A"], "SELECT machine_id, name, status, abspath, error "
-                "FROM machine_binary WHERE machine_id IN ('A', 'B') ORDER BY ALL")
+    rows = [json.loads(line) for line in _out(sql).splitlines() if line.strip()]
     tool = {r["machine_id"]: r for r in rows if r["name"] == "aftesttool"}
     assert tool["A"]["status"] == "succeeded", rows
     assert tool["A"]["abspath"] == str(lib["A"] / "bin" / "aftesttool")
@@ -152,6 +161,9 @@ def test_each_worker_installs_its_own_binaries_and_skips_what_its_machine_lacks(
     assert {r["name"] for r in rows if r["machine_id"] == "B"} == \
         {r["name"] for r in rows if r["machine_id"] == "A"}  # each machine its own rows
     assert "plugin needs_tool cannot run on this machine: binary aftesttool" in log["B"]
+    [line] = [ln for ln in _out(doctor).splitlines() if ln.startswith("note binaries")]
+    assert "machine B: 1 failed (aftesttool); " in line and " succeeded (" in line, line
+    assert "install_binaries/install-binaries-B" in line, line
 
     # The crawl completed: every page sealed, every result final (read with the Store)
     store = Store(data / "index.duckdb", catalog=env["ARCHIVEFLOW_CATALOG"],
