@@ -16,7 +16,7 @@ from typing import Any, Final, Literal
 import duckdb
 import polars as pl
 
-from archiveflow.store.db import map_errors
+from archiveflow.store.db import is_shared, map_errors
 from archiveflow.store.records import MAX_URL_LEN, RecordError
 
 TS: Final = pl.Datetime("us", "UTC")
@@ -88,6 +88,26 @@ def frame(table: str, rows: Sequence[Mapping[str, Any]] | pl.DataFrame) -> pl.Da
     return df.with_columns([pl.col(c).fill_null(v) for c, v in fills.items()]) if fills else df
 
 
+def scan(cur: Any, df: pl.DataFrame) -> Any:
+    """`df` as DuckDB should read it by name (a replacement scan or `register`).
+
+    On the local index: a one-shot Arrow C stream (polars' PyCapsule), which DuckDB reads
+    without importing pyarrow; a polars frame or pyarrow Table made DuckDB import pyarrow
+    and pyarrow.dataset, ≈75 MB of the crawl process's RSS (bench/README.md, #18). It can be
+    read once only: a statement that needs its rows twice reads them through a
+    `WITH … AS MATERIALIZED` CTE. On the shared index a pyarrow Table: its cursor (store/
+    lake.py) reads a frame more than once (RETURNING emulated, statements retried)."""
+    return df.to_arrow() if is_shared(cur) else df.__arrow_c_stream__()
+
+
+def fetch_frame(cur: Any, sql: str, params: list[Any] | None = None) -> pl.DataFrame:
+    """The rows of one query as a polars frame (what `.pl()` gives), on the local index
+    read through DuckDB's Arrow C stream: `.pl()` imports pyarrow (see scan())."""
+    if is_shared(cur):
+        return (cur.execute(sql, params) if params is not None else cur.execute(sql)).pl()
+    return pl.DataFrame(cur.sql(sql, params=params))
+
+
 def insert_frame(
     cur: duckdb.DuckDBPyConnection,
     table: str,
@@ -116,18 +136,19 @@ def insert_frame(
     # batch's, so the cost follows the batch, not the table (a whole-table anti-join cost
     # 29 ms per snapshot at 5k results and 220 ms at 500k; on the first key column alone,
     # a crawl's 100k snapshots were all read for each batch of its discovered URLs).
+    # The batch is read once (scan()'s stream), into a materialized CTE the anti-join reads.
     skip = ""
     if on_conflict == "nothing" and key:
-        where = " AND ".join(f"{k} IN (SELECT {k} FROM {view})" for k in key)
+        where = " AND ".join(f"{k} IN (SELECT {k} FROM _b)" for k in key)
         skip = (f" ANTI JOIN (SELECT {', '.join(key)} FROM {table} WHERE {where}) _e "
                 f"USING ({', '.join(key)})")
     ret_col = "id" if "id" in df.columns else (key[0] if key else df.columns[0])
     with map_errors():
-        cur.register(view, df.to_arrow())
+        cur.register(view, scan(cur, df))
         try:
             res = cur.execute(
-                f"INSERT INTO {table} ({cols}) SELECT {cols} FROM {view}{skip} "
-                f"RETURNING {ret_col}"
+                f"INSERT INTO {table} ({cols}) WITH _b AS MATERIALIZED (SELECT * FROM {view}) "
+                f"SELECT {cols} FROM _b{skip} RETURNING {ret_col}"
             )
             return [r[0] for r in res.fetchall()]
         finally:
@@ -200,19 +221,20 @@ def _insert_snapshot_rows(
     df = df.with_columns(_domains(df).alias("_domain"))
     prefix = f"users/{username}/snapshots/{day}/"
     # Read by its Python name (a DuckDB replacement scan): register + unregister of a view
-    # cost ≈4 ms at 100k rows.
-    _af_snapshots = df.to_arrow()  # noqa: F841 - read by name below
+    # cost ≈4 ms at 100k rows. Read once, into the materialized CTE (see scan()).
+    _af_snapshots = scan(cur, df)  # noqa: F841 - read by name below
     # crawl_id is a parameter, not a column of 100k copies in the frame. Only the crawl's
     # rows with one of the batch's URLs are read back for the anti-join: with all of the
     # crawl's URLs it read 100k rows for each recorder batch of a big crawl's links.
     sql = """
         INSERT INTO snapshot (id, crawl_id, url, output_dir, depth, parent_id, title,
                               bookmarked_at, config)
+        WITH _b AS MATERIALIZED (SELECT * FROM _af_snapshots)
         SELECT id, ?, url, ? || _domain || '/' || id, depth, parent_id, title,
                bookmarked_at, config
-        FROM (SELECT uuidv7()::VARCHAR AS id, * FROM _af_snapshots
+        FROM (SELECT uuidv7()::VARCHAR AS id, * FROM _b
               ANTI JOIN (SELECT url FROM snapshot WHERE crawl_id = ?
-                         AND url IN (SELECT url FROM _af_snapshots)) _e USING (url))
+                         AND url IN (SELECT url FROM _b)) _e USING (url))
         """
     with map_errors():
         res = cur.execute(sql + ("RETURNING id, url" if returning else ""),

@@ -11,7 +11,7 @@ import polars as pl
 
 from archiveflow.store.db import map_errors
 from archiveflow.store.errors import IllegalTransition
-from archiveflow.store.load import TS, frame, insert_frame
+from archiveflow.store.load import TS, frame, insert_frame, scan
 from archiveflow.store.records import FINAL_RESULT_STATUSES
 from archiveflow.store.transitions import MOVES, move
 
@@ -59,8 +59,8 @@ def create_started(cur: duckdb.DuckDBPyConnection, rows: Sequence[Mapping[str, A
     df = frame("archiveresult", rows)
     if df.is_empty():
         return 0
-    _af_started = df.select(  # noqa: F841 - read by name below (a replacement scan)
-        "id", "snapshot_id", "plugin", "hook_name", "output_dir", "is_background").to_arrow()
+    _af_started = scan(cur, df.select(  # noqa: F841 - read by name below (a replacement scan)
+        "id", "snapshot_id", "plugin", "hook_name", "output_dir", "is_background"))
     with map_errors():
         cur.execute(
             "INSERT INTO archiveresult (id, snapshot_id, plugin, hook_name, output_dir, "
@@ -89,8 +89,8 @@ def finish_results(cur: duckdb.DuckDBPyConnection, outcomes: Sequence[Mapping[st
          "output_json": None if o.get("output_json") is None else json.dumps(o["output_json"])}
         for o in outcomes
     ]
-    _af_finish = pl.DataFrame(rows, schema=FINISH_SCHEMA, orient="row").unique(  # noqa: F841
-        "id", keep="last")
+    _af_finish = scan(cur, pl.DataFrame(  # noqa: F841
+        rows, schema=FINISH_SCHEMA, orient="row").unique("id", keep="last"))
     # Read by its Python name (a DuckDB replacement scan): registering a view costs 4-7 ms.
     res = cur.execute(
         """

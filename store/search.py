@@ -32,6 +32,7 @@ import polars as pl
 from archiveflow.store import search_index
 from archiveflow.store.db import is_shared
 from archiveflow.store.fts import SearchError, fts_extension_path, load_fts, load_sql
+from archiveflow.store.load import scan
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -129,7 +130,7 @@ def write_text_rows(cur: duckdb.DuckDBPyConnection, df: pl.DataFrame, *,
     if ensure:
         ensure_tables(cur)
     df = df.unique(subset=["snapshot_id"], keep="last", maintain_order=True)
-    cur.register("_af_text", df.to_arrow())
+    cur.register("_af_text", scan(cur, df))
     try:
         cur.execute("DELETE FROM snapshot_text WHERE snapshot_id IN "
                     "(SELECT unnest(?::VARCHAR[]))", [df["snapshot_id"].to_list()])

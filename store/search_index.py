@@ -42,6 +42,7 @@ import duckdb
 import polars as pl
 
 from archiveflow.store.fts import load_sql
+from archiveflow.store.load import fetch_frame, scan
 
 STEMMER: Final[str] = "porter"
 K1: Final[float] = 1.2  # match_bm25's defaults, so rankings stay comparable with DuckDB fts
@@ -154,9 +155,9 @@ _RE2_SPACE: Final[str] = r"[\t\n\f\r]"
 def postings(cur: duckdb.DuckDBPyConnection, docs: pl.DataFrame) -> pl.DataFrame:
     """(doc, term, tf) of `docs` (doc, title, text), the terms as fts's index makes them.
     The fts extension must be loaded (for `stem`)."""
-    cur.register("_af_search_batch", docs.select("doc", "title", "text").to_arrow())
+    cur.register("_af_search_batch", scan(cur, docs.select("doc", "title", "text")))
     try:
-        norm = cur.execute(_NORMALISE_SQL).pl()
+        norm = fetch_frame(cur, _NORMALISE_SQL)
     finally:
         cur.unregister("_af_search_batch")
     stop = [r[0] for r in cur.execute("SELECT sw FROM search_stopword").fetchall()]
@@ -167,10 +168,9 @@ def postings(cur: duckdb.DuckDBPyConnection, docs: pl.DataFrame) -> pl.DataFrame
              .filter((pl.col("w").str.len_bytes() > 0) & ~pl.col("w").is_in(stop))
              .group_by("doc", "w").agg(pl.len().alias("n"))
              .collect())
-    cur.register("_af_search_words", words.select(pl.col("w").unique()).to_arrow())
+    cur.register("_af_search_words", scan(cur, words.select(pl.col("w").unique())))
     try:
-        stems = cur.execute(f"SELECT w, stem(w, '{STEMMER}') AS term FROM _af_search_words"
-                            ).pl()
+        stems = fetch_frame(cur, f"SELECT w, stem(w, '{STEMMER}') AS term FROM _af_search_words")
     finally:
         cur.unregister("_af_search_words")
     return (words.join(stems, on="w")
@@ -180,7 +180,7 @@ def postings(cur: duckdb.DuckDBPyConnection, docs: pl.DataFrame) -> pl.DataFrame
 
 def _insert(cur: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame) -> None:
     cols = ", ".join(frame.columns)
-    cur.register("_af_search_rows", frame.to_arrow())
+    cur.register("_af_search_rows", scan(cur, frame))
     try:
         cur.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM _af_search_rows")
     finally:
@@ -199,8 +199,8 @@ def add_docs(cur: duckdb.DuckDBPyConnection, frame: pl.DataFrame) -> int:
     drop_docs(cur, frame["snapshot_id"].to_list())
     for start in range(0, frame.height, BATCH_DOCS):
         chunk = frame.slice(start, BATCH_DOCS)
-        ids = cur.execute("SELECT nextval('search_doc_seq') AS doc FROM range(?) ORDER BY 1",
-                          [chunk.height]).pl()
+        ids = fetch_frame(cur, "SELECT nextval('search_doc_seq') AS doc FROM range(?) ORDER BY 1",
+                          [chunk.height])
         chunk = chunk.with_columns(ids["doc"].cast(pl.Int64))
         post = postings(cur, chunk)
         lens = post.group_by("doc").agg(pl.col("tf").sum().cast(pl.Int32).alias("len"))

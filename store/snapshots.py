@@ -9,7 +9,7 @@ from typing import Any
 import duckdb
 import polars as pl
 
-from archiveflow.store.load import frame, insert_frame
+from archiveflow.store.load import frame, insert_frame, scan
 from archiveflow.store.transitions import claim_next, move
 
 
@@ -102,7 +102,7 @@ def add_tags(cur: duckdb.DuckDBPyConnection, pairs: Iterable[tuple[str, str]]) -
     # The keys go in as an Arrow table read by name (a replacement scan), not as a list
     # parameter: DuckDB converted a Python list value by value, with a failed module
     # import per value (100k tags: ~25 s of CPU; this way ~0.1 s).
-    _af_tag_keys = df.select(pl.col("_key").unique()).to_arrow()  # noqa: F841 - read by name
+    _af_tag_keys = scan(cur, df.select(pl.col("_key").unique()))  # noqa: F841 - read by name
     known = dict(cur.execute(
         "SELECT lower(name), any_value(name) FROM tag "
         "WHERE lower(name) IN (SELECT _key FROM _af_tag_keys) GROUP BY 1").fetchall())
