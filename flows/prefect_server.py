@@ -95,6 +95,11 @@ SERVER_SETTINGS = {
     # ~30 ms of server CPU per Snapshot: N=1000 x 5 no-op hooks ran at 1.26x the floor without
     # it, 1.40x with it. Set this variable to true to keep the stream.
     "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_ENABLED": "false",
+    # Not a Prefect setting: glibc's malloc arenas. The server's threads (uvicorn, a thread
+    # per aiosqlite connection, services) each got an arena of their own, holding freed
+    # memory apart; two arenas: peak RSS during a 1,000-URL crawl 233-238 -> 226-231 MB
+    # (bench/README.md, #18). Other allocators ignore it.
+    "MALLOC_ARENA_MAX": "2",
 }
 
 

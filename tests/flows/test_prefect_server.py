@@ -159,6 +159,10 @@ def test_server_env_auth_cors_and_ui_url(tmp_path: Path) -> None:
         "http://127.0.0.1:41234,http://localhost:41234")
     assert "PREFECT_API_URL" not in env and "PREFECT_API_AUTH_STRING" not in env
     assert env["PREFECT_HOME"] == str(tmp_path / "prefect")
+    # two glibc malloc arenas for the server (its peak RSS), unless the user set another
+    assert env["MALLOC_ARENA_MAX"] == "2"
+    assert runtime.server_env(tmp_path / "prefect", 41234, {"MALLOC_ARENA_MAX": "8"})[
+        "MALLOC_ARENA_MAX"] == "8"
 
 
 def test_idle_exit_setting() -> None:
