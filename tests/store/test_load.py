@@ -150,3 +150,48 @@ def test_tags_are_one_per_name_whatever_the_case(store: Store) -> None:
         ("Harbor",), ("Ships",)]
     assert cur.execute("SELECT snapshot_id = ?, tag FROM snapshot_tag ORDER BY 1 DESC, 2",
                        [a]).fetchall() == [(True, "Harbor"), (False, "Harbor"), (False, "Ships")]
+
+
+_NO_PYARROW = r'''
+import sys
+from pathlib import Path
+import polars as pl
+from archiveflow.store import load, results, search, snapshots
+from archiveflow.store.db import Store
+import archiveflow.store.reader, archiveflow.store.readonly  # the crawl's query server
+st = Store(Path(sys.argv[1]) / "index.duckdb")
+with st.transaction() as cur:
+    got = load.insert_snapshots(cur, pl.DataFrame({"url": ["https://a.example/", "https://b.example/"]}),
+                                crawl_id="c", username="default")
+    ids = [i for i, _ in got]
+    # the same URLs again: skipped by the anti-join that reads the batch twice
+    assert load.insert_snapshots(cur, pl.DataFrame({"url": ["https://a.example/"]}),
+                                 crawl_id="c", username="default") == []
+    claimed = [r["id"] for r in snapshots.claim_snapshots(cur, "c", limit=2, lease=60)]
+    assert sorted(claimed) == sorted(ids)
+    rows = [{"id": f"r{i}", "snapshot_id": s, "plugin": "p", "hook_name": "h",
+             "output_dir": s, "is_background": False} for i, s in enumerate(ids)]
+    results.create_started(cur, rows, lease=60)
+    assert len(results.create_pending(cur, rows)) == 0
+    assert sorted(results.finish_results(cur, [{"id": r["id"], "status": "succeeded"}
+                                               for r in rows])) == ["r0", "r1"]
+    assert snapshots.add_tags(cur, [(ids[0], "News"), (ids[1], "news")]) == 2
+    # the recorder's search-text indexer (no text files here: url and title rows)
+    assert search.index_snapshots(cur, Path(sys.argv[1]), ids) == 2
+st.close()
+print("pyarrow" in sys.modules)
+'''
+
+
+def test_the_local_index_is_written_without_pyarrow(tmp_path: Path) -> None:
+    """A crawl's writes (discovered URLs, claim, results, tags, search text) and its query
+    server's modules load no pyarrow: DuckDB imported pyarrow and pyarrow.dataset for every
+    polars frame it scanned, ≈70 MB of the crawl process (bench/README.md, #18). In a fresh
+    interpreter, so that nothing else imported it first."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", _NO_PYARROW, str(tmp_path)],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "False"
