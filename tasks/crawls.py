@@ -48,13 +48,14 @@ from archiveflow.tasks.runtime import Runtime
 if TYPE_CHECKING:
     from archiveflow.tasks.ingest import Context, IngestReport
 
-# What loading the on_Crawl hooks' records and starting the first snapshots import (polars,
-# pyarrow, and DuckDB's Arrow scan: pyarrow.dataset/compute, ~0.3 s of CPU on a quiet
-# machine). Nothing before the first hook needs them: `run` imports them in a thread while
-# the first on_Crawl hooks run (hook processes: the thread has the GIL to itself), and joins
-# it before the records are loaded. Kept off this module's imports for that reason.
+# What loading the on_Crawl hooks' records and starting the first snapshots import (polars
+# and the store's bulk-load modules). Nothing before the first hook needs them: `run` imports
+# them in a thread while the first on_Crawl hooks run (hook processes: the thread has the
+# GIL to itself), and joins it before the records are loaded. Kept off this module's imports
+# for that reason. Not pyarrow: the store hands DuckDB Arrow C streams (store/load.scan),
+# so a crawl never needs it (≈70 MB of RSS; bench/README.md #18, helper mem).
 CRAWL_MODULES: Final[tuple[str, ...]] = (
-    "polars", "pyarrow", "pyarrow.dataset", "pyarrow.compute",
+    "polars",
     "archiveflow.store.load", "archiveflow.store.results", "archiveflow.store.snapshots",
     "archiveflow.store.processes", "archiveflow.tasks.ingest", "archiveflow.tasks.recorder",
     "archiveflow.tasks.snapshots", "archiveflow.tasks.feed", "archiveflow.flows.context",
