@@ -84,7 +84,7 @@ def test_claims_over_tied_rows_return_only_rows_they_moved(store: Store) -> None
     cur.execute("COMMIT")
     seen: list[str] = []
     while rows := transitions.claim_next(cur, "snapshot", "crawl_id = ?", ["c"], limit=7,
-                                         lease=60):
+                                         lease=3600):
         assert {r["status"] for r in rows} == {"started"}
         seen.extend(r["id"] for r in rows)
     assert len(seen) == len(set(seen)) == 300
