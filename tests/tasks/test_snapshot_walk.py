@@ -178,3 +178,50 @@ def test_wait_for_background_cleanup_and_a_daemon_that_never_got_ready(
     # stopped at cleanup without ever printing a line: failed, not noresults
     assert by["silent"].status == "failed"
     assert "never reported being ready" in (by["silent"].error or "")
+
+
+def test_a_snapshot_claimed_twice_runs_once_and_the_crawl_still_ends(rt: Runtime) -> None:
+    """A claim that hands out a snapshot the crawl already has (a claim bug did: it returned
+    rows it had not moved, which a later claim moved and returned again) is dropped and
+    counted: the first run is not disturbed, no hook runs twice, and the crawl seals."""
+    urls = [f"https://example.com/{i}" for i in range(4)]
+    start = crawls.CrawlStart(_crawl_with(rt, urls))
+    cur = rt.store.cursor()
+
+    def unclaim(snapshot_id: str) -> None:  # what the bug left: a handed-out row still queued
+        cur.execute("UPDATE snapshot SET status = 'queued', retry_at = now() WHERE id = ?",
+                    [snapshot_id])
+
+    recorder = Recorder(rt.store)
+    try:
+        feed = SnapshotFeed(rt, recorder, start.crawl, concurrency=4, batch=4)
+        first, second = feed.take(2, idle=True)  # claims all four
+        others = feed.take(2, idle=True)
+        unclaim(first.snapshot["id"])
+        unclaim(second.snapshot["id"])
+        # `second` runs and is written first (its seal finds the row queued: moves nothing);
+        # `first` is claimed again before its run even starts.
+        snapshots.run(rt, recorder, second, wait=True)
+        assert feed.take(4, idle=False) == []  # both claimed again, both dropped
+        assert feed.duplicates == 2
+        for plan in [first, *others]:
+            snapshots.run(rt, recorder, plan, wait=False)
+        assert feed.done()
+        crawls.cleanup(rt, start)
+        sealed = crawls.seal(rt, start.crawl)
+    finally:
+        recorder.close()
+    assert feed.started == len(urls)
+    assert sealed["status"] == "sealed"
+    rows = cur.execute(
+        "SELECT s.status, count(a.id), count(DISTINCT a.hook_name) FROM snapshot s "
+        "JOIN archiveresult a ON a.snapshot_id = s.id WHERE s.crawl_id = ? GROUP BY s.id, "
+        "s.status", [start.crawl["id"]]).fetchall()
+    assert len(rows) == len(urls)
+    assert {r[0] for r in rows} == {"sealed"}
+    assert all(r[1] == r[2] == len(PLUGINS.split(",")) for r in rows)  # one result per hook
+    for plan in (first, second):  # each hook of the twice-claimed snapshots ran once
+        for item in plan.items:
+            paths = results.HookPaths(plan.snap_dir / item.hook.plugin, item.hook.name)
+            assert paths.exit_file.exists()
+            assert results.attempt_of(paths) == 1
