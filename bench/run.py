@@ -249,6 +249,8 @@ def child_crawl(ns: argparse.Namespace) -> None:
         k, v = kv.split("=", 1)
         config[k] = v
     seeds = Path(ns.seeds).read_text(encoding="utf-8")
+    server = _server_process(data) if ns.granularity != "none" else None
+    s0 = _cpu_of(server)
     c0 = os.times()
     t0 = time.perf_counter()
     crawl = create_crawl(rt.store.cursor(), seeds=seeds, max_depth=ns.depth, plugins=ns.plugins,
@@ -260,6 +262,12 @@ def child_crawl(ns: argparse.Namespace) -> None:
     wall = time.perf_counter() - t0
     c1 = os.times()
     cpu = (c1.user - c0.user) + (c1.system - c0.system)  # this process only, not the hooks
+    # The hooks (and what they ran: wget), reaped by this process during the crawl.
+    hooks_cpu = (c1.children_user - c0.children_user) + (c1.children_system - c0.children_system)
+    # The server's CPU over the same span (the parent's sampler also counts the server's own
+    # start-up when this child started it: 5-10 s of CPU, i.e. tens of ms per page).
+    s1 = _cpu_of(server)
+    server_cpu = s1 - s0 if s0 is not None and s1 is not None else None
     cur = rt.store.cursor()
     snaps = cur.execute("SELECT count(*) FILTER (WHERE status = 'sealed'), count(*) "
                         "FROM snapshot WHERE crawl_id = ?", [crawl["id"]]).fetchone()
@@ -268,9 +276,38 @@ def child_crawl(ns: argparse.Namespace) -> None:
         "WHERE s.crawl_id = ? GROUP BY ALL", [crawl["id"]]).fetchall())
     rt.close()
     print("BENCH-RESULT " + json.dumps({
-        "wall": wall, "setup": setup, "cpu": cpu, "sealed": snaps[0], "snapshots": snaps[1],
+        "wall": wall, "setup": setup, "cpu": cpu, "server_cpu_crawl": server_cpu,
+        "hooks_cpu": hooks_cpu,
+        "sealed": snaps[0], "snapshots": snaps[1],
         "results": res, "status": result.get("status"), "failures": result.get("failures"),
     }), flush=True)
+
+
+def _children_cpu() -> float:
+    """user + system seconds of this process's reaped children so far."""
+    t = os.times()
+    return t.children_user + t.children_system
+
+
+def _server_process(data: Path) -> Any:
+    import psutil
+
+    pid = server_pid(data)
+    try:
+        return psutil.Process(pid) if pid else None
+    except psutil.Error:
+        return None
+
+
+def _cpu_of(proc: Any) -> float | None:
+    """user + system seconds of a process (None if unknown or gone)."""
+    import psutil
+
+    try:
+        t = proc.cpu_times() if proc is not None else None
+    except psutil.Error:
+        return None
+    return t.user + t.system if t is not None else None
 
 
 def plain_crawl(rt: Any, crawl_id: str, concurrency: int) -> dict[str, Any]:
@@ -676,12 +713,23 @@ def section_crawl(tab: Table, ns: argparse.Namespace) -> None:
             print(f"  wget -p per page: {wgetp:.1f} s for {n} pages (load {loadavg()})",
                   flush=True)
             hooks, env = hook_setup(REAL_PLUGINS, None)
-            floor = spawn_floor(pages, hooks, env, c, WORK / "crawl-floor")
-            print(f"  floor: {floor:.1f} s for {n} pages (load {loadavg()})", flush=True)
+            # The floor runs before and after the crawl and the ratio takes their mean: on a
+            # shared machine the load moves between two runs a minute apart (one floor
+            # before the crawl gave 0.47x and 0.75x for the same code).
+            k0 = _children_cpu()
+            floor_before = spawn_floor(pages, hooks, env, c, WORK / "crawl-floor")
+            floor_cpu = _children_cpu() - k0
+            print(f"  floor: {floor_before:.1f} s for {n} pages (load {loadavg()})", flush=True)
             crawl = run_crawl_child(data, seeds, depth=2, plugins=REAL_PLUGINS,
                                     plugins_path=None, concurrency=c)
+            crawl_load = loadavg()
             print(f"  crawl: {crawl['wall']:.1f} s, {crawl['snapshots']} snapshots "
-                  f"(load {loadavg()})", flush=True)
+                  f"(load {crawl_load})", flush=True)
+            k0 = _children_cpu()
+            floor_after = spawn_floor(pages, hooks, env, c, WORK / "crawl-floor")
+            floor_cpu = (floor_cpu + _children_cpu() - k0) / 2
+            print(f"  floor again: {floor_after:.1f} s (load {loadavg()})", flush=True)
+            floor = (floor_before + floor_after) / 2
             abx = run_abx(pages[: ns.abx_pages], srv.base) if ns.abx_pages else None
         finally:
             stop_server(data)
@@ -689,13 +737,24 @@ def section_crawl(tab: Table, ns: argparse.Namespace) -> None:
     got = crawl["snapshots"]
     ours = got / crawl["wall"]
     floor_ps = n / floor
+    server_cpu = crawl.get("server_cpu_crawl")
+    server_cpu = crawl.get("server_cpu", 0) if server_cpu is None else server_cpu
+    # What the wall ratio tends to on a machine the work saturates, from CPU alone (steadier
+    # under a moving load): the floor's CPU over everything the crawl used (its hooks, the
+    # orchestrator, the Prefect server).
+    per = 1e3 / max(got, 1)
+    used = crawl.get("hooks_cpu", 0) + crawl["cpu"] + server_cpu
+    cpu_ratio = floor_cpu * got / n / used if used else 0.0
     tab.add(Row("crawl", f"depth-2 crawl of {n} pages ({REAL_PLUGINS}), C={c}: pages/s vs "
                 "floor", f"{ours:.2f} pages/s ({fmt_s(crawl['wall'])})",
                 f"{floor_ps:.2f} pages/s ({fmt_s(floor)}) same hooks spawned directly",
                 ours / floor_ps, ">= 0.9x", ours / floor_ps >= 0.9,
                 f"{got} snapshots ({crawl['sealed']} sealed), results {crawl['results']}; "
-                f"CPU per page: orchestrator {crawl['cpu'] / max(got, 1) * 1e3:.0f} ms, Prefect "
-                f"server {crawl.get('server_cpu', 0) / max(got, 1) * 1e3:.0f} ms"))
+                f"floor {floor_before:.1f} s before the crawl, {floor_after:.1f} s after; "
+                f"CPU per page: hooks {crawl.get('hooks_cpu', 0) * per:.0f} ms (the floor's "
+                f"{floor_cpu / n * 1e3:.0f} ms), orchestrator {crawl['cpu'] * per:.0f} ms, "
+                f"Prefect server {server_cpu * per:.0f} ms during the crawl: CPU ratio "
+                f"{cpu_ratio:.2f}x; load {crawl_load}"))
     wgetp_ps = n / wgetp
     tab.add(Row("crawl", f"same crawl vs `wget -p -E -k` spawned once per page, C={c} (fetch + "
                 "requisites only: the floor of any per-page archiver)", f"{ours:.2f} pages/s",

@@ -10,7 +10,7 @@ import contextlib
 from concurrent.futures import Future
 from typing import Any
 
-from prefect import flow
+from prefect import flow, get_run_logger
 from prefect.client.schemas.objects import State
 from prefect.states import Failed
 
@@ -64,6 +64,7 @@ async def crawl_flow(crawl_id: str, concurrency: int = 4, data_dir: str | None =
     # What holds a slot: a snapshot's hook walk (or its subflow run).
     busy: set[Future[Any] | asyncio.Task[Any]] = set()
     runs: dict[asyncio.Task[dict[str, int]], str] = {}  # Prefect runs still open → snapshot
+    duplicates = 0  # snapshots handed out while a run of the same id was open here
     for early in head.runs if head else []:  # walks the CLI started before Prefect was ready
         assert early.future is not None
         early.future.add_done_callback(poke)
@@ -80,6 +81,11 @@ async def crawl_flow(crawl_id: str, concurrency: int = 4, data_dir: str | None =
                      if free > 0 else [])
             for plan in plans:
                 snap = plan.snapshot
+                if snap["id"] in cur.snapshot_runs:  # the feed hands an id out once; belt
+                    duplicates += 1
+                    get_run_logger().warning("snapshot %s is already running in this "
+                                             "process: not run twice", snap["id"])
+                    continue
                 run = cur.snapshot_runs[snap["id"]] = SnapshotRun(plan, pool)
                 if per_result:
                     t = asyncio.create_task(snapshot.snapshot_flow(snap["url"], snap["id"],
@@ -110,6 +116,10 @@ async def crawl_flow(crawl_id: str, concurrency: int = 4, data_dir: str | None =
     summary = {"crawl_id": crawl_id, "status": sealed["status"], "snapshots": feed.started,
                "seeded": start.created, "refused": start.refused, "failures": start.failures,
                "results": counts}
+    if feed.duplicates or duplicates:  # a claim handed a snapshot out twice: run once
+        summary["duplicate_claims"] = feed.duplicates + duplicates
+        get_run_logger().warning("crawl %s: %d snapshot claims were duplicates, each run once",
+                                 crawl_id, summary["duplicate_claims"])
     if archived_nothing(summary):
         return Failed(message=f"crawl {crawl_id} archived nothing: all {counts['failed']} "
                       "ArchiveResults failed", data=summary)

@@ -211,6 +211,74 @@ def ingest_outcomes(cur: Cursor, outcomes: Iterable[HookOutcome], ctx: Context,
     return total
 
 
+def ingest_snapshots_outcomes(cur: Cursor, batch: Sequence[tuple[Sequence[HookOutcome], Context]],
+                              chunk: int = RECORD_CHUNK) -> list[IngestReport]:
+    """ingest_outcomes for a batch of snapshots (the Recorder's), one report each: the
+    Snapshot records they discovered go in with one insert per crawl (per `chunk` rows)
+    instead of one per snapshot (~5 statements each, 8 ms of CPU per page in a C=4 crawl).
+
+    Same rules as one at a time: each record is filtered with its own snapshot's context,
+    and a URL two snapshots of the batch discovered goes to the first of them (the batch's
+    order), as when they were loaded one after the other.
+    """
+    reports = [IngestReport() for _ in batch]
+    found: dict[str, list[tuple[int, dict[str, Any]]]] = {}  # crawl id → (item, row)
+    crawl_of: dict[str, dict[str, Any]] = {}
+    seeds_of: dict[str, list[str]] = {}
+
+    def insert(crawl_id: str) -> None:
+        rows = found.pop(crawl_id, [])
+        crawl = crawl_of[crawl_id]
+        if rows and crawl.get("max_urls") is not None:
+            room = max(0, int(crawl["max_urls"]) - snapshot_store.count_in_crawl(cur, crawl_id))
+            rows = rows[:room]
+        if not rows:
+            return
+        df = load.frame("snapshot", [row for _, row in rows])
+        created = load.insert_snapshots(cur, df, crawl_id=crawl_id,
+                                        username=crawl.get("username") or "default")
+        first: dict[str, tuple[int, list[str]]] = {}
+        for i, row in rows:
+            first.setdefault(row["url"], (i, row["tags"]))
+        crawl_tags = [t for t in (crawl.get("tags") or "").split(",") if t.strip()]
+        pairs: list[tuple[str, str]] = []
+        for sid, url in created:
+            i, tags = first[url]
+            reports[i].created.append((sid, url))
+            reports[i].counts["Snapshot"] += 1
+            pairs.extend((sid, t.strip()) for t in [*crawl_tags, *tags])
+        if pairs:
+            snapshot_store.add_tags(cur, pairs)
+
+    for i, (outcomes, ctx) in enumerate(batch):
+        names: list[str] = []
+        for outcome in outcomes:
+            for records in outcome.other_records.chunks(chunk):
+                names.extend(r.name for r in records if isinstance(r, TagRecord))
+                snaps = [r for r in records if isinstance(r, SnapshotRecord)]
+                rest = [r for r in records if not isinstance(r, (TagRecord, SnapshotRecord))]
+                if rest:
+                    reports[i].merge(process_hook_records(cur, rest, ctx))
+                if not snaps:
+                    continue
+                cid = ctx.crawl["id"]
+                crawl_of.setdefault(cid, ctx.crawl)
+                if cid not in seeds_of:
+                    seeds_of[cid] = (snapshot_store.seed_urls(cur, cid)
+                                     if ctx.snapshot is not None and ctx.scope != "any"
+                                     else [])
+                rows = _filter_snapshots(snaps, ctx, reports[i], seeds_of[cid])
+                found.setdefault(cid, []).extend((i, row) for row in rows)
+                if len(found[cid]) >= chunk:
+                    insert(cid)
+        if names and ctx.snapshot:
+            sid = ctx.snapshot["id"]
+            reports[i].counts["Tag"] += snapshot_store.add_tags(cur, ((sid, n) for n in names))
+    for cid in list(found):
+        insert(cid)
+    return reports
+
+
 def ingest_batches(
     store: Store,
     records: HookRecords,

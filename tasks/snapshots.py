@@ -64,6 +64,12 @@ def claim(rt: Runtime, crawl: dict[str, Any], limit: int) -> list[dict[str, Any]
                                           lease=LEASE)
 
 
+def seal_claimed_again(rt: Runtime, ids: list[str]) -> list[str]:
+    """Seal snapshots a claim handed out a second time, once their first run is written
+    (SnapshotFeed drops the second hand-out; the claim left the row `started`)."""
+    return retry_conflicts(lambda: snapshot_store.seal_snapshots(rt.store.cursor(), ids))
+
+
 def set_snapshot_json(snap_dir: Path, **fields: Any) -> None:
     """Update fields of an existing `snapshot.json` (atomically; absent file: nothing)."""
     path = snap_dir / "snapshot.json"

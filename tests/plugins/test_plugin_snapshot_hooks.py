@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -113,6 +114,43 @@ def test_wget_binary_missing_and_disabled(hook: Hook, site_url: str) -> None:
     run = hook("wget", f"{site_url}/", WGET_ENABLED="False")
     assert run.rc == 10 and run.result.status == "skipped"
     assert run.result.output_str == "WGET_ENABLED=False"
+
+
+def test_wget_extra_args_reach_wget_and_a_hung_wget_is_killed(
+        hook: Hook, site_url: str, tmp_path: Path) -> None:
+    """The hook runs wget itself (no subprocess module): WGET_EXTRA_ARGS arrive split as a
+    shell would, wget's output is read, and a wget that outlives WGET_TIMEOUT + 5 s is killed
+    and the result fails naming the timeout."""
+    argv_file = tmp_path / "argv.txt"
+    fake = tmp_path / "bin" / "wget"
+    fake.parent.mkdir()
+    fake.write_text("#!/bin/sh\n"
+                    f"for a in \"$@\"; do printf '%s\\n' \"$a\" >> {argv_file}; done\n"
+                    'echo "fake wget saw $# args"\n'
+                    'if [ -n "$FAKE_WGET_HANG" ]; then exec sleep 60; fi\n'
+                    "exit 8\n")
+    fake.chmod(0o755)
+    run = hook("wget", f"{site_url}/", WGET_BINARY=str(fake),
+               WGET_EXTRA_ARGS="--header='X-Test: a b' --no-cache")
+    assert run.rc == 1 and run.result.status == "failed"
+    assert "fake wget saw" in (run.result.error or "")
+    args = argv_file.read_text().splitlines()
+    assert "--header=X-Test: a b" in args and args[-2:] == ["--no-cache", f"{site_url}/"]
+    started = time.monotonic()
+    run = hook("wget", f"{site_url}/", WGET_BINARY=str(fake), WGET_TIMEOUT="1",
+               FAKE_WGET_HANG="1")
+    assert run.rc == 1 and run.result.status == "failed"
+    assert run.result.output_str == "wget timed out after 6s"
+    assert time.monotonic() - started < 30
+    hung = subprocess.run(["pgrep", "-f", "sleep 60$"], capture_output=True, text=True)
+    assert not [p for p in hung.stdout.split() if _env_has(int(p), str(fake))]
+
+
+def _env_has(pid: int, text: str) -> bool:
+    try:
+        return text.encode() in Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return False
 
 
 # --- title --------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ import contextlib
 import json
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -178,3 +179,106 @@ def test_wait_for_background_cleanup_and_a_daemon_that_never_got_ready(
     # stopped at cleanup without ever printing a line: failed, not noresults
     assert by["silent"].status == "failed"
     assert "never reported being ready" in (by["silent"].error or "")
+
+
+def test_a_snapshot_claimed_twice_runs_once_and_the_crawl_still_ends(rt: Runtime) -> None:
+    """A claim that hands out a snapshot the crawl already has (a claim bug did: it returned
+    rows it had not moved, which a later claim moved and returned again) is dropped and
+    counted: the first run is not disturbed, no hook runs twice, and the crawl seals."""
+    urls = [f"https://example.com/{i}" for i in range(4)]
+    start = crawls.CrawlStart(_crawl_with(rt, urls))
+    cur = rt.store.cursor()
+
+    def unclaim(snapshot_id: str) -> None:  # what the bug left: a handed-out row still queued
+        cur.execute("UPDATE snapshot SET status = 'queued', retry_at = now() WHERE id = ?",
+                    [snapshot_id])
+
+    recorder = Recorder(rt.store)
+    try:
+        feed = SnapshotFeed(rt, recorder, start.crawl, concurrency=4, batch=4)
+        first, second = feed.take(2, idle=True)  # claims all four
+        others = feed.take(2, idle=True)
+        unclaim(first.snapshot["id"])
+        unclaim(second.snapshot["id"])
+        # `second` runs and is written first (its seal finds the row queued: moves nothing);
+        # `first` is claimed again before its run even starts.
+        snapshots.run(rt, recorder, second, wait=True)
+        assert feed.take(4, idle=False) == []  # both claimed again, both dropped
+        assert feed.duplicates == 2
+        for plan in [first, *others]:
+            snapshots.run(rt, recorder, plan, wait=False)
+        assert feed.done()
+        crawls.cleanup(rt, start)
+        sealed = crawls.seal(rt, start.crawl)
+    finally:
+        recorder.close()
+    assert feed.started == len(urls)
+    assert sealed["status"] == "sealed"
+    rows = cur.execute(
+        "SELECT s.status, count(a.id), count(DISTINCT a.hook_name) FROM snapshot s "
+        "JOIN archiveresult a ON a.snapshot_id = s.id WHERE s.crawl_id = ? GROUP BY s.id, "
+        "s.status", [start.crawl["id"]]).fetchall()
+    assert len(rows) == len(urls)
+    assert {r[0] for r in rows} == {"sealed"}
+    assert all(r[1] == r[2] == len(PLUGINS.split(",")) for r in rows)  # one result per hook
+    for plan in (first, second):  # each hook of the twice-claimed snapshots ran once
+        for item in plan.items:
+            paths = results.HookPaths(plan.snap_dir / item.hook.plugin, item.hook.name)
+            assert paths.exit_file.exists()
+            assert results.attempt_of(paths) == 1
+
+
+def test_a_recorder_batch_loads_what_its_snapshots_discovered_as_one_at_a_time(
+        rt: Runtime) -> None:
+    """The Recorder loads the links of a whole batch of snapshots with one insert per crawl:
+    each link is still filtered with its own snapshot's context (depth, URL checks), a URL
+    two snapshots found is one Snapshot whose parent is the batch's first finder, and each
+    snapshot's report names what it created."""
+    from archiveflow.store.records import SnapshotRecord, TagRecord
+    from archiveflow.tasks.ingest import ingest_snapshots_outcomes
+    from archiveflow.tasks.output import HookOutcome, HookRecords
+
+    cur = rt.store.cursor()
+    crawl = crawl_store.create_crawl(cur, seeds="https://example.com/a", max_depth=1,
+                                     plugins=PLUGINS, tags="batch")
+    load.insert_snapshots(cur, load.frame("snapshot", [
+        {"url": "https://example.com/a", "depth": 0},
+        {"url": "https://example.com/b", "depth": 0},
+        {"url": "https://example.com/deep", "depth": 1}]),
+        crawl_id=crawl["id"], username="default")
+    parents = {r[1]: {"id": r[0], "depth": r[2]} for r in cur.execute(
+        "SELECT id, url, depth FROM snapshot WHERE crawl_id = ?", [crawl["id"]]).fetchall()}
+
+    def found(*urls: str, tags: tuple[str, ...] = ()) -> list[HookOutcome]:
+        recs: list[Any] = [SnapshotRecord(type="Snapshot", url=u) for u in urls]
+        recs += [TagRecord(type="Tag", name=t) for t in tags]
+        return [HookOutcome(status="succeeded", other_records=HookRecords(recs))]
+
+    def ctx(url: str) -> Any:
+        return crawls.crawl_context(rt, crawl, parents[url])
+
+    batch = [
+        (found("https://example.com/x", "https://example.com/both", "http://127.0.0.1/no",
+               tags=("kept",)), ctx("https://example.com/a")),
+        (found("https://example.com/both", "https://example.com/y"), ctx("https://example.com/b")),
+        (found("https://example.com/too-deep"), ctx("https://example.com/deep")),  # depth 2
+    ]
+    with rt.store.transaction() as tx:
+        reports = ingest_snapshots_outcomes(tx, batch)
+    assert sorted(u for _, u in reports[0].created) == ["https://example.com/both",
+                                                        "https://example.com/x"]
+    assert [u for _, u in reports[1].created] == ["https://example.com/y"]
+    assert reports[2].created == []
+    assert reports[0].refused_count == 1  # the private address, against its own snapshot
+    assert reports[0].counts["Tag"] == 1
+    rows = dict(cur.execute("SELECT url, parent_id FROM snapshot WHERE crawl_id = ? AND "
+                            "depth = 1 AND url <> 'https://example.com/deep'",
+                            [crawl["id"]]).fetchall())
+    assert rows == {"https://example.com/x": parents["https://example.com/a"]["id"],
+                    "https://example.com/both": parents["https://example.com/a"]["id"],
+                    "https://example.com/y": parents["https://example.com/b"]["id"]}
+    tagged = {r[0] for r in cur.execute(
+        "SELECT s.url FROM snapshot_tag t JOIN snapshot s ON s.id = t.snapshot_id "
+        "WHERE t.tag = 'batch'").fetchall()}
+    assert {"https://example.com/x", "https://example.com/both",
+            "https://example.com/y"} <= tagged  # the crawl's tags on each new snapshot
