@@ -292,6 +292,11 @@ def _supervise(
         # 10 ms, doubling, they cost 1.5 ms of CPU per hook run of ~150 ms). A descendant
         # that escapes its group before the first check is still found by its run id.
         interval = min(interval * 2, 0.2)
+    # Exited between two checks: a hook that floods its logs and exits fast (200 MB take
+    # ~0.2 s) is judged by the same limits as one caught while it runs.
+    reason = meter.over()
+    if reason is not None:
+        run.kill_reason = reason
 
 
 def run_hook(
